@@ -1,0 +1,89 @@
+"""One frozen settings object, read once from the environment.
+
+Every knob of storemon is an environment variable named ``STOREMON_*``; this module is the
+only place that reads them. Secrets (the database password, the API token) are masked in
+``repr`` so a settings object can be logged safely.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+DEFAULT_STATE_DIR = ".state"
+
+
+def _mask_url_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Runtime configuration. Build it with :meth:`from_env`."""
+
+    # Where local services keep their data and logs, and where reports are written.
+    state_dir: Path = Path(DEFAULT_STATE_DIR)
+    # Empty means "start a local broker / database with `storemon services up`".
+    kafka_bootstrap: str = ""
+    database_url: str = field(default="", repr=False)
+    topic_prefix: str = "storemon"
+    # Partition count of every topic and of every Faust table; the two must match.
+    partitions: int = 4
+    faust_app_id: str = "storemon"
+    worker_web_host: str = "127.0.0.1"
+    worker_web_port: int = 6066
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+    api_token: str = field(default="", repr=False)
+    reports_dir: Path = Path(DEFAULT_STATE_DIR) / "reports"
+    # Polls older than this before the newest poll are dropped from state.
+    horizon_hours: int = 192
+    # Largest batch the worker takes from a topic before writing aggregates.
+    batch_size: int = 5000
+    batch_timeout_s: float = 0.5
+    broker_session_timeout_s: float = 10.0
+
+    def __repr__(self) -> str:
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "database_url":
+                value = _mask_url_password(value)
+            elif f.name == "api_token":
+                value = "***" if value else ""
+            shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        state_dir = Path(env.get("STOREMON_STATE_DIR", DEFAULT_STATE_DIR))
+        return cls(
+            state_dir=state_dir,
+            kafka_bootstrap=env.get("STOREMON_KAFKA_BOOTSTRAP", ""),
+            database_url=env.get("STOREMON_DATABASE_URL", ""),
+            topic_prefix=env.get("STOREMON_TOPIC_PREFIX", "storemon"),
+            partitions=int(env.get("STOREMON_PARTITIONS", "4")),
+            faust_app_id=env.get("STOREMON_APP_ID", "storemon"),
+            worker_web_host=env.get("STOREMON_WORKER_WEB_HOST", "127.0.0.1"),
+            worker_web_port=int(env.get("STOREMON_WORKER_WEB_PORT", "6066")),
+            api_host=env.get("STOREMON_API_HOST", "127.0.0.1"),
+            api_port=int(env.get("STOREMON_API_PORT", "8080")),
+            api_token=env.get("STOREMON_API_TOKEN", ""),
+            reports_dir=Path(env.get("STOREMON_REPORTS_DIR", str(state_dir / "reports"))),
+            horizon_hours=int(env.get("STOREMON_HORIZON_HOURS", "192")),
+            batch_size=int(env.get("STOREMON_BATCH_SIZE", "5000")),
+            batch_timeout_s=float(env.get("STOREMON_BATCH_TIMEOUT_S", "0.5")),
+            broker_session_timeout_s=float(env.get("STOREMON_BROKER_SESSION_TIMEOUT_S", "10")),
+        )
+
+    def topic(self, name: str) -> str:
+        """Full topic name for a logical name such as ``polls``."""
+        return f"{self.topic_prefix}.{name}"
