@@ -1,0 +1,61 @@
+"""Report windows, units and the CSV of the contract.
+
+The report at ``as_of`` = T looks back over three rolling windows, ``[T - 1 h, T)``,
+``[T - 24 h, T)`` and ``[T - 168 h, T)``. Sums stay in integer microseconds until the one
+place that converts them to report units: :func:`format_hundredths`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from storemon.aggregates.timebase import DAY_US, HOUR_US, MINUTE_US, WEEK_US
+
+# (window length, unit it is reported in)
+WINDOWS: tuple[tuple[int, int], ...] = ((HOUR_US, MINUTE_US), (DAY_US, HOUR_US), (WEEK_US, HOUR_US))
+LONGEST_WINDOW_US = WEEK_US
+
+REPORT_HEADER = (
+    "store_id",
+    "uptime_last_hour",
+    "uptime_last_day",
+    "uptime_last_week",
+    "downtime_last_hour",
+    "downtime_last_day",
+    "downtime_last_week",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreWindows:
+    """Uptime and downtime of one store in the hour, day and week windows, in microseconds."""
+
+    store_id: str
+    up_us: tuple[int, int, int]
+    down_us: tuple[int, int, int]
+
+
+def format_hundredths(value_us: int, unit_us: int) -> str:
+    """``value_us`` in ``unit_us`` with two decimals, rounded half up from the exact value."""
+    hundredths = (value_us * 200 + unit_us) // (2 * unit_us)
+    return f"{hundredths // 100}.{hundredths % 100:02d}"
+
+
+def report_fields(row: StoreWindows) -> list[str]:
+    units = [unit for _, unit in WINDOWS]
+    ups = [format_hundredths(v, u) for v, u in zip(row.up_us, units, strict=True)]
+    downs = [format_hundredths(v, u) for v, u in zip(row.down_us, units, strict=True)]
+    return [row.store_id, *ups, *downs]
+
+
+def render_csv(rows: Iterable[StoreWindows]) -> str:
+    """The report CSV: header, then one line per store sorted by ``store_id``."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(REPORT_HEADER)
+    for row in sorted(rows, key=lambda r: r.store_id):
+        writer.writerow(report_fields(row))
+    return buffer.getvalue()

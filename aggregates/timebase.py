@@ -1,0 +1,112 @@
+"""Units and conversions of time.
+
+All instants are integer microseconds since 1970-01-01 00:00 UTC (``*_us``). Intervals are
+half-open ``[start, end)`` everywhere in the core: an instant equal to ``end`` is outside.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime, timedelta
+
+US_PER_SECOND = 1_000_000
+MINUTE_US = 60 * US_PER_SECOND
+HOUR_US = 60 * MINUTE_US
+DAY_US = 24 * HOUR_US
+WEEK_US = 7 * DAY_US
+SECONDS_PER_DAY = 86_400
+
+# Stand-ins for "no end" of a session that never closes (a store open 24x7).
+FOREVER_US = 2**62
+NEVER_US = -(2**62)
+
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+_ONE_US = timedelta(microseconds=1)
+
+# `2023-01-25 18:13:22.47922 UTC`: the real files' form, 0-6 fraction digits.
+_UTC_SUFFIX_FORM = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2}) (\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))? UTC"
+)
+# ISO 8601 with a `T` or space, optional fraction, and a mandatory `Z` or offset.
+_ISO_FORM = re.compile(
+    r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:Z|[+-]\d{2}:?\d{2})"
+)
+
+
+def floor_to(ts_us: int, unit_us: int) -> int:
+    """Start of the ``unit_us``-long bucket that holds ``ts_us`` (epoch-aligned)."""
+    return ts_us - ts_us % unit_us
+
+
+def ceil_to(ts_us: int, unit_us: int) -> int:
+    return -floor_to(-ts_us, unit_us)
+
+
+def days_from_civil(year: int, month: int, day: int) -> int:
+    """Days since the epoch of a calendar date; raises ValueError on an impossible date."""
+    return date(year, month, day).toordinal() - _EPOCH_ORDINAL
+
+
+_day_cache: dict[str, int] = {}
+
+
+def _cached_days(date_text: str) -> int:
+    days = _day_cache.get(date_text)
+    if days is None:
+        days = days_from_civil(int(date_text[0:4]), int(date_text[5:7]), int(date_text[8:10]))
+        if len(_day_cache) < 100_000:
+            _day_cache[date_text] = days
+    return days
+
+
+def parse_poll_timestamp(text: str) -> int:
+    """Parse a poll timestamp into epoch microseconds.
+
+    Accepts the real files' ``YYYY-MM-DD HH:MM:SS[.f] UTC`` and ISO 8601 with ``Z`` or an
+    offset. Raises ValueError with a reason for anything else (including naive ISO times).
+    """
+    text = text.strip()
+    match = _UTC_SUFFIX_FORM.fullmatch(text)
+    if match is not None:
+        year, month, day, hour, minute, second, fraction = match.groups()
+        h, m, s = int(hour), int(minute), int(second)
+        if h > 23 or m > 59 or s > 59:
+            raise ValueError(f"time of day out of range in {text!r}")
+        days = _cached_days(text[:10])
+        micros = int(fraction.ljust(6, "0")) if fraction else 0
+        return (days * SECONDS_PER_DAY + h * 3600 + m * 60 + s) * US_PER_SECOND + micros
+    if _ISO_FORM.fullmatch(text) is None:
+        raise ValueError(f"unrecognised timestamp {text!r}")
+    parsed = datetime.fromisoformat(text)
+    return datetime_to_us(parsed)
+
+
+def datetime_to_us(moment: datetime) -> int:
+    """Epoch microseconds of an aware datetime (naive ones are refused)."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError("naive datetime: an offset or zone is required")
+    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // _ONE_US
+
+
+def us_to_datetime(ts_us: int) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=ts_us)
+
+
+def format_utc(ts_us: int) -> str:
+    """``YYYY-MM-DD HH:MM:SS.ffffff UTC``, the form reports and logs use."""
+    return us_to_datetime(ts_us).strftime("%Y-%m-%d %H:%M:%S.%f UTC")
+
+
+def parse_as_of(text: str) -> int:
+    """An ``as_of`` given by a user: the poll forms, or a plain ``YYYY-MM-DD HH:MM:SS[.f]`` as UTC."""
+    text = text.strip()
+    try:
+        return parse_poll_timestamp(text)
+    except ValueError:
+        pass
+    try:
+        return parse_poll_timestamp(text + " UTC")
+    except ValueError:
+        raise ValueError(
+            f"as_of {text!r} is not 'YYYY-MM-DD HH:MM:SS[.ffffff]' (UTC) or ISO 8601 with an offset"
+        ) from None

@@ -1,0 +1,201 @@
+"""Sums over the report windows, from scratch or from precomputed buckets.
+
+Two ways to the same numbers:
+
+* :func:`windows_from_polls` computes the timeline of ``[T - 168 h, T)`` straight from the
+  polls (the batch command does this);
+* :func:`windows_from_buckets` adds up precomputed hourly and daily buckets (what the
+  stream keeps, in memory or in PostgreSQL), then corrects the two places where buckets
+  cannot know T: the *tail* after the last poll, and, when T lies before the newest poll,
+  the stretch just before T that a later poll had claimed.
+
+A window ``[lo, hi)`` is planned as whole days, whole hours, and at most two *edge* hours
+whose runs are clipped at ``lo`` or ``hi``, so every sum is exact to the microsecond.
+
+    lo                                                                    hi
+    |-edge-|--whole hours--|=====whole days=====|--whole hours--|-edge-|
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+from storemon.aggregates.report import WINDOWS, StoreWindows
+from storemon.aggregates.schedule import Sessions
+from storemon.aggregates.state import HourBucket, StoreState, StoreSummary
+from storemon.aggregates.timebase import DAY_US, HOUR_US, ceil_to, floor_to
+from storemon.aggregates.timeline import Run, timeline_runs, up_down_us
+
+
+class WindowPlan(NamedTuple):
+    lo_us: int
+    hi_us: int
+    edge_hours: tuple[int, ...]  # hours only partly inside: clip their runs to [lo, hi)
+    hour_ranges: tuple[tuple[int, int], ...]  # [a, b) of whole hours, from hourly buckets
+    day_range: tuple[int, int] | None  # [a, b) of whole days, from daily sums
+
+
+class AsOfFix(NamedTuple):
+    """When T lies before a later poll of its own session, ``[start_us, T)`` of the buckets
+    carries that later poll's status; as of T it carries the earlier poll's, or nothing."""
+
+    start_us: int
+    bucket_active: bool
+    as_of_active: bool | None
+
+
+def plan_window(lo_us: int, hi_us: int) -> WindowPlan:
+    first_whole = ceil_to(lo_us, HOUR_US)
+    end_whole = floor_to(hi_us, HOUR_US)
+    edges: list[int] = []
+    if lo_us < first_whole:
+        edges.append(floor_to(lo_us, HOUR_US))
+    if end_whole < hi_us and end_whole >= first_whole:
+        edges.append(end_whole)
+    hour_ranges: list[tuple[int, int]] = []
+    day_range: tuple[int, int] | None = None
+    if first_whole < end_whole:
+        first_day = ceil_to(first_whole, DAY_US)
+        end_day = floor_to(end_whole, DAY_US)
+        if first_day < end_day:
+            day_range = (first_day, end_day)
+            hour_ranges = [(first_whole, first_day), (end_day, end_whole)]
+        else:
+            hour_ranges = [(first_whole, end_whole)]
+    return WindowPlan(
+        lo_us, hi_us, tuple(edges), tuple((a, b) for a, b in hour_ranges if a < b), day_range
+    )
+
+
+def plan_report(as_of_us: int) -> list[WindowPlan]:
+    return [plan_window(as_of_us - length, as_of_us) for length, _ in WINDOWS]
+
+
+def edge_sums(plan: WindowPlan, bucket: HourBucket | None) -> tuple[int, int]:
+    if bucket is None:
+        return 0, 0
+    return up_down_us(bucket.runs, plan.lo_us, plan.hi_us)
+
+
+def as_of_fix(
+    sessions: Sessions, poll_ts: Sequence[int], poll_active: Sequence[bool], as_of_us: int
+) -> AsOfFix | None:
+    """The correction for a report taken before a store's newest poll (None if none is due).
+
+    Only the session that holds T can differ: its first poll after T (``q``) claims
+    ``[mid(p, q), T)`` in the buckets, where ``p`` is its last poll at or before T (or the
+    session start if there is none); as of T that stretch is ``p``'s, or unobserved.
+    """
+    s = sessions.index_containing(as_of_us)
+    if s < 0:
+        return None
+    s_start, s_end = sessions.starts[s], sessions.ends[s]
+    q = bisect_right(poll_ts, as_of_us)
+    if q >= len(poll_ts) or poll_ts[q] >= s_end:
+        return None
+    p = q - 1
+    if p >= 0 and poll_ts[p] >= s_start:
+        return AsOfFix((poll_ts[p] + poll_ts[q]) // 2, poll_active[q], poll_active[p])
+    return AsOfFix(s_start, poll_active[q], None)
+
+
+def _add(totals: list[int], run_lo: int, run_hi: int, active: bool, sign: int) -> None:
+    if run_lo < run_hi:
+        totals[0 if active else 1] += sign * (run_hi - run_lo)
+
+
+def windows_from_buckets(
+    store_id: str,
+    as_of_us: int,
+    materialised: Sequence[tuple[int, int]],
+    summary: StoreSummary,
+    fix: AsOfFix | None,
+) -> StoreWindows:
+    """Finish the sums of one store: ``materialised[i]`` is (up, down) of the buckets in
+    window i (see :func:`plan_report`); the tail and the as-of fix are added here."""
+    ups: list[int] = []
+    downs: list[int] = []
+    for (length, _), (bucket_up, bucket_down) in zip(WINDOWS, materialised, strict=True):
+        lo = as_of_us - length
+        totals = [bucket_up, bucket_down]
+        last = summary.last_poll_us
+        if last is not None and last <= as_of_us:
+            tail_end = min(summary.tail_end_us, as_of_us)
+            _add(totals, max(last, lo), tail_end, summary.last_active, +1)
+        if fix is not None:
+            start = max(fix.start_us, lo)
+            _add(totals, start, as_of_us, fix.bucket_active, -1)
+            if fix.as_of_active is not None:
+                _add(totals, start, as_of_us, fix.as_of_active, +1)
+        ups.append(totals[0])
+        downs.append(totals[1])
+    return StoreWindows(store_id, (ups[0], ups[1], ups[2]), (downs[0], downs[1], downs[2]))
+
+
+def sum_plan(
+    plan: WindowPlan,
+    hour_sum: Callable[[int, int], tuple[int, int]],
+    day_sum: Callable[[int, int], tuple[int, int]],
+    bucket_at: Callable[[int], HourBucket | None],
+) -> tuple[int, int]:
+    up = down = 0
+    for hour in plan.edge_hours:
+        u, d = edge_sums(plan, bucket_at(hour))
+        up, down = up + u, down + d
+    for a, b in plan.hour_ranges:
+        u, d = hour_sum(a, b)
+        up, down = up + u, down + d
+    if plan.day_range is not None:
+        u, d = day_sum(*plan.day_range)
+        up, down = up + u, down + d
+    return up, down
+
+
+def state_windows(state: StoreState, as_of_us: int) -> StoreWindows:
+    """The report row of an in-memory :class:`StoreState`, through its buckets."""
+
+    def hour_sum(a: int, b: int) -> tuple[int, int]:
+        up = down = 0
+        for hour in range(a, b, HOUR_US):
+            bucket = state.hours.get(hour)
+            if bucket is not None:
+                up, down = up + bucket.up_us, down + bucket.down_us
+        return up, down
+
+    def day_sum(a: int, b: int) -> tuple[int, int]:
+        up = down = 0
+        for day in range(a, b, DAY_US):
+            u, d = state.days.get(day, (0, 0))
+            up, down = up + u, down + d
+        return up, down
+
+    sums = [sum_plan(p, hour_sum, day_sum, state.hours.get) for p in plan_report(as_of_us)]
+    fix = None
+    if state.poll_ts and state.poll_ts[-1] > as_of_us:
+        sessions = state.sessions_covering(as_of_us, as_of_us + 1)
+        fix = as_of_fix(sessions, state.poll_ts, state.poll_active, as_of_us)
+    return windows_from_buckets(state.store_id, as_of_us, sums, state.summary(), fix)
+
+
+def windows_from_polls(
+    store_id: str,
+    sessions: Sessions,
+    poll_ts: Sequence[int],
+    poll_active: Sequence[bool],
+    as_of_us: int,
+) -> StoreWindows:
+    """The report row straight from the polls (sorted, deduplicated) and sessions."""
+    used = bisect_right(poll_ts, as_of_us)
+    longest = WINDOWS[-1][0]
+    runs: list[Run] = timeline_runs(
+        sessions, poll_ts, poll_active, as_of_us - longest, as_of_us, used
+    )
+    ups: list[int] = []
+    downs: list[int] = []
+    for length, _ in WINDOWS:
+        u, d = up_down_us(runs, as_of_us - length, as_of_us)
+        ups.append(u)
+        downs.append(d)
+    return StoreWindows(store_id, (ups[0], ups[1], ups[2]), (downs[0], downs[1], downs[2]))
