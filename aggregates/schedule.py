@@ -111,8 +111,21 @@ def is_open_around_the_clock(schedule: Schedule) -> bool:
     return covered_to >= SECONDS_PER_WEEK
 
 
+_utc_cache: dict[tuple[ZoneInfo, int, int], int] = {}
+
+
 def local_to_utc_us(zone: ZoneInfo, local_day: int, seconds: int) -> int:
     """UTC instant of ``seconds`` after local midnight of ``local_day`` (days since epoch)."""
+    key = (zone, local_day, seconds)
+    cached = _utc_cache.get(key)
+    if cached is None:
+        if len(_utc_cache) > 500_000:
+            _utc_cache.clear()
+        cached = _utc_cache[key] = _local_to_utc_us(zone, local_day, seconds)
+    return cached
+
+
+def _local_to_utc_us(zone: ZoneInfo, local_day: int, seconds: int) -> int:
     day = _EPOCH + timedelta(days=local_day + seconds // SECONDS_PER_DAY)
     s = seconds % SECONDS_PER_DAY
     wall = datetime(day.year, day.month, day.day, s // 3600, s // 60 % 60, s % 60, tzinfo=zone)

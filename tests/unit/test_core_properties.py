@@ -1,0 +1,148 @@
+"""Properties of the core, checked on generated stores (hypothesis)."""
+
+from __future__ import annotations
+
+import random
+from bisect import bisect_right
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from storemon.aggregates.batch import dedupe_polls
+from storemon.aggregates.records import HoursRow
+from storemon.aggregates.report import WINDOWS, LONGEST_WINDOW_US
+from storemon.aggregates.schedule import Schedule, build_schedule, sessions_between
+from storemon.aggregates.state import StoreState
+from storemon.aggregates.timebase import DAY_US, HOUR_US, MINUTE_US
+from storemon.aggregates.timeline import business_us, timeline_runs
+from storemon.aggregates.windows import state_windows
+
+from .corekit import STORE, scratch, utc
+
+ZONES = ["UTC", "America/New_York", "Australia/Sydney", "Asia/Kathmandu", "America/Phoenix"]
+# Around DST changes in New York and Sydney, and a quiet week.
+BASES = [utc(2024, 3, 12, 9), utc(2024, 11, 5, 3), utc(2024, 4, 9, 17), utc(2024, 1, 20, 12)]
+
+times_of_day = st.integers(min_value=0, max_value=96).map(lambda q: min(q * 900, 86400))
+hours_rows = st.lists(
+    st.tuples(st.integers(0, 6), times_of_day, st.one_of(times_of_day, st.sampled_from([86340, 86399]))),
+    max_size=6,
+)
+
+
+@st.composite
+def stores(draw: st.DrawFn) -> tuple[Schedule, str, list[tuple[int, bool]], int]:
+    zone = draw(st.sampled_from(ZONES))
+    base = draw(st.sampled_from(BASES))
+    rows = [HoursRow(STORE, d, s if s < 86400 else 0, e) for d, s, e in draw(hours_rows)]
+    sched = build_schedule(rows)
+    offsets = st.integers(min_value=-10 * DAY_US, max_value=DAY_US)
+    polls = draw(st.lists(st.tuples(offsets, st.booleans()), max_size=40))
+    as_of = base + draw(st.integers(min_value=-2 * DAY_US, max_value=DAY_US))
+    return sched, zone, [(base + o, a) for o, a in polls], as_of
+
+
+def _incremental(sched: Schedule, zone: str, polls: list[tuple[int, bool]], seed: int) -> StoreState:
+    rng = random.Random(seed)
+    delivered = polls + rng.sample(polls, k=len(polls) // 3)  # redelivery
+    rng.shuffle(delivered)
+    state = StoreState(STORE, sched, zone)
+    i = 0
+    while i < len(delivered):
+        step = rng.randint(1, 5)
+        state.apply_polls(delivered[i : i + step])
+        i += step
+    return state
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(stores(), st.integers(0, 2**32))
+def test_incremental_state_equals_from_scratch_in_any_order(store, seed) -> None:  # type: ignore[no-untyped-def]
+    sched, zone, polls, as_of = store
+    state = _incremental(sched, zone, polls, seed)
+    assert state_windows(state, as_of) == scratch(sched, zone, polls, as_of)
+
+
+@settings(max_examples=150, deadline=None)
+@given(stores(), stores(), st.integers(0, 2**32))
+def test_replacing_hours_recomputes_the_store(first, second, seed) -> None:  # type: ignore[no-untyped-def]
+    sched_a, zone_a, polls, as_of = first
+    sched_b, zone_b, _, _ = second
+    state = _incremental(sched_a, zone_a, polls, seed)
+    state.replace_schedule(sched_b, zone_b)
+    assert state_windows(state, as_of) == scratch(sched_b, zone_b, polls, as_of)
+
+
+@settings(max_examples=300, deadline=None)
+@given(stores())
+def test_up_plus_down_plus_unobserved_is_business_time(store) -> None:  # type: ignore[no-untyped-def]
+    sched, zone, polls, as_of = store
+    row = scratch(sched, zone, polls, as_of)
+    poll_ts, _ = dedupe_polls(polls)
+    used = poll_ts[: bisect_right(poll_ts, as_of)]
+    sessions = sessions_between(sched, zone, as_of - LONGEST_WINDOW_US, as_of)
+    for i, (length, _) in enumerate(WINDOWS):
+        lo = as_of - length
+        business = business_us(sessions, lo, as_of)
+        unobserved = 0
+        for start, end in zip(sessions.starts, sessions.ends, strict=True):
+            if not any(start <= ts < end for ts in used):
+                unobserved += max(0, min(end, as_of) - max(start, lo))
+        assert row.up_us[i] + row.down_us[i] + unobserved == business
+
+
+def _naive_status(sched: Schedule, zone: str, polls: list[tuple[int, bool]], t: int) -> bool | None:
+    """The rule read literally: nearest poll of the same session, ties to the later one."""
+    sessions = sessions_between(sched, zone, t, t + 1)
+    holding = [(s, e) for s, e in zip(sessions.starts, sessions.ends, strict=True) if s <= t < e]
+    if not holding:
+        return None
+    s, e = holding[0]
+    poll_ts, poll_active = dedupe_polls(polls)
+    best: tuple[int, int] | None = None
+    for k, ts in enumerate(poll_ts):
+        if s <= ts < e:
+            distance = abs(ts - t)
+            # a tie goes to the later poll: prefer it when equally near
+            if best is None or distance < best[0] or (distance == best[0] and ts > poll_ts[best[1]]):
+                best = (distance, k)
+    return None if best is None else poll_active[best[1]]
+
+
+@settings(max_examples=200, deadline=None)
+@given(stores(), st.lists(st.integers(min_value=0, max_value=LONGEST_WINDOW_US - 1), min_size=1, max_size=25))
+def test_timeline_matches_the_rule_read_literally(store, probes) -> None:  # type: ignore[no-untyped-def]
+    sched, zone, polls, as_of = store
+    every = [(ts, a) for ts, a in polls]
+    poll_ts, poll_active = dedupe_polls(every)
+    lo = as_of - LONGEST_WINDOW_US
+    sessions = sessions_between(sched, zone, lo, as_of + DAY_US)
+    runs = timeline_runs(sessions, poll_ts, poll_active, lo, as_of + DAY_US)
+    for offset in probes:
+        t = lo + offset
+        expected = _naive_status(sched, zone, every, t)
+        found = [r.active for r in runs if r.start_us <= t < r.end_us]
+        assert found == ([] if expected is None else [expected])
+
+
+@settings(max_examples=100, deadline=None)
+@given(stores(), st.integers(0, 2**32))
+def test_pruning_keeps_recent_windows_exact(store, seed) -> None:  # type: ignore[no-untyped-def]
+    sched, zone, polls, as_of = store
+    state = _incremental(sched, zone, polls, seed)
+    state.prune(as_of - 8 * DAY_US)
+    late = [(as_of - 3 * HOUR_US + 17 * MINUTE_US, False)]
+    state.apply_polls(late)
+    assert state_windows(state, as_of) == scratch(sched, zone, polls + late, as_of)
+
+
+@settings(max_examples=100, deadline=None)
+@given(stores(), st.integers(0, 2**32))
+def test_state_survives_a_round_trip_through_its_record(store, seed) -> None:  # type: ignore[no-untyped-def]
+    sched, zone, polls, as_of = store
+    state = _incremental(sched, zone, polls, seed)
+    state.prune(as_of - 8 * DAY_US)
+    again = StoreState.from_record(state.to_record())
+    assert again.hours == state.hours
+    assert again.summary() == state.summary()
+    assert state_windows(again, as_of) == state_windows(state, as_of)
