@@ -100,13 +100,26 @@ def write_rejections(path: Path, rejections: Iterable[Rejection]) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", type=Path, required=True,
-                        help="folder with store_status, menu_hours and timezones (.csv or .csv.gz)")
-    parser.add_argument("--as-of", default=None,
-                        help="report time, 'YYYY-MM-DD HH:MM:SS[.ffffff]' UTC (default: newest poll)")
-    parser.add_argument("--out", type=Path, default=None, help="CSV file to write (default: stdout)")
-    parser.add_argument("--rejects", type=Path, default=None,
-                        help="where rejected rows go with their reasons (default: OUT.rejected.csv)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="folder with store_status, menu_hours and timezones (.csv or .csv.gz)",
+    )
+    parser.add_argument(
+        "--as-of",
+        default=None,
+        help="report time, 'YYYY-MM-DD HH:MM:SS[.ffffff]' UTC (default: newest poll)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="CSV file to write (default: stdout)"
+    )
+    parser.add_argument(
+        "--rejects",
+        type=Path,
+        default=None,
+        help="where rejected rows go with their reasons (default: OUT.rejected.csv)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -133,8 +146,11 @@ def run(args: argparse.Namespace) -> int:
     if rejects_path is not None:
         write_rejections(rejects_path, data.rejections)
     elapsed = time.perf_counter() - started
-    print(f"as_of {format_utc(as_of_us)}: {len(rows)} stores, {data.poll_count} polls, "
-          f"{len(data.rejections)} rows rejected, {elapsed:.2f} s", file=sys.stderr)
+    print(
+        f"as_of {format_utc(as_of_us)}: {len(rows)} stores, {data.poll_count} polls, "
+        f"{len(data.rejections)} rows rejected, {elapsed:.2f} s",
+        file=sys.stderr,
+    )
     by_reason = Counter((r.source, r.reason) for r in data.rejections)
     for (source, reason), count in sorted(by_reason.items()):
         print(f"  rejected {source}: {reason}: {count}", file=sys.stderr)

@@ -62,21 +62,29 @@ def read_polls(path: Path) -> Iterator[Poll | Rejection]:
                 continue
             if len(row) != width:
                 yield Rejection(
-                    "polls", "wrong field count", f"expected {width} fields, got {len(row)}",
+                    "polls",
+                    "wrong field count",
+                    f"expected {width} fields, got {len(row)}",
                     dict(zip(header, row, strict=False)),
                 )
                 continue
             try:
                 yield poll_from_fields(row[i_id], row[i_ts], row[i_status])
             except BadField as error:
-                yield Rejection("polls", error.reason, str(error), dict(zip(header, row, strict=True)))
+                yield Rejection(
+                    "polls", error.reason, str(error), dict(zip(header, row, strict=True))
+                )
 
 
 def read_hours(path: Path) -> Iterator[HoursRow | Rejection]:
     for header, row in _rows(path):
         if len(row) != len(header):
-            yield Rejection("hours", "wrong field count", f"expected {len(header)} fields, got {len(row)}",
-                            dict(zip(header, row, strict=False)))
+            yield Rejection(
+                "hours",
+                "wrong field count",
+                f"expected {len(header)} fields, got {len(row)}",
+                dict(zip(header, row, strict=False)),
+            )
             continue
         yield parse_hours(dict(zip(header, row, strict=True)))
 
@@ -84,8 +92,11 @@ def read_hours(path: Path) -> Iterator[HoursRow | Rejection]:
 def read_zones(path: Path) -> Iterator[ZoneRow | Rejection]:
     for header, row in _rows(path):
         if len(row) != len(header):
-            yield Rejection("timezones", "wrong field count",
-                            f"expected {len(header)} fields, got {len(row)}",
-                            dict(zip(header, row, strict=False)))
+            yield Rejection(
+                "timezones",
+                "wrong field count",
+                f"expected {len(header)} fields, got {len(row)}",
+                dict(zip(header, row, strict=False)),
+            )
             continue
         yield parse_zone(dict(zip(header, row, strict=True)))

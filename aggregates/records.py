@@ -127,7 +127,9 @@ def poll_from_fields(store_id: str, timestamp: str, status: str) -> Poll:
 def parse_poll(fields: Mapping[str, str]) -> Poll | Rejection:
     try:
         return poll_from_fields(
-            fields.get("store_id") or "", fields.get("timestamp_utc") or "", fields.get("status") or ""
+            fields.get("store_id") or "",
+            fields.get("timestamp_utc") or "",
+            fields.get("status") or "",
         )
     except BadField as error:
         return Rejection("polls", error.reason, str(error), dict(fields))

@@ -135,7 +135,9 @@ def _local_to_utc_us(zone: ZoneInfo, local_day: int, seconds: int) -> int:
     return wall_us - offset // _ONE_US
 
 
-def _spans(schedule: Schedule, zone: ZoneInfo, first_day: int, last_day: int) -> list[tuple[int, int]]:
+def _spans(
+    schedule: Schedule, zone: ZoneInfo, first_day: int, last_day: int
+) -> list[tuple[int, int]]:
     by_weekday: dict[int, list[WeeklyInterval]] = {}
     for interval in schedule:
         by_weekday.setdefault(interval.weekday, []).append(interval)

@@ -1,8 +1,10 @@
 """Incremental per-store state: polls in, changed hourly and daily buckets out.
 
-A :class:`StoreState` holds one store's schedule, zone and recent polls, and the store's
-status timeline cut into hourly buckets (each bucket keeps its runs, so a window that starts
-or ends inside an hour is still summed exactly) and daily sums of those buckets.
+A :class:`StoreState` holds one store's schedule, zone and recent polls, and the up and down
+microseconds of every hour of its status timeline, packed per UTC day in one array so that
+fourteen thousand stores fit in well under a gigabyte. The runs of an hour (needed to clip a
+window that starts or ends inside it) are not kept: they are emitted with every change, for
+the tables that persist them, and can be recomputed from the polls.
 
 *Materialised* timeline: buckets cover ``[low_us, last_in_hours_poll_us)``. What lies after
 the last poll inside business hours depends on the report time, so it is not stored: it is
@@ -16,14 +18,21 @@ redeliveries change nothing. Applying polls returns exactly the buckets whose va
 
 from __future__ import annotations
 
+from array import array
 from bisect import bisect_left
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from storemon.aggregates.records import DEFAULT_ZONE
-from storemon.aggregates.schedule import ALWAYS_OPEN, Schedule, Sessions, WeeklyInterval, sessions_between
-from storemon.aggregates.timebase import DAY_US, FOREVER_US, HOUR_US, NEVER_US, ceil_to, floor_to
+from storemon.aggregates.schedule import (
+    ALWAYS_OPEN,
+    Schedule,
+    Sessions,
+    WeeklyInterval,
+    sessions_between,
+)
+from storemon.aggregates.timebase import DAY_US, FOREVER_US, HOUR_US, NEVER_US, floor_to
 from storemon.aggregates.timeline import Run, timeline_runs
 
 DEFAULT_HORIZON_US = 192 * HOUR_US
@@ -96,10 +105,9 @@ class StoreState:
         "_sessions_hi",
         "_sessions_lo",
         "cutoff_us",
-        "days",
+        "day_hours",
         "first_poll_us",
         "horizon_us",
-        "hours",
         "poll_active",
         "poll_ts",
         "schedule",
@@ -118,11 +126,11 @@ class StoreState:
         self.schedule = schedule
         self.zone_name = zone_name
         self.horizon_us = horizon_us
-        self.poll_ts: list[int] = []
-        self.poll_active: list[bool] = []
+        self.poll_ts = array("q")
+        self.poll_active = bytearray()
         self.first_poll_us: int | None = None
-        self.hours: dict[int, HourBucket] = {}
-        self.days: dict[int, tuple[int, int]] = {}
+        # day start -> [up_0, down_0, up_1, down_1, ..., up_23, down_23] of its hours
+        self.day_hours: dict[int, array[int]] = {}
         self.cutoff_us = NEVER_US
         self._sessions: Sessions | None = None
         self._sessions_lo = 0
@@ -168,62 +176,72 @@ class StoreState:
         j = bisect_left(self.poll_ts, last)
         sessions = self.sessions_covering(last, last + 1)
         tail_end = sessions.ends[sessions.index_containing(last)]
-        return StoreSummary(self.first_poll_us, last, self.poll_active[j], tail_end)
+        return StoreSummary(self.first_poll_us, last, bool(self.poll_active[j]), tail_end)
 
     # -- updates --------------------------------------------------------------------------
 
     def apply_polls(self, polls: Iterable[tuple[int, bool]]) -> StoreChanges:
         """Add polls ``(ts_us, active)``; returns the buckets and days whose value changed."""
         changes = StoreChanges()
-        touched: list[int] = []
         old_low = self.low_us
+        touched = self._insert_polls(polls, changes)
+        if not touched:
+            return changes
+        self._drop_polls_before_cutoff()
+        old_last = self._last_in_hours_us
+        dirty = self._dirty_ranges(touched)
+        new_last = self._last_in_hours_us
+        if old_last is not None and new_last is not None and new_last > old_last:
+            # the old last poll's tail, not stored until now, becomes part of the buckets
+            dirty.append((old_last, new_last))
+        if new_last != old_last:
+            changes.summary_changed = True
+        if self.low_us < old_low and old_low != FOREVER_US:
+            dirty.append((self.low_us, old_low))
+        self._recompute(dirty, changes, old_last)
+        return changes
+
+    def _insert_polls(self, polls: Iterable[tuple[int, bool]], changes: StoreChanges) -> list[int]:
+        """Merge polls into the sorted lists; returns the timestamps that changed anything."""
+        touched: list[int] = []
+        poll_ts, poll_active = self.poll_ts, self.poll_active
         for ts, active in polls:
             if self.first_poll_us is None or ts < self.first_poll_us:
                 self.first_poll_us = ts
                 changes.summary_changed = True
-            j = bisect_left(self.poll_ts, ts)
-            if j < len(self.poll_ts) and self.poll_ts[j] == ts:
-                if self.poll_active[j] and not active:  # conflicting duplicate: inactive wins
-                    self.poll_active[j] = False
+            j = bisect_left(poll_ts, ts)
+            if j < len(poll_ts) and poll_ts[j] == ts:
+                if poll_active[j] and not active:  # conflicting duplicate: inactive wins
+                    poll_active[j] = 0
                     touched.append(ts)
-                    changes.poll_hours.add(floor_to(ts, HOUR_US))
+                    changes.poll_hours.add(ts - ts % HOUR_US)
                 continue
-            if self.poll_ts and ts < self.poll_ts[0] and ts < self.cutoff_us:
+            if poll_ts and ts < poll_ts[0] and ts < self.cutoff_us:
                 continue  # older than the kept anchor: it cannot reach past the cutoff
-            self.poll_ts.insert(j, ts)
-            self.poll_active.insert(j, active)
+            poll_ts.insert(j, ts)
+            poll_active.insert(j, active)
             touched.append(ts)
-            changes.poll_hours.add(floor_to(ts, HOUR_US))
-        if not touched:
-            return changes
-        self._drop_polls_before_cutoff()
+            changes.poll_hours.add(ts - ts % HOUR_US)
+        return touched
+
+    def _dirty_ranges(self, touched: list[int]) -> list[tuple[int, int]]:
+        """Where the timeline may have changed: a new poll only moves the boundaries
+        between its neighbours in the same session. Also advances the last poll in hours."""
         sessions = self._all_sessions()
-        old_last = self._last_in_hours_us
+        poll_ts = self.poll_ts
         dirty: list[tuple[int, int]] = []
         for ts in touched:
             s = sessions.index_containing(ts)
             if s < 0:
                 continue
             s_start, s_end = sessions.starts[s], sessions.ends[s]
-            j = bisect_left(self.poll_ts, ts)
-            before = self.poll_ts[j - 1] if j > 0 and self.poll_ts[j - 1] >= s_start else s_start
-            after = (
-                self.poll_ts[j + 1]
-                if j + 1 < len(self.poll_ts) and self.poll_ts[j + 1] < s_end
-                else s_end
-            )
+            j = bisect_left(poll_ts, ts)
+            before = poll_ts[j - 1] if j > 0 and poll_ts[j - 1] >= s_start else s_start
+            after = poll_ts[j + 1] if j + 1 < len(poll_ts) and poll_ts[j + 1] < s_end else s_end
             dirty.append((before, after))
             if self._last_in_hours_us is None or ts > self._last_in_hours_us:
                 self._last_in_hours_us = ts
-        if old_last is not None and self._last_in_hours_us is not None:
-            if self._last_in_hours_us > old_last:
-                dirty.append((old_last, self._last_in_hours_us))
-        if self._last_in_hours_us != old_last:
-            changes.summary_changed = True
-        if self.low_us < old_low and old_low != FOREVER_US:
-            dirty.append((self.low_us, old_low))
-        self._recompute(dirty, changes)
-        return changes
+        return dirty
 
     def replace_schedule(self, schedule: Schedule, zone_name: str) -> StoreChanges:
         """New business hours and/or zone: the whole materialised timeline is recomputed."""
@@ -235,12 +253,15 @@ class StoreState:
         old_last = self._last_in_hours_us
         self._last_in_hours_us = self._find_last_in_hours()
         changes.summary_changed = True
-        dirty = [(h, h + HOUR_US) for h in self.hours]
+        dirty = [(h, h + HOUR_US) for h in self.hours_with_time()]
         if self._last_in_hours_us is not None:
             dirty.append((self.low_us, self._last_in_hours_us))
         if old_last is not None:
             dirty.append((self.low_us, old_last))
-        self._recompute(dirty, changes)
+        old_end = max((h + HOUR_US for h in self.hours_with_time()), default=NEVER_US)
+        self._recompute(
+            dirty, changes, max(old_end, old_last if old_last is not None else NEVER_US)
+        )
         return changes
 
     def prune(self, cutoff_us: int) -> tuple[list[int], list[int]]:
@@ -250,15 +271,14 @@ class StoreState:
         cutoff = floor_to(cutoff_us, HOUR_US)
         if cutoff <= self.cutoff_us:
             return [], []
-        self.cutoff_us = cutoff
+        old_cutoff, self.cutoff_us = self.cutoff_us, cutoff
         self._drop_polls_before_cutoff()
-        gone_hours = [h for h in self.hours if h < cutoff]
-        for hour in gone_hours:
-            del self.hours[hour]
-        # A day that straddles the cutoff keeps its full sum: it stays exact for its hours.
-        gone_days = [d for d in self.days if d + DAY_US <= cutoff]
+        gone_hours = [h for h in self.hours_with_time() if old_cutoff <= h < cutoff]
+        # The day that straddles the cutoff keeps its hours and total, so its daily row stays
+        # exact; no window that starts after the cutoff ever takes that day whole.
+        gone_days = [d for d in self.day_hours if d + DAY_US <= cutoff]
         for day in gone_days:
-            del self.days[day]
+            del self.day_hours[day]
         return gone_hours, gone_days
 
     def _drop_polls_before_cutoff(self) -> None:
@@ -267,54 +287,106 @@ class StoreState:
             del self.poll_ts[:keep_from]
             del self.poll_active[:keep_from]
 
-    def _recompute(self, dirty: list[tuple[int, int]], changes: StoreChanges) -> None:
-        """Recompute every bucket that meets a dirty range; record those that changed."""
+    def _recompute(
+        self, dirty: list[tuple[int, int]], changes: StoreChanges, old_last: int | None
+    ) -> None:
+        """Recompute every hour that meets a dirty range and record its new value.
+
+        No bucket lies at or after the end of the materialised timeline, old or new, so the
+        dirty ranges (which may run to the end of an endless session) are cut there."""
         last = self._last_in_hours_us
         low = self.low_us
+        upto = max(
+            last if last is not None else NEVER_US, old_last if old_last is not None else NEVER_US
+        )
+        day_hours = self.day_hours
+        touched_days: set[int] = set()
         for lo, hi in _merge_ranges(dirty):
-            first_hour = floor_to(max(lo, low), HOUR_US)
-            end_hour = ceil_to(hi, HOUR_US)
-            if end_hour - first_hour <= 256 * HOUR_US:
-                stale = {h for h in range(first_hour, end_hour, HOUR_US) if h in self.hours}
-            else:
-                stale = {h for h in self.hours if first_hour <= h < end_hour}
+            lo = lo if lo > low else low
+            hi = hi if hi < upto else upto
+            if lo >= hi:
+                continue
+            first_hour = lo - lo % HOUR_US
+            end_hour = -((-hi) // HOUR_US) * HOUR_US
             # Whole hours are recomputed, within the materialised range [low, last).
-            stop = min(end_hour, last if last is not None else NEVER_US)
+            stop = end_hour if last is None or end_hour < last else last
+            fresh: dict[int, list[Run]] = {}
             if first_hour < stop:
                 sessions = self.sessions_covering(first_hour, stop)
                 runs = timeline_runs(sessions, self.poll_ts, self.poll_active, first_hour, stop)
-                for hour, hour_runs in split_by_hour(runs).items():
-                    stale.discard(hour)
-                    self._store_bucket(HourBucket.from_runs(hour, hour_runs), changes)
-            for hour in stale:
-                self._store_bucket(HourBucket(hour, 0, 0, ()), changes)
+                fresh = split_by_hour(runs)
+            hour = first_hour
+            while hour < end_hour:
+                day = hour - hour % DAY_US
+                slot = 2 * ((hour - day) // HOUR_US)
+                hour_runs = fresh.get(hour)
+                hours_array = day_hours.get(day)
+                if hour_runs is None:
+                    if hours_array is not None and (hours_array[slot] or hours_array[slot + 1]):
+                        hours_array[slot] = hours_array[slot + 1] = 0
+                        changes.hours[hour] = HourBucket(hour, 0, 0, ())
+                        touched_days.add(day)
+                else:
+                    up = down = 0
+                    for run_start, run_end, active in hour_runs:
+                        if active:
+                            up += run_end - run_start
+                        else:
+                            down += run_end - run_start
+                    if hours_array is None:
+                        hours_array = day_hours[day] = array("q", bytes(8 * 48))
+                    hours_array[slot] = up
+                    hours_array[slot + 1] = down
+                    changes.hours[hour] = HourBucket(hour, up, down, tuple(hour_runs))
+                    touched_days.add(day)
+                hour += HOUR_US
+        for day in touched_days:
+            totals = self.day_totals(day)
+            changes.days[day] = totals
+            if totals == (0, 0):
+                del day_hours[day]
 
-    def _store_bucket(self, bucket: HourBucket, changes: StoreChanges) -> None:
-        hour = bucket.hour_start_us
-        old = self.hours.get(hour)
-        if old == bucket or (old is None and bucket.is_empty):
-            return
-        if bucket.is_empty:
-            del self.hours[hour]
-        else:
-            self.hours[hour] = bucket
-        changes.hours[hour] = bucket
-        day = floor_to(hour, DAY_US)
-        up, down = self.days.get(day, (0, 0))
-        up += bucket.up_us - (old.up_us if old else 0)
-        down += bucket.down_us - (old.down_us if old else 0)
-        if up or down:
-            self.days[day] = (up, down)
-        else:
-            self.days.pop(day, None)
-        changes.days[day] = (up, down)
+    def hour_totals(self, hour_start_us: int) -> tuple[int, int]:
+        day = floor_to(hour_start_us, DAY_US)
+        hours_array = self.day_hours.get(day)
+        if hours_array is None:
+            return 0, 0
+        i = 2 * ((hour_start_us - day) // HOUR_US)
+        return hours_array[i], hours_array[i + 1]
+
+    def day_totals(self, day_start_us: int) -> tuple[int, int]:
+        hours_array = self.day_hours.get(day_start_us)
+        if hours_array is None:
+            return 0, 0
+        return sum(hours_array[0::2]), sum(hours_array[1::2])
+
+    def hours_with_time(self) -> list[int]:
+        """Every hour whose business time is at least partly observed, in order."""
+        found: list[int] = []
+        for day in sorted(self.day_hours):
+            hours_array = self.day_hours[day]
+            found.extend(
+                day + i * HOUR_US for i in range(24) if hours_array[2 * i] or hours_array[2 * i + 1]
+            )
+        return found
+
+    def bucket(self, hour_start_us: int) -> HourBucket:
+        """The hour's bucket, recomputed from the polls (what the tables hold for it)."""
+        last = self._last_in_hours_us
+        lo = max(hour_start_us, self.low_us)
+        hi = min(hour_start_us + HOUR_US, last if last is not None else NEVER_US)
+        if lo >= hi:
+            return HourBucket(hour_start_us, 0, 0, ())
+        sessions = self.sessions_covering(lo, hi)
+        runs = timeline_runs(sessions, self.poll_ts, self.poll_active, lo, hi)
+        return HourBucket.from_runs(hour_start_us, runs)
 
     # -- persistence ----------------------------------------------------------------------
 
     def polls_in_hour(self, hour_start_us: int) -> list[tuple[int, bool]]:
         j = bisect_left(self.poll_ts, hour_start_us)
         k = bisect_left(self.poll_ts, hour_start_us + HOUR_US)
-        return list(zip(self.poll_ts[j:k], self.poll_active[j:k], strict=True))
+        return [(self.poll_ts[i], bool(self.poll_active[i])) for i in range(j, k)]
 
     def to_record(self) -> dict[str, Any]:
         """Plain data (orjson-ready) from which :meth:`from_record` rebuilds the state."""

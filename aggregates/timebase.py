@@ -68,7 +68,7 @@ def parse_poll_timestamp(text: str) -> int:
     text = text.strip()
     match = _UTC_SUFFIX_FORM.fullmatch(text)
     if match is not None:
-        year, month, day, hour, minute, second, fraction = match.groups()
+        _year, _month, _day, hour, minute, second, fraction = match.groups()
         h, m, s = int(hour), int(minute), int(second)
         if h > 23 or m > 59 or s > 59:
             raise ValueError(f"time of day out of range in {text!r}")

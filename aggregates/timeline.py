@@ -31,7 +31,7 @@ class Run(NamedTuple):
 def timeline_runs(
     sessions: Sessions,
     poll_ts: Sequence[int],
-    poll_active: Sequence[bool],
+    poll_active: Sequence[int],  # 1 = active, 0 = inactive (bools are fine too)
     lo_us: int,
     hi_us: int,
     poll_count: int | None = None,
@@ -65,7 +65,7 @@ def timeline_runs(
                 run_lo = cover_lo if cover_lo > clip_lo else clip_lo
                 run_hi = cover_hi if cover_hi < clip_hi else clip_hi
                 if run_lo < run_hi:
-                    active = poll_active[k]
+                    active = bool(poll_active[k])
                     if runs and runs[-1].end_us == run_lo and runs[-1].active == active:
                         runs[-1] = Run(runs[-1].start_us, run_hi, active)
                     else:

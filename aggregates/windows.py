@@ -80,7 +80,7 @@ def edge_sums(plan: WindowPlan, bucket: HourBucket | None) -> tuple[int, int]:
 
 
 def as_of_fix(
-    sessions: Sessions, poll_ts: Sequence[int], poll_active: Sequence[bool], as_of_us: int
+    sessions: Sessions, poll_ts: Sequence[int], poll_active: Sequence[int], as_of_us: int
 ) -> AsOfFix | None:
     """The correction for a report taken before a store's newest poll (None if none is due).
 
@@ -97,8 +97,8 @@ def as_of_fix(
         return None
     p = q - 1
     if p >= 0 and poll_ts[p] >= s_start:
-        return AsOfFix((poll_ts[p] + poll_ts[q]) // 2, poll_active[q], poll_active[p])
-    return AsOfFix(s_start, poll_active[q], None)
+        return AsOfFix((poll_ts[p] + poll_ts[q]) // 2, bool(poll_active[q]), bool(poll_active[p]))
+    return AsOfFix(s_start, bool(poll_active[q]), None)
 
 
 def _add(totals: list[int], run_lo: int, run_hi: int, active: bool, sign: int) -> None:
@@ -159,19 +159,18 @@ def state_windows(state: StoreState, as_of_us: int) -> StoreWindows:
     def hour_sum(a: int, b: int) -> tuple[int, int]:
         up = down = 0
         for hour in range(a, b, HOUR_US):
-            bucket = state.hours.get(hour)
-            if bucket is not None:
-                up, down = up + bucket.up_us, down + bucket.down_us
+            u, d = state.hour_totals(hour)
+            up, down = up + u, down + d
         return up, down
 
     def day_sum(a: int, b: int) -> tuple[int, int]:
         up = down = 0
         for day in range(a, b, DAY_US):
-            u, d = state.days.get(day, (0, 0))
+            u, d = state.day_totals(day)
             up, down = up + u, down + d
         return up, down
 
-    sums = [sum_plan(p, hour_sum, day_sum, state.hours.get) for p in plan_report(as_of_us)]
+    sums = [sum_plan(p, hour_sum, day_sum, state.bucket) for p in plan_report(as_of_us)]
     fix = None
     if state.poll_ts and state.poll_ts[-1] > as_of_us:
         sessions = state.sessions_covering(as_of_us, as_of_us + 1)
@@ -183,7 +182,7 @@ def windows_from_polls(
     store_id: str,
     sessions: Sessions,
     poll_ts: Sequence[int],
-    poll_active: Sequence[bool],
+    poll_active: Sequence[int],  # 1 = active, 0 = inactive (bools are fine too)
     as_of_us: int,
 ) -> StoreWindows:
     """The report row straight from the polls (sorted, deduplicated) and sessions."""

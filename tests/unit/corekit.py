@@ -18,7 +18,9 @@ from storemon.aggregates.windows import state_windows, windows_from_polls
 STORE = "store-1"
 
 
-def at(zone: str, year: int, month: int, day: int, hour: int, minute: int = 0, second: int = 0) -> int:
+def at(
+    zone: str, year: int, month: int, day: int, hour: int, minute: int = 0, second: int = 0
+) -> int:
     """Epoch microseconds of a local wall time (first occurrence, like the contract)."""
     return datetime_to_us(datetime(year, month, day, hour, minute, second, tzinfo=ZoneInfo(zone)))
 
@@ -29,25 +31,33 @@ def utc(year: int, month: int, day: int, hour: int, minute: int = 0, second: int
 
 def schedule(*rows: tuple[int, str, str]) -> Schedule:
     return build_schedule(
-        HoursRow(STORE, day, parse_time_of_day(start, is_end=False), parse_time_of_day(end, is_end=True))
+        HoursRow(
+            STORE, day, parse_time_of_day(start, is_end=False), parse_time_of_day(end, is_end=True)
+        )
         for day, start, end in rows
     )
 
 
-def scratch(sched: Schedule, zone: str, polls: Iterable[tuple[int, bool]], as_of_us: int) -> StoreWindows:
+def scratch(
+    sched: Schedule, zone: str, polls: Iterable[tuple[int, bool]], as_of_us: int
+) -> StoreWindows:
     poll_ts, poll_active = dedupe_polls(polls)
     sessions = sessions_between(sched, zone, as_of_us - LONGEST_WINDOW_US, as_of_us)
     return windows_from_polls(STORE, sessions, poll_ts, poll_active, as_of_us)
 
 
-def incremental(sched: Schedule, zone: str, polls: Iterable[tuple[int, bool]], as_of_us: int) -> StoreWindows:
+def incremental(
+    sched: Schedule, zone: str, polls: Iterable[tuple[int, bool]], as_of_us: int
+) -> StoreWindows:
     state = StoreState(STORE, sched, zone)
     for poll in polls:
         state.apply_polls([poll])
     return state_windows(state, as_of_us)
 
 
-def report(sched: Schedule, zone: str, polls: list[tuple[int, bool]], as_of_us: int) -> StoreWindows:
+def report(
+    sched: Schedule, zone: str, polls: list[tuple[int, bool]], as_of_us: int
+) -> StoreWindows:
     """The row, after checking that both paths give exactly the same microseconds."""
     from_scratch = scratch(sched, zone, polls, as_of_us)
     through_state = incremental(sched, zone, polls, as_of_us)

@@ -20,7 +20,8 @@ def test_worked_example_of_the_contract() -> None:
     # midpoint 10:44:30: up 09:00-10:44:30, down 10:44:30-12:00
     assert row.up_us[1] == (HOUR_US + 44 * MINUTE_US + 30 * US_PER_SECOND)
     assert row.down_us[1] == (HOUR_US + 15 * MINUTE_US + 30 * US_PER_SECOND)
-    assert row.up_us[2] == row.up_us[1] and row.down_us[2] == row.down_us[1]
+    assert row.up_us[2] == row.up_us[1]
+    assert row.down_us[2] == row.down_us[1]
     assert row.up_us[0] == row.down_us[0] == 0  # the last hour is after closing
     csv_line = render_csv([row]).splitlines()[1]
     assert csv_line == "store-1,0.00,1.74,1.74,0.00,1.26,1.26"
@@ -32,7 +33,8 @@ def test_store_without_hours_is_open_around_the_clock() -> None:
     # midpoint 2024-01-13 18:00: the week window starts 2024-01-10 12:00
     assert row.up_us[2] == (3 * 24 + 6) * HOUR_US
     assert row.down_us[2] == (3 * 24 + 18) * HOUR_US
-    assert row.down_us[1] == 24 * HOUR_US and row.down_us[0] == HOUR_US
+    assert row.down_us[1] == 24 * HOUR_US
+    assert row.down_us[0] == HOUR_US
 
 
 def test_overnight_hours_written_either_way_agree() -> None:
@@ -80,7 +82,8 @@ def test_polls_outside_business_hours_are_ignored() -> None:
         (at(CHI, 2024, 1, 15, 12, 0), False),  # exactly at closing: outside
     ]
     row = report(sched, CHI, polls, at(CHI, 2024, 1, 15, 13, 0))
-    assert row.up_us[1] == 3 * HOUR_US and row.down_us[1] == 0
+    assert row.up_us[1] == 3 * HOUR_US
+    assert row.down_us[1] == 0
 
 
 def test_conflicting_duplicates_count_once_and_inactive_wins() -> None:
@@ -88,7 +91,8 @@ def test_conflicting_duplicates_count_once_and_inactive_wins() -> None:
     t = at(CHI, 2024, 1, 15, 10, 0)
     for polls in ([(t, True), (t, False)], [(t, False), (t, True)], [(t, False)] * 3):
         row = report(sched, CHI, polls, at(CHI, 2024, 1, 15, 13, 0))
-        assert row.down_us[1] == 3 * HOUR_US and row.up_us[1] == 0
+        assert row.down_us[1] == 3 * HOUR_US
+        assert row.up_us[1] == 0
 
 
 def test_as_of_leaves_later_polls_out() -> None:
@@ -96,10 +100,12 @@ def test_as_of_leaves_later_polls_out() -> None:
     polls = [(at(CHI, 2024, 1, 15, 10, 0), True), (at(CHI, 2024, 1, 15, 14, 0), False)]
     row = report(sched, CHI, polls, at(CHI, 2024, 1, 15, 13, 0))
     # as of 13:00 only the 10:00 poll exists: up 09:00-13:00
-    assert row.up_us[1] == 4 * HOUR_US and row.down_us[1] == 0
+    assert row.up_us[1] == 4 * HOUR_US
+    assert row.down_us[1] == 0
     assert row.up_us[0] == HOUR_US
     later = report(sched, CHI, polls, at(CHI, 2024, 1, 15, 17, 0))
-    assert later.up_us[1] == 3 * HOUR_US and later.down_us[1] == 5 * HOUR_US
+    assert later.up_us[1] == 3 * HOUR_US
+    assert later.down_us[1] == 5 * HOUR_US
 
 
 def test_last_hour_window_cuts_a_session() -> None:
@@ -107,8 +113,10 @@ def test_last_hour_window_cuts_a_session() -> None:
     polls = [(at(CHI, 2024, 1, 15, 9, 5), True), (at(CHI, 2024, 1, 15, 12, 5), False)]
     row = report(sched, CHI, polls, at(CHI, 2024, 1, 15, 12, 45))
     # last hour [11:45, 12:45) meets business time [11:45, 12:30); midpoint 10:35
-    assert row.down_us[0] == 45 * MINUTE_US and row.up_us[0] == 0
-    assert row.up_us[1] == 95 * MINUTE_US and row.down_us[1] == 115 * MINUTE_US
+    assert row.down_us[0] == 45 * MINUTE_US
+    assert row.up_us[0] == 0
+    assert row.up_us[1] == 95 * MINUTE_US
+    assert row.down_us[1] == 115 * MINUTE_US
 
 
 def test_tail_after_last_poll_stops_at_report_time() -> None:
