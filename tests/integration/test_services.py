@@ -1,0 +1,176 @@
+"""The local services really work: Kafka answers metadata and carries messages through a
+consumer group, PostgreSQL answers queries; ``ensure_up`` is idempotent.
+
+The tests at the bottom (not marked ``services``) check the launcher's pure parts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+from pathlib import Path
+
+import pytest
+from aiokafka import (  # type: ignore[import-untyped,unused-ignore]
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+)
+from aiokafka.admin import (  # type: ignore[import-untyped,unused-ignore]
+    AIOKafkaAdminClient,
+    NewTopic,
+)
+
+from storemon import services
+from storemon.services import ServiceEndpoints
+from storemon.settings import Settings
+
+
+@pytest.mark.services
+async def test_broker_answers_metadata(service_endpoints: ServiceEndpoints) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=service_endpoints.kafka_bootstrap)
+    await admin.start()
+    try:
+        cluster = await admin.describe_cluster()
+        topics = await admin.list_topics()
+    finally:
+        await admin.close()
+    assert len(cluster["brokers"]) >= 1
+    assert isinstance(topics, list)
+
+
+@pytest.mark.services
+async def test_topic_create_produce_consume(service_endpoints: ServiceEndpoints) -> None:
+    bootstrap = service_endpoints.kafka_bootstrap
+    topic = f"test.services.{uuid.uuid4().hex[:12]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, num_partitions=4, replication_factor=1)])
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    assert len(described[0]["partitions"]) == 4
+
+    sent = {f"key-{i}".encode(): f"value-{i}".encode() for i in range(8)}
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for key, value in sent.items():
+            await producer.send_and_wait(topic, value, key=key)
+    finally:
+        await producer.stop()
+
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"test-group-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    received: dict[bytes, bytes] = {}
+    try:
+        async with asyncio.timeout(60):
+            while len(received) < len(sent):
+                batches = await consumer.getmany(timeout_ms=1000)
+                for records in batches.values():
+                    received.update((r.key, r.value) for r in records)
+        await consumer.commit()
+    finally:
+        await consumer.stop()
+    assert received == sent
+
+
+@pytest.mark.services
+async def test_postgres_accepts_queries(service_endpoints: ServiceEndpoints) -> None:
+    import asyncpg  # type: ignore[import-untyped,unused-ignore]
+
+    conn = await asyncpg.connect(service_endpoints.database_url, timeout=30)
+    try:
+        assert await conn.fetchval("SELECT 1 + 1") == 2
+        if service_endpoints.postgres_backend != services.EXTERNAL:
+            assert await conn.fetchval("SELECT current_database()") == services.DB_NAME
+            assert await conn.fetchval("SELECT current_user") == services.DB_USER
+        async with conn.transaction():
+            await conn.execute("CREATE TEMP TABLE probe (id int PRIMARY KEY, name text)")
+            await conn.executemany(
+                "INSERT INTO probe VALUES ($1, $2)", [(1, "a"), (2, "b"), (3, "c")]
+            )
+            assert await conn.fetchval("SELECT string_agg(name, '' ORDER BY id) FROM probe") == (
+                "abc"
+            )
+    finally:
+        await conn.close()
+
+
+@pytest.mark.services
+def test_ensure_up_is_idempotent(
+    services_base_settings: Settings, service_endpoints: ServiceEndpoints
+) -> None:
+    again = services.ensure_up(services_base_settings)
+    assert again.kafka_bootstrap == service_endpoints.kafka_bootstrap
+    assert again.database_url == service_endpoints.database_url
+    assert not again.started_any
+    report = services.status(services_base_settings)
+    assert report.all_running
+    resolved = services.resolve_endpoints(services_base_settings)
+    assert resolved.kafka_bootstrap == service_endpoints.kafka_bootstrap
+    assert resolved.database_url == service_endpoints.database_url
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure parts (no services needed)
+
+
+def test_pick_port_prefers_and_skips_busy_ports() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        busy_port = busy.getsockname()[1]
+        taken: set[int] = set()
+        chosen = services._pick_port([busy_port], taken)
+        assert chosen != busy_port
+        assert chosen in taken
+        second = services._pick_port([chosen], taken)  # already handed out in this round
+        assert second not in {busy_port, chosen}
+
+
+def test_server_properties_single_node_kraft(tmp_path: Path) -> None:
+    paths = services._Paths(tmp_path)
+    text = services._server_properties(paths, 19092, 19093, partitions=4)
+    props = dict(line.split("=", 1) for line in text.splitlines() if "=" in line and line[0] != "#")
+    assert props["process.roles"] == "broker,controller"
+    assert props["controller.quorum.voters"] == "1@127.0.0.1:19093"
+    assert props["listeners"] == "PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093"
+    assert props["auto.create.topics.enable"] == "false"
+    assert props["num.partitions"] == "4"
+    assert props["offsets.topic.replication.factor"] == "1"
+    assert props["log.dirs"] == str(tmp_path / "kafka" / "data")
+
+
+def test_state_file_round_trip(tmp_path: Path) -> None:
+    paths = services._Paths(tmp_path)
+    assert services._load_state(paths) == services._State()
+    state = services._State(
+        kafka=services._KafkaState("kafka", 19092, 19093, 123, "4.1.1", "abc"),
+        postgres=services._PostgresState(15432, "/usr/lib/postgresql/15/bin", "postgres", 456),
+    )
+    services._save_state(paths, state)
+    assert services._load_state(paths) == state
+    (tmp_path / "services.json").write_text("{not json")
+    assert services._load_state(paths) == services._State()
+
+
+def test_kafka_answers_is_false_on_a_closed_port() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    assert not services.kafka_answers(f"127.0.0.1:{port}", timeout_s=1.0)
+
+
+def test_status_of_an_empty_state_dir(tmp_path: Path) -> None:
+    report = services.status(Settings(state_dir=tmp_path))
+    assert not report.all_running
+    assert report.kafka.backend == "none"
+    assert report.postgres.backend == "none"
