@@ -366,7 +366,7 @@ def _reap(pid: int) -> None:
 
 
 def _pid_alive(pid: int | None, marker: str) -> bool:
-    """Whether ``pid`` runs and its command line contains ``marker`` (guards against pid reuse)."""
+    """Whether ``pid`` runs with ``marker`` as one of its arguments (guards against pid reuse)."""
     if not pid:
         return False
     proc = Path(f"/proc/{pid}")
@@ -380,13 +380,13 @@ def _pid_alive(pid: int | None, marker: str) -> bool:
         return True
     try:
         stat = (proc / "stat").read_text()
-        cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        args = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
     except OSError:
         return False
     if stat.rsplit(")", 1)[-1].split()[0] in {"Z", "X"}:
         _reap(pid)
         return False
-    return marker in cmdline
+    return marker in args
 
 
 def _wait_gone(pid: int, marker: str, timeout_s: float) -> bool:
@@ -1106,10 +1106,10 @@ def ensure_up(
                 paths, state, kafka_backend, taken, settings.partitions,
                 timeout_s or KAFKA_START_TIMEOUT_S,
             )  # fmt: skip
+        started_pg = False
         try:
             if external_db:
                 _say("postgres: using STOREMON_DATABASE_URL, starting none")
-                started_pg = False
             else:
                 pg_timeout = timeout_s or POSTGRES_START_TIMEOUT_S
                 started_pg = _ensure_postgres(paths, state, taken, pg_timeout)
@@ -1118,7 +1118,9 @@ def ensure_up(
             # Leave nothing half-started behind: stop what this call started.
             if started_kafka and state.kafka is not None:
                 _stop_kafka(paths, state.kafka)
-                _save_state(paths, state)
+            if started_pg and state.postgres is not None:
+                _stop_postgres(paths, state.postgres)
+            _save_state(paths, state)
             raise
     kafka_state, pg_state = state.kafka, state.postgres
     return ServiceEndpoints(
