@@ -403,12 +403,34 @@ class StoreState:
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> StoreState:
         """Rebuild from :meth:`to_record`; buckets are recomputed from the polls."""
-        schedule = tuple(WeeklyInterval(*i) for i in record["schedule"])
-        state = cls(record["store_id"], schedule, record["zone"], record["horizon_us"])
-        state.apply_polls((ts, bool(a)) for ts, a in record["polls"])
-        state.first_poll_us = record["first_poll_us"]
-        if record["cutoff_us"] != NEVER_US:
-            state.prune(record["cutoff_us"])
+        return cls.restore(
+            record["store_id"],
+            tuple(WeeklyInterval(*i) for i in record["schedule"]),
+            record["zone"],
+            horizon_us=record["horizon_us"],
+            first_poll_us=record["first_poll_us"],
+            cutoff_us=record["cutoff_us"],
+            polls=[(ts, bool(a)) for ts, a in record["polls"]],
+        )
+
+    @classmethod
+    def restore(
+        cls,
+        store_id: str,
+        schedule: Schedule,
+        zone_name: str,
+        *,
+        horizon_us: int,
+        first_poll_us: int | None,
+        cutoff_us: int,
+        polls: Iterable[tuple[int, bool]],
+    ) -> StoreState:
+        """Rebuild a state from what persists of it: the settings, the earliest poll ever seen,
+        the cutoff of the last prune, and the polls kept (the anchor among them)."""
+        state = cls(store_id, schedule, zone_name, horizon_us)
+        state.first_poll_us = first_poll_us
+        state.cutoff_us = cutoff_us
+        state.apply_polls(polls)
         return state
 
 

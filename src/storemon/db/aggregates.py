@@ -1,0 +1,168 @@
+"""The aggregates in PostgreSQL: the worker's idempotent writes and the report's reads.
+
+Every write sets absolute values keyed by a natural key (store, hour), (store, day),
+(store, poll time), so a batch written twice, or replayed after a crash, changes nothing.
+A batch goes in one transaction: a report never sees half of one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+import orjson
+
+from storemon.aggregates.timeline import Run
+
+if TYPE_CHECKING:
+    from storemon.db import Connection
+
+
+@dataclass(frozen=True, slots=True)
+class StoreRow:
+    store_id: str
+    schedule: Sequence[Sequence[int]]
+    zone: str
+    first_poll_us: int | None
+    newest_poll_us: int | None
+    last_poll_us: int | None
+    last_active: bool | None
+    tail_end_us: int | None
+
+
+@dataclass
+class SinkBatch:
+    """Rows to write, deduplicated by key (the last value for a key wins)."""
+
+    stores: dict[str, StoreRow] = field(default_factory=dict)
+    hourly: dict[tuple[str, int], tuple[int, int, list[int]]] = field(default_factory=dict)
+    daily: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
+    polls: dict[tuple[str, int], bool] = field(default_factory=dict)
+    dead_letters: list[tuple[str, str, str, str, int | None, int | None]] = field(
+        default_factory=list
+    )
+
+    def add_poll(self, store_id: str, ts_us: int, active: bool) -> None:
+        key = (store_id, ts_us)
+        self.polls[key] = self.polls.get(key, True) and active  # inactive wins
+
+    def __bool__(self) -> bool:
+        return bool(self.stores or self.hourly or self.daily or self.polls or self.dead_letters)
+
+
+def flatten_runs(runs: Iterable[Run]) -> list[int]:
+    flat: list[int] = []
+    for start, end, active in runs:
+        flat.extend((start, end, 1 if active else 0))
+    return flat
+
+
+def unflatten_runs(flat: Sequence[int]) -> tuple[Run, ...]:
+    return tuple(Run(flat[i], flat[i + 1], bool(flat[i + 2])) for i in range(0, len(flat), 3))
+
+
+# (table, columns, key columns, SET clause on conflict)
+_UPSERTS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...], str]] = {
+    "stores": (
+        "stores",
+        (
+            "store_id",
+            "schedule",
+            "zone",
+            "first_poll_us",
+            "newest_poll_us",
+            "last_poll_us",
+            "last_active",
+            "tail_end_us",
+        ),
+        ("store_id",),
+        "schedule = EXCLUDED.schedule, zone = EXCLUDED.zone,"
+        " first_poll_us = EXCLUDED.first_poll_us, newest_poll_us = EXCLUDED.newest_poll_us,"
+        " last_poll_us = EXCLUDED.last_poll_us, last_active = EXCLUDED.last_active,"
+        " tail_end_us = EXCLUDED.tail_end_us, updated_at = now()",
+    ),
+    "hourly": (
+        "hourly",
+        ("store_id", "hour_start_us", "up_us", "down_us", "runs"),
+        ("store_id", "hour_start_us"),
+        "up_us = EXCLUDED.up_us, down_us = EXCLUDED.down_us, runs = EXCLUDED.runs",
+    ),
+    "daily": (
+        "daily",
+        ("store_id", "day_start_us", "up_us", "down_us"),
+        ("store_id", "day_start_us"),
+        "up_us = EXCLUDED.up_us, down_us = EXCLUDED.down_us",
+    ),
+    "polls": (
+        "polls",
+        ("store_id", "ts_us", "active"),
+        ("store_id", "ts_us"),
+        "active = polls.active AND EXCLUDED.active",
+    ),
+}
+
+
+async def _upsert(conn: Connection, kind: str, records: list[tuple[Any, ...]]) -> None:
+    if not records:
+        return
+    table, columns, keys, update = _UPSERTS[kind]
+    staging = f"staging_{table}"
+    cols = ", ".join(columns)
+    # A per-connection staging table: COPY is far faster than row-by-row INSERTs.
+    await conn.execute(
+        f"CREATE TEMP TABLE IF NOT EXISTS {staging} AS SELECT {cols} FROM {table} WITH NO DATA"
+    )
+    await conn.copy_records_to_table(staging, records=records, columns=list(columns))
+    await conn.execute(
+        f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {staging}"
+        f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {update}"
+    )
+    await conn.execute(f"TRUNCATE {staging}")
+
+
+async def write_batch(pool: asyncpg.Pool, batch: SinkBatch) -> None:
+    """Write one batch of changes atomically."""
+    stores = [
+        (
+            s.store_id,
+            orjson.dumps(s.schedule).decode(),
+            s.zone,
+            s.first_poll_us,
+            s.newest_poll_us,
+            s.last_poll_us,
+            s.last_active,
+            s.tail_end_us,
+        )
+        for s in batch.stores.values()
+    ]
+    hourly = [(k[0], k[1], v[0], v[1], v[2]) for k, v in batch.hourly.items()]
+    daily = [(k[0], k[1], v[0], v[1]) for k, v in batch.daily.items()]
+    polls = [(k[0], k[1], v) for k, v in batch.polls.items()]
+    async with pool.acquire() as conn, conn.transaction():
+        await _upsert(conn, "stores", stores)
+        await _upsert(conn, "hourly", hourly)
+        await _upsert(conn, "daily", daily)
+        await _upsert(conn, "polls", polls)
+        if batch.dead_letters:
+            await conn.executemany(
+                "INSERT INTO dead_letters (source, reason, detail, record, kafka_partition, kafka_offset)"
+                " VALUES ($1, $2, $3, $4::jsonb, $5, $6) ON CONFLICT DO NOTHING",
+                batch.dead_letters,
+            )
+
+
+async def prune(pool: asyncpg.Pool, cutoff_us: int) -> dict[str, int]:
+    """Delete aggregate rows older than ``cutoff_us``; returns rows deleted per table.
+    (A day that straddles the cutoff stays whole, as in the worker's state.)"""
+    deleted: dict[str, int] = {}
+    async with pool.acquire() as conn, conn.transaction():
+        for table, column, limit in (
+            ("hourly", "hour_start_us", cutoff_us),
+            ("polls", "ts_us", cutoff_us),
+            ("daily", "day_start_us + 86400000000", cutoff_us + 1),
+        ):
+            status = await conn.execute(f"DELETE FROM {table} WHERE {column} < $1", limit)
+            deleted[table] = int(status.split()[-1])
+    return deleted

@@ -1,0 +1,91 @@
+"""The life of a report request: Pending -> Running -> Complete | Failed."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+PENDING, RUNNING, COMPLETE, FAILED = "Pending", "Running", "Complete", "Failed"
+
+
+@dataclass(frozen=True, slots=True)
+class ReportRecord:
+    report_id: uuid.UUID
+    status: str
+    requested_as_of_us: int | None
+    as_of_us: int | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    attempts: int
+    error: str | None
+    row_count: int | None
+
+
+async def create_report(
+    pool: asyncpg.Pool, report_id: uuid.UUID, requested_as_of_us: int | None
+) -> None:
+    await pool.execute(
+        "INSERT INTO reports (report_id, status, requested_as_of_us) VALUES ($1, $2, $3)",
+        report_id,
+        PENDING,
+        requested_as_of_us,
+    )
+
+
+async def start_report(pool: asyncpg.Pool, report_id: uuid.UUID) -> int | bool | None:
+    """Mark Running (again, after a crash) and count the attempt. Returns the requested
+    as_of, or False when the report is unknown or already finished (nothing to do)."""
+    row = await pool.fetchrow(
+        "UPDATE reports SET status = $2, started_at = now(), attempts = attempts + 1"
+        " WHERE report_id = $1 AND status IN ($3, $2) RETURNING requested_as_of_us",
+        report_id,
+        RUNNING,
+        PENDING,
+    )
+    if row is None:
+        return False
+    value: int | None = row["requested_as_of_us"]
+    return value
+
+
+async def complete_report(
+    pool: asyncpg.Pool, report_id: uuid.UUID, as_of_us: int, csv_text: str, row_count: int
+) -> None:
+    await pool.execute(
+        "UPDATE reports SET status = $2, as_of_us = $3, csv = $4, row_count = $5,"
+        " finished_at = now(), error = NULL WHERE report_id = $1",
+        report_id,
+        COMPLETE,
+        as_of_us,
+        csv_text,
+        row_count,
+    )
+
+
+async def fail_report(pool: asyncpg.Pool, report_id: uuid.UUID, error: str) -> None:
+    await pool.execute(
+        "UPDATE reports SET status = $2, error = $3, finished_at = now() WHERE report_id = $1",
+        report_id,
+        FAILED,
+        error[:2000],
+    )
+
+
+async def get_report(pool: asyncpg.Pool, report_id: uuid.UUID) -> ReportRecord | None:
+    row = await pool.fetchrow(
+        "SELECT report_id, status, requested_as_of_us, as_of_us, created_at, started_at,"
+        " finished_at, attempts, error, row_count FROM reports WHERE report_id = $1",
+        report_id,
+    )
+    return None if row is None else ReportRecord(**dict(row))
+
+
+async def get_report_csv(pool: asyncpg.Pool, report_id: uuid.UUID) -> str | None:
+    value: str | None = await pool.fetchval(
+        "SELECT csv FROM reports WHERE report_id = $1 AND status = $2", report_id, COMPLETE
+    )
+    return value

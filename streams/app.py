@@ -1,0 +1,275 @@
+"""The Faust application: topics, tables, agents, timers and operator pages.
+
+One agent reads the three input topics as one stream, so a store's schedule, zone and polls
+are applied by one coroutine in the order they arrive and never race; batches of events
+(``take_events``) let it write each table key and each database row once per batch.
+A second agent runs report jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+import weakref
+from typing import Any
+
+import asyncpg
+import faust
+from aiokafka.errors import KafkaError
+from faust.streams import _current_event
+
+from storemon.aggregates.records import Rejection
+from storemon.aggregates.report import LONGEST_WINDOW_US
+from storemon.aggregates.timebase import HOUR_US, format_utc
+from storemon.db import aggregates as db_aggregates
+from storemon.db import reports as db_reports
+from storemon.db.assemble import NoData, assemble_report, newest_poll_us
+from storemon.db.migrate import connect
+from storemon.settings import Settings
+from storemon.streams import messages
+from storemon.streams.ingest import Ingestor, retry_forever
+
+log = logging.getLogger(__name__)
+
+DB_OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    ConnectionError,
+)
+REPORT_TIMEOUT_S = 120.0
+PRUNE_INTERVAL_S = 600.0
+
+
+class Database:
+    """The worker's connection pool, opened on first use (and again after an outage)."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self._pool: asyncpg.Pool | None = None
+        self._lock = asyncio.Lock()
+
+    async def pool(self) -> asyncpg.Pool:
+        async with self._lock:
+            if self._pool is None:
+                self._pool = await connect(self.dsn, max_size=4)
+            return self._pool
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+
+def bind_event(event: Any) -> None:
+    """Make ``event`` the current event of this task: Faust sends a table write to the
+    changelog partition of the current event, and reads it from that partition's RocksDB.
+
+    Only the task-local context variable is set. ``Stream._set_current_event`` would also
+    overwrite ``stream.current_event``, which ``take_events`` reads from another task to
+    record the event of each buffered value: events would be swapped and lost."""
+    _current_event.set(weakref.ref(event))
+
+
+def _raw_topic(app: faust.App, *names: str) -> Any:
+    return app.topic(
+        *names, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    )
+
+
+def _raw_table(app: faust.App, name: str, settings: Settings, help_text: str) -> Any:
+    return app.Table(
+        name,
+        schema=faust.Schema(
+            key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+        ),
+        partitions=settings.partitions,
+        help=help_text,
+    )
+
+
+def create_app(settings: Settings) -> faust.App:  # noqa: C901 (agents are closures over the app)
+    datadir = settings.state_dir / "worker" / str(settings.worker_web_port)
+    datadir.parent.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        settings.faust_app_id,
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        store="rocksdb://",
+        datadir=str(datadir),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=1,
+        table_standby_replicas=0,
+        web_host=settings.worker_web_host,
+        web_bind=settings.worker_web_host,
+        web_port=settings.worker_web_port,
+        broker_session_timeout=settings.broker_session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.broker_session_timeout_s / 3),
+        consumer_auto_offset_reset="earliest",
+        stream_wait_empty=False,
+        autodiscover=False,
+    )
+    database = Database(settings.database_url)
+    kind_of_topic = {settings.topic(name): name for name in messages.INPUT_TOPICS}
+    inputs = _raw_topic(app, *(settings.topic(n) for n in messages.INPUT_TOPICS))
+    report_requests = _raw_topic(app, settings.topic(messages.REPORT_REQUESTS))
+    dead_letters = _raw_topic(app, settings.topic(messages.DEAD_LETTERS))
+    stores = _raw_table(
+        app, "stores", settings, "store -> schedule, zone, first/newest poll, cutoff"
+    )
+    hourly = _raw_table(
+        app, "hourly", settings, "store|hour -> polls, up/down and runs of the hour"
+    )
+    daily = _raw_table(app, "daily", settings, "store|day -> up/down of the UTC day")
+
+    async def write_sink(batch: db_aggregates.SinkBatch) -> None:
+        async def attempt() -> None:
+            await db_aggregates.write_batch(await database.pool(), batch)
+
+        await retry_forever(attempt, DB_OUTAGE_ERRORS, "writing aggregates to PostgreSQL")
+
+    async def send_dead_letter(
+        rejection: Rejection, partition: int | None, offset: int | None
+    ) -> None:
+        key = str(rejection.record.get("store_id", "")).encode() or None
+        await dead_letters.send(key=key, value=messages.dead_letter(rejection, partition, offset))
+
+    ingestor = Ingestor(
+        kind_of_topic=kind_of_topic,
+        stores=stores,
+        hourly=hourly,
+        daily=daily,
+        write_sink=write_sink,
+        send_dead_letter=send_dead_letter,
+        horizon_us=settings.horizon_hours * HOUR_US,
+    )
+    app.storemon_ingestor = ingestor  # type: ignore[attr-defined]  # for the operator pages
+
+    @app.agent(inputs)
+    async def ingest(stream: Any) -> None:
+        async for events in stream.take_events(settings.batch_size, settings.batch_timeout_s):
+            await ingestor.process(events, bind_event)
+
+    @app.agent(report_requests)
+    async def report_jobs(stream: Any) -> None:
+        async for event in stream.events():
+            await run_report_job(database, event.value)
+
+    async def forget_states(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+        ingestor.forget()  # partitions moved: states are rebuilt from the tables on demand
+
+    app.on_partitions_revoked.connect(forget_states)  # type: ignore[arg-type]  # mode types a keyword-only signal
+    app.on_partitions_assigned.connect(forget_states)  # type: ignore[arg-type]
+
+    @app.timer(interval=PRUNE_INTERVAL_S, on_leader=True)  # type: ignore[untyped-decorator]
+    async def prune_database() -> None:
+        try:
+            pool = await database.pool()
+            async with pool.acquire() as conn:
+                newest = await newest_poll_us(conn)
+            if newest is not None:
+                cutoff = newest - settings.horizon_hours * HOUR_US
+                deleted = await db_aggregates.prune(pool, cutoff)
+                log.info("pruned rows before %s: %s", format_utc(cutoff), deleted)
+        except DB_OUTAGE_ERRORS as error:
+            log.warning("prune skipped, database unavailable: %s", error)
+
+    @app.page("/storemon/")
+    async def overview(web: Any, request: Any) -> Any:
+        stats = ingestor.stats
+        return web.json(
+            {
+                "stores_in_memory": len(ingestor.cache),
+                "events": stats.events,
+                "polls": stats.polls,
+                "batches": stats.batches,
+                "hourly_rows_written": stats.hourly_rows,
+                "rejected": {f"{s}: {r}": n for (s, r), n in stats.rejected.items()},
+            }
+        )
+
+    @app.page("/storemon/stores/{store_id}/")
+    async def store_page(web: Any, request: Any, store_id: str) -> Any:
+        state = ingestor.cache.get(store_id)
+        if state is None:
+            return web.json(
+                {"error": "store not in this worker's memory", "store_id": store_id}, status=404
+            )
+        summary = state.summary()
+        hours = state.hours_with_time()
+        return web.json(
+            {
+                "store_id": store_id,
+                "zone": state.zone_name,
+                "schedule": [list(i) for i in state.schedule],
+                "polls_kept": len(state.poll_ts),
+                "first_poll": format_utc(summary.first_poll_us)
+                if summary.first_poll_us is not None
+                else None,
+                "last_poll_in_hours": format_utc(summary.last_poll_us)
+                if summary.last_poll_us is not None
+                else None,
+                "last_active": summary.last_active,
+                "cutoff": format_utc(state.cutoff_us) if state.cutoff_us > -(2**61) else None,
+                "hours": [
+                    {"hour": format_utc(h), "up_s": u / 1e6, "down_s": d / 1e6}
+                    for h in hours
+                    for u, d in [state.hour_totals(h)]
+                ],
+            }
+        )
+
+    @app.page("/storemon/tables/")
+    async def table_sizes(web: Any, request: Any) -> Any:
+        sizes = {}
+        for table in (stores, hourly, daily):
+            sizes[table.name] = sum(1 for _ in table)
+        return web.json({"local_keys": sizes, "longest_window_hours": LONGEST_WINDOW_US // HOUR_US})
+
+    return app
+
+
+async def run_report_job(database: Database, raw: bytes | None) -> None:
+    """Answer one report request. The request is acknowledged (by returning) only once the
+    report is stored as Complete or Failed; a database outage is waited out, so a request
+    whose worker dies is picked up again by the next owner of its partition."""
+    try:
+        report_id = uuid.UUID(str(messages.decode_object(raw).get("report_id")))
+    except ValueError as error:
+        log.warning("ignoring a malformed report request: %s", error)
+        return
+
+    async def attempt() -> None:
+        pool = await database.pool()
+        started = await db_reports.start_report(pool, report_id)
+        if started is False:
+            return  # unknown, or already finished: a redelivery
+        requested = started if isinstance(started, int) and not isinstance(started, bool) else None
+        try:
+            built = await asyncio.wait_for(assemble_report(pool, requested), REPORT_TIMEOUT_S)
+        except NoData as error:
+            await db_reports.fail_report(pool, report_id, str(error))
+            return
+        except TimeoutError:
+            await db_reports.fail_report(
+                pool, report_id, f"did not finish within {REPORT_TIMEOUT_S:.0f} s"
+            )
+            return
+        except DB_OUTAGE_ERRORS:
+            raise
+        except Exception as error:  # a bug must fail the report, not the worker
+            log.exception("report %s failed", report_id)
+            await db_reports.fail_report(pool, report_id, f"{error.__class__.__name__}: {error}")
+            return
+        await db_reports.complete_report(
+            pool, report_id, built.as_of_us, built.csv_text, built.row_count
+        )
+        log.info(
+            "report %s complete: %d stores as of %s",
+            report_id,
+            built.row_count,
+            format_utc(built.as_of_us),
+        )
+
+    await retry_forever(attempt, (*DB_OUTAGE_ERRORS, KafkaError), f"report {report_id}")

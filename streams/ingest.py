@@ -1,0 +1,304 @@
+"""The worker's ingestion: a batch of events in; store states, tables and PostgreSQL updated.
+
+Order of writes, and why: PostgreSQL first, then the Faust tables, then (by returning) the
+acknowledgement of the events. A crash before the tables are written redelivers the events
+and rebuilds the same absolute values; a crash after it redelivers events the state already
+holds, whose rows PostgreSQL also already has. Every write is idempotent, so at-least-once
+delivery never counts anything twice.
+
+Table layout (keys and values are bytes; values orjson):
+- ``stores``  ``store_id`` -> schedule, zone, first/newest poll, cutoff, anchor poll
+- ``hourly``  ``store_id|hour_start_us`` -> the hour's polls, up/down and runs
+- ``daily``   ``store_id|day_start_us`` -> up/down
+All keys of a store are written while an event of that store is current, so they land in
+the store's partition, the partition its messages come from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from storemon.aggregates.records import Rejection, parse_poll, parse_zone
+from storemon.aggregates.schedule import Schedule, WeeklyInterval, build_schedule
+from storemon.aggregates.state import StoreChanges, StoreState
+from storemon.aggregates.timebase import DAY_US, HOUR_US, floor_to
+from storemon.db.aggregates import SinkBatch, StoreRow, flatten_runs
+from storemon.streams.messages import HOURS, POLLS, decode_object, parse_hours_message, text_fields
+
+log = logging.getLogger(__name__)
+
+POLL_FIELDS = ("store_id", "timestamp_utc", "status")
+ZONE_FIELDS = ("store_id", "timezone_str")
+
+Table = MutableMapping[bytes, bytes]
+
+
+@dataclass
+class _StoreWork:
+    event: Any  # the store's last event in the batch: it fixes the tables' partition
+    polls: list[tuple[int, bool]] = field(default_factory=list)
+    schedule: Schedule | None = None
+    zone: str | None = None
+
+
+@dataclass
+class IngestStats:
+    events: int = 0
+    polls: int = 0
+    rejected: Counter[tuple[str, str]] = field(default_factory=Counter)
+    hourly_rows: int = 0
+    batches: int = 0
+
+
+def hour_key(store_id: str, hour_us: int) -> bytes:
+    return f"{store_id}|{hour_us}".encode()
+
+
+class Ingestor:
+    """Owns the in-memory states of the stores of this worker's partitions."""
+
+    def __init__(
+        self,
+        *,
+        kind_of_topic: dict[str, str],
+        stores: Table,
+        hourly: Table,
+        daily: Table,
+        write_sink: Callable[[SinkBatch], Awaitable[None]],
+        send_dead_letter: Callable[[Rejection, int | None, int | None], Awaitable[None]],
+        horizon_us: int,
+    ) -> None:
+        self.kind_of_topic = kind_of_topic
+        self.stores_table = stores
+        self.hourly_table = hourly
+        self.daily_table = daily
+        self.write_sink = write_sink
+        self.send_dead_letter = send_dead_letter
+        self.horizon_us = horizon_us
+        self.cache: dict[str, StoreState] = {}
+        self.stats = IngestStats()
+
+    def forget(self) -> None:
+        """Drop every cached state (partitions moved): they are rebuilt from the tables."""
+        self.cache.clear()
+
+    # -- parsing -----------------------------------------------------------------------------
+
+    def _parse(self, kind: str, raw: bytes | None) -> tuple[str, Any] | Rejection:
+        try:
+            value = decode_object(raw)
+        except ValueError as error:
+            text = (raw or b"")[:500].decode("utf-8", "replace")
+            return Rejection(kind, "bad message", str(error), {"raw": text})
+        if kind == POLLS:
+            poll = parse_poll(text_fields(value, POLL_FIELDS))
+            return (
+                poll if isinstance(poll, Rejection) else (poll.store_id, (poll.ts_us, poll.active))
+            )
+        if kind == HOURS:
+            parsed = parse_hours_message(value)
+            if isinstance(parsed, Rejection):
+                return parsed
+            return parsed[0], build_schedule(parsed[1])
+        zone = parse_zone(text_fields(value, ZONE_FIELDS))
+        return zone if isinstance(zone, Rejection) else (zone.store_id, zone.zone_name)
+
+    # -- state -------------------------------------------------------------------------------
+
+    def state_for(self, store_id: str) -> StoreState:
+        state = self.cache.get(store_id)
+        if state is not None:
+            return state
+        raw = self.stores_table.get(store_id.encode())
+        if raw is None:
+            state = StoreState(store_id, horizon_us=self.horizon_us)
+        else:
+            meta = orjson.loads(raw)
+            polls: list[tuple[int, bool]] = []
+            if meta["anchor"] is not None:
+                polls.append((meta["anchor"][0], bool(meta["anchor"][1])))
+            if meta["newest"] is not None:
+                first_hour = floor_to(max(meta["cutoff"], meta["first"]), HOUR_US)
+                for hour in range(first_hour, meta["newest"] + 1, HOUR_US):
+                    record = self.hourly_table.get(hour_key(store_id, hour))
+                    if record is not None:
+                        polls.extend((ts, bool(a)) for ts, a in orjson.loads(record)["polls"])
+            state = StoreState.restore(
+                store_id,
+                tuple(WeeklyInterval(*i) for i in meta["schedule"]),
+                meta["zone"],
+                horizon_us=self.horizon_us,
+                first_poll_us=meta["first"],
+                cutoff_us=meta["cutoff"],
+                polls=polls,
+            )
+        self.cache[store_id] = state
+        return state
+
+    # -- the batch -----------------------------------------------------------------------------
+
+    async def process(self, events: Sequence[Any], bind_event: Callable[[Any], None]) -> None:
+        work, rejected = self._collect(events)
+        self.stats.events += len(events)
+        batch = SinkBatch()
+        table_writes: list[tuple[Any, Table, bytes, bytes | None]] = []
+        for store_id, item in work.items():
+            bind_event(item.event)  # table reads of a rebuild go to the store's partition
+            self._update_store(store_id, item, batch, table_writes)
+        for rejection, partition, offset in rejected:
+            self.stats.rejected[(rejection.source, rejection.reason)] += 1
+            record = orjson.dumps(dict(rejection.record)).decode()
+            batch.dead_letters.append(
+                (rejection.source, rejection.reason, rejection.detail, record, partition, offset)
+            )
+        if batch:
+            await self.write_sink(batch)
+        for event, table, key, value in table_writes:
+            bind_event(event)
+            if value is None:
+                table.pop(key, None)
+            else:
+                table[key] = value
+        for rejection, partition, offset in rejected:
+            await self.send_dead_letter(rejection, partition, offset)
+        self.stats.batches += 1
+
+    def _collect(
+        self, events: Sequence[Any]
+    ) -> tuple[dict[str, _StoreWork], list[tuple[Rejection, int | None, int | None]]]:
+        """Parse the batch and group it by store, in arrival order; set aside what is bad."""
+        work: dict[str, _StoreWork] = {}
+        rejected: list[tuple[Rejection, int | None, int | None]] = []
+        for event in events:
+            message = event.message
+            kind = self.kind_of_topic.get(message.topic, POLLS)
+            parsed = self._parse(kind, event.value)
+            if not isinstance(parsed, Rejection) and message.key not in (None, parsed[0].encode()):
+                parsed = Rejection(
+                    kind,
+                    "key mismatch",
+                    "message key is not the store_id: the store would be split over partitions",
+                    {"key": message.key.decode("utf-8", "replace"), "store_id": parsed[0]},
+                )
+            if isinstance(parsed, Rejection):
+                rejected.append((parsed, message.partition, message.offset))
+                continue
+            store_id, payload = parsed
+            item = work.get(store_id)
+            if item is None:
+                item = work[store_id] = _StoreWork(event)
+            item.event = event
+            if kind == POLLS:
+                item.polls.append(payload)
+            elif kind == HOURS:
+                item.schedule = payload
+            else:
+                item.zone = payload
+        return work, rejected
+
+    def _update_store(
+        self,
+        store_id: str,
+        item: _StoreWork,
+        batch: SinkBatch,
+        table_writes: list[tuple[Any, Table, bytes, bytes | None]],
+    ) -> None:
+        state = self.state_for(store_id)
+        changes = StoreChanges()
+        if item.schedule is not None or item.zone is not None:
+            schedule = item.schedule if item.schedule is not None else state.schedule
+            changes = state.replace_schedule(schedule, item.zone or state.zone_name)
+        if item.polls:
+            applied = state.apply_polls(item.polls)
+            changes.hours.update(applied.hours)
+            changes.days.update(applied.days)
+            self.stats.polls += len(item.polls)
+        gone_hours: list[int] = []
+        gone_days: list[int] = []
+        if state.poll_ts:
+            gone_hours, gone_days = state.prune(state.poll_ts[-1] - self.horizon_us)
+        # Rewrite the hour of every poll received, changed or not: after a crash between
+        # the local store and the changelog, this puts a redelivered poll back in both.
+        hours = set(changes.hours)
+        hours.update(h for ts, _ in item.polls if (h := ts - ts % HOUR_US) >= state.cutoff_us)
+        days = set(changes.days) | {h - h % DAY_US for h in hours}
+        event = item.event
+        for hour in sorted(hours):
+            bucket = changes.hours.get(hour) or state.bucket(hour)
+            polls = state.polls_in_hour(hour)
+            flat = flatten_runs(bucket.runs)
+            batch.hourly[(store_id, hour)] = (bucket.up_us, bucket.down_us, flat)
+            for ts, active in polls:
+                batch.add_poll(store_id, ts, active)
+            value = None
+            if polls or not bucket.is_empty:
+                value = orjson.dumps(
+                    {
+                        "polls": [[t, int(a)] for t, a in polls],
+                        "up": bucket.up_us,
+                        "down": bucket.down_us,
+                        "runs": flat,
+                    }
+                )
+            table_writes.append((event, self.hourly_table, hour_key(store_id, hour), value))
+        for day in sorted(days):
+            up, down = state.day_totals(day)
+            batch.daily[(store_id, day)] = (up, down)
+            table_writes.append(
+                (event, self.daily_table, hour_key(store_id, day), orjson.dumps([up, down]))
+            )
+        for hour in gone_hours:
+            table_writes.append((event, self.hourly_table, hour_key(store_id, hour), None))
+        for day in gone_days:
+            table_writes.append((event, self.daily_table, hour_key(store_id, day), None))
+        self.stats.hourly_rows += len(hours)
+        summary = state.summary()
+        newest = state.poll_ts[-1] if state.poll_ts else None
+        schedule_rows = [list(i) for i in state.schedule]
+        batch.stores[store_id] = StoreRow(
+            store_id,
+            schedule_rows,
+            state.zone_name,
+            summary.first_poll_us,
+            newest,
+            summary.last_poll_us,
+            summary.last_active if summary.last_poll_us is not None else None,
+            summary.tail_end_us if summary.last_poll_us is not None else None,
+        )
+        anchor = None
+        if state.poll_ts and state.poll_ts[0] < state.cutoff_us:
+            anchor = [state.poll_ts[0], state.poll_active[0]]
+        meta = {
+            "schedule": schedule_rows,
+            "zone": state.zone_name,
+            "first": state.first_poll_us,
+            "newest": newest,
+            "cutoff": state.cutoff_us,
+            "anchor": anchor,
+        }
+        table_writes.append((event, self.stores_table, store_id.encode(), orjson.dumps(meta)))
+
+
+async def retry_forever(
+    action: Callable[[], Awaitable[None]],
+    retry_on: tuple[type[BaseException], ...],
+    what: str,
+    max_delay_s: float = 10.0,
+) -> None:
+    """Run ``action`` until it succeeds, backing off on the errors of an outage."""
+    delay = 0.2
+    while True:
+        try:
+            await action()
+            return
+        except retry_on as error:
+            log.warning("%s failed (%s); retrying in %.1f s", what, error.__class__.__name__, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_delay_s)

@@ -1,0 +1,114 @@
+"""Message formats on the Kafka topics (orjson-encoded values, UTF-8 keys).
+
+Every input topic is keyed by ``store_id`` with Kafka's default partitioner (murmur2 of the
+key bytes), so all messages of one store land in the same partition number of every topic,
+which is the partition its table entries live in.
+
+==================  ======================================================================
+topic               value
+==================  ======================================================================
+``polls``           ``{"store_id", "timestamp_utc", "status"}``: the CSV fields as text
+``hours``           ``{"store_id", "intervals": [{"dayOfWeek", "start_time_local",
+                    "end_time_local"}, ...]}``: a store's whole weekly schedule at once;
+                    an empty list means "no rows", open 24x7
+``timezones``       ``{"store_id", "timezone_str"}``
+``report-requests`` ``{"report_id", "as_of"}`` (``as_of`` text or null), keyed by report id
+``dead-letters``    ``{"source", "reason", "detail", "record", "partition", "offset"}``
+==================  ======================================================================
+
+Fields stay text on the wire: validation happens once, in the worker, with the same code
+the batch command uses, and a bad record goes to ``dead-letters`` with its reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import orjson
+
+from storemon.aggregates.records import HoursRow, Rejection, parse_hours
+
+POLLS = "polls"
+HOURS = "hours"
+TIMEZONES = "timezones"
+REPORT_REQUESTS = "report-requests"
+DEAD_LETTERS = "dead-letters"
+INPUT_TOPICS = (POLLS, HOURS, TIMEZONES)
+ALL_TOPICS = (POLLS, HOURS, TIMEZONES, REPORT_REQUESTS, DEAD_LETTERS)
+
+
+def encode(value: Mapping[str, Any]) -> bytes:
+    return orjson.dumps(value)
+
+
+def decode_object(raw: bytes | None) -> dict[str, Any]:
+    """The JSON object of a message; ValueError when it is not one."""
+    if raw is None:
+        raise ValueError("empty message")
+    value = orjson.loads(raw)
+    if not isinstance(value, dict):
+        raise ValueError("message is not a JSON object")
+    return value
+
+
+def text_fields(value: Mapping[str, Any], names: Iterable[str]) -> dict[str, str]:
+    """The named fields as text, as the CSV parsers expect them (missing -> empty)."""
+    fields: dict[str, str] = {}
+    for name in names:
+        item = value.get(name)
+        fields[name] = "" if item is None else str(item)
+    return fields
+
+
+def poll_message(store_id: str, timestamp_utc: str, status: str) -> bytes:
+    return encode({"store_id": store_id, "timestamp_utc": timestamp_utc, "status": status})
+
+
+def hours_message(store_id: str, intervals: Iterable[Mapping[str, str]]) -> bytes:
+    return encode({"store_id": store_id, "intervals": [dict(i) for i in intervals]})
+
+
+def timezone_message(store_id: str, timezone_str: str) -> bytes:
+    return encode({"store_id": store_id, "timezone_str": timezone_str})
+
+
+def parse_hours_message(value: Mapping[str, Any]) -> tuple[str, list[HoursRow]] | Rejection:
+    """A schedule message -> (store_id, rows); one bad interval rejects the whole schedule,
+    since a schedule is replaced as a unit."""
+    record = {k: str(v) for k, v in value.items() if k != "intervals"}
+    intervals = value.get("intervals")
+    if not isinstance(intervals, list):
+        return Rejection(HOURS, "bad schedule", "'intervals' is not a list", record)
+    store_id = str(value.get("store_id") or "").strip()
+    rows: list[HoursRow] = []
+    for interval in intervals:
+        if not isinstance(interval, dict):
+            return Rejection(HOURS, "bad schedule", "an interval is not an object", record)
+        fields = text_fields(interval, ("dayOfWeek", "day", "start_time_local", "end_time_local"))
+        if not fields["dayOfWeek"]:
+            fields["dayOfWeek"] = fields.pop("day")
+        else:
+            fields.pop("day")
+        parsed = parse_hours({"store_id": store_id, **fields})
+        if isinstance(parsed, Rejection):
+            return Rejection(HOURS, parsed.reason, parsed.detail, {**record, **fields})
+        rows.append(parsed)
+    if not store_id:
+        return Rejection(HOURS, "bad store_id", "empty store_id", record)
+    return store_id, rows
+
+
+def dead_letter(
+    rejection: Rejection, partition: int | None = None, offset: int | None = None
+) -> bytes:
+    return encode(
+        {
+            "source": rejection.source,
+            "reason": rejection.reason,
+            "detail": rejection.detail,
+            "record": dict(rejection.record),
+            "partition": partition,
+            "offset": offset,
+        }
+    )

@@ -1,0 +1,59 @@
+"""Creating the project's topics, with the partition count of the Faust tables.
+
+Faust creates its own changelog topics but not the topics its agents read, and a topic with
+the wrong partition count breaks co-partitioning silently; so the project creates them all,
+explicitly, and refuses to run against a topic whose partition count differs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from storemon.settings import Settings
+from storemon.streams.messages import ALL_TOPICS, DEAD_LETTERS
+
+
+class TopicMismatch(RuntimeError):
+    pass
+
+
+async def ensure_topics(settings: Settings) -> list[str]:
+    """Create any missing topic; returns the names created. Raises TopicMismatch when an
+    existing topic has another partition count than ``settings.partitions``."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        wanted = {settings.topic(name): name for name in ALL_TOPICS}
+        existing = set(await admin.list_topics())
+        missing = [
+            NewTopic(
+                full_name,
+                num_partitions=settings.partitions,
+                replication_factor=1,
+                # Dead letters are evidence: keep them a month.
+                topic_configs={"retention.ms": str(30 * 24 * 3600 * 1000)}
+                if name == DEAD_LETTERS
+                else {},
+            )
+            for full_name, name in wanted.items()
+            if full_name not in existing
+        ]
+        created: list[str] = []
+        if missing:
+            with contextlib.suppress(TopicAlreadyExistsError):  # a race lost: checked below
+                await admin.create_topics(missing)
+            created = [t.name for t in missing]
+        described = await admin.describe_topics(list(wanted))
+        for topic in described:
+            count = len(topic.get("partitions", []))
+            if count and count != settings.partitions:
+                raise TopicMismatch(
+                    f"topic {topic['topic']} has {count} partitions, "
+                    f"STOREMON_PARTITIONS is {settings.partitions}"
+                )
+        return created
+    finally:
+        await admin.close()
