@@ -1,0 +1,293 @@
+"""A real pipeline for tests: its own database, topics and Faust worker (a subprocess) on
+the session's Kafka broker and PostgreSQL. Nothing is mocked."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+
+import asyncpg
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+
+from storemon.aggregates.batch import compute_report, load_dataset
+from storemon.aggregates.files import find_input, open_text
+from storemon.aggregates.report import render_csv
+from storemon.aggregates.timebase import parse_as_of
+from storemon.db import reports as db_reports
+from storemon.db.migrate import connect
+from storemon.settings import Settings
+from storemon.streams import messages
+from storemon.streams.topics import ensure_topics
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def create_database(base_url: str, name: str) -> str:
+    admin = await asyncpg.connect(base_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    return base_url.rsplit("/", 1)[0] + "/" + name
+
+
+def generate(out: Path, stores: int, days: int, seed: int) -> Path:
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "storemon",
+            "generate",
+            "--stores",
+            str(stores),
+            "--days",
+            str(days),
+            "--seed",
+            str(seed),
+            "--out",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return out
+
+
+def batch_csv(data_dir: Path, as_of: str | None = None) -> str:
+    data = load_dataset(data_dir)
+    as_of_us = parse_as_of(as_of) if as_of else data.newest_poll_us
+    assert as_of_us is not None
+    return render_csv(compute_report(data, as_of_us))
+
+
+def read_messages(
+    data_dir: Path,
+) -> tuple[list[tuple[str, str, bytes]], list[tuple[str, str, bytes]]]:
+    """(reference messages, poll messages) of a data set: (logical topic, key, value)."""
+    reference: list[tuple[str, str, bytes]] = []
+    hours: dict[str, list[dict[str, str]]] = defaultdict(list)
+    with open_text(find_input(data_dir, "menu_hours")) as handle:
+        for row in csv.DictReader(handle):
+            hours[row["store_id"]].append(
+                {
+                    "dayOfWeek": row.get("dayOfWeek") or row.get("day") or "",
+                    "start_time_local": row["start_time_local"],
+                    "end_time_local": row["end_time_local"],
+                }
+            )
+    for store_id, intervals in hours.items():
+        reference.append((messages.HOURS, store_id, messages.hours_message(store_id, intervals)))
+    with open_text(find_input(data_dir, "timezones")) as handle:
+        for row in csv.DictReader(handle):
+            reference.append(
+                (
+                    messages.TIMEZONES,
+                    row["store_id"],
+                    messages.timezone_message(row["store_id"], row["timezone_str"]),
+                )
+            )
+    polls: list[tuple[str, str, bytes]] = []
+    with open_text(find_input(data_dir, "store_status")) as handle:
+        for row in csv.DictReader(handle):
+            polls.append(
+                (
+                    messages.POLLS,
+                    row["store_id"],
+                    messages.poll_message(row["store_id"], row["timestamp_utc"], row["status"]),
+                )
+            )
+    return reference, polls
+
+
+@dataclasses.dataclass
+class Pipeline:
+    settings: Settings
+    worker: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+    pool: asyncpg.Pool | None = None
+
+    @classmethod
+    async def create(cls, base: Settings, name: str, tmp: Path) -> Pipeline:
+        tag = f"{name}-{uuid.uuid4().hex[:8]}"
+        database_url = await create_database(base.database_url, tag.replace("-", "_"))
+        settings = dataclasses.replace(
+            base,
+            database_url=database_url,
+            topic_prefix=tag,
+            faust_app_id=tag,
+            state_dir=tmp / "state",
+            worker_web_port=free_port(),
+            broker_session_timeout_s=6.0,
+            batch_timeout_s=0.2,
+        )
+        await ensure_topics(settings)
+        pipeline = cls(settings)
+        pipeline.pool = await connect(database_url)
+        return pipeline
+
+    def env(self) -> dict[str, str]:
+        s = self.settings
+        return {
+            **os.environ,
+            "STOREMON_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
+            "STOREMON_DATABASE_URL": s.database_url,
+            "STOREMON_TOPIC_PREFIX": s.topic_prefix,
+            "STOREMON_APP_ID": s.faust_app_id,
+            "STOREMON_STATE_DIR": str(s.state_dir),
+            "STOREMON_WORKER_WEB_PORT": str(s.worker_web_port),
+            "STOREMON_BROKER_SESSION_TIMEOUT_S": str(s.broker_session_timeout_s),
+            "STOREMON_BATCH_TIMEOUT_S": str(s.batch_timeout_s),
+            "STOREMON_PARTITIONS": str(s.partitions),
+        }
+
+    def start_worker(self) -> None:
+        self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = (
+            self.settings.state_dir
+            / f"worker-{len(list(self.settings.state_dir.glob('worker-*.log')))}.log"
+        )
+        log = self.log_path.open("wb")
+        self.worker = subprocess.Popen(
+            [sys.executable, "-m", "storemon", "worker", "--loglevel", "warning"],
+            env=self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+
+    def stop_worker(self, sig: signal.Signals = signal.SIGTERM) -> None:
+        if self.worker is None:
+            return
+        self.worker.send_signal(sig)
+        try:
+            self.worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.worker.kill()
+            self.worker.wait()
+        self.worker = None
+
+    def worker_log(self) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    async def close(self) -> None:
+        self.stop_worker()
+        if self.pool is not None:
+            await self.pool.close()
+
+    async def publish(self, items: Iterable[tuple[str, str, bytes]]) -> int:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            linger_ms=10,
+            acks="all",
+            enable_idempotence=True,
+        )
+        await producer.start()
+        sent = 0
+        try:
+            pending = []
+            for topic, key, value in items:
+                pending.append(
+                    await producer.send(self.settings.topic(topic), value, key=key.encode())
+                )
+                sent += 1
+                if len(pending) >= 5000:
+                    await asyncio.gather(*pending)
+                    pending = []
+            await asyncio.gather(*pending)
+        finally:
+            await producer.stop()
+        return sent
+
+    async def wait_consumed(self, timeout_s: float = 120.0) -> None:
+        """Until the worker's committed offsets reach the end of every input topic (the
+        worker writes PostgreSQL before it acknowledges, so the database is then complete)."""
+        s = self.settings
+        admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
+        await admin.start()
+        from aiokafka import AIOKafkaConsumer
+
+        consumer = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap)
+        await consumer.start()
+        try:
+            tps = [
+                TopicPartition(s.topic(t), p)
+                for t in messages.INPUT_TOPICS
+                for p in range(s.partitions)
+            ]
+            deadline = time.monotonic() + timeout_s
+            while True:
+                ends = await consumer.end_offsets(tps)
+                try:
+                    committed = await admin.list_consumer_group_offsets(s.faust_app_id)
+                except KafkaError:  # the group's coordinator is still being set up
+                    committed = {}
+                behind = {
+                    tp: ends[tp] - (committed[tp].offset if tp in committed else 0)
+                    for tp in tps
+                    if ends[tp] > (committed[tp].offset if tp in committed else 0)
+                }
+                if not behind:
+                    return
+                if self.worker is not None and self.worker.poll() is not None:
+                    raise AssertionError(f"worker exited early:\n{self.worker_log()}")
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"worker still behind {behind}:\n{self.worker_log()}")
+                await asyncio.sleep(0.5)
+        finally:
+            await consumer.stop()
+            await admin.close()
+
+    async def request_report(self, as_of: str | None = None) -> uuid.UUID:
+        assert self.pool is not None
+        report_id = uuid.uuid4()
+        await db_reports.create_report(self.pool, report_id, parse_as_of(as_of) if as_of else None)
+        await self.publish(
+            [
+                (
+                    messages.REPORT_REQUESTS,
+                    str(report_id),
+                    messages.encode({"report_id": str(report_id), "as_of": as_of}),
+                )
+            ]
+        )
+        return report_id
+
+    async def wait_report(self, report_id: uuid.UUID, timeout_s: float = 60.0) -> str:
+        assert self.pool is not None
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            record = await db_reports.get_report(self.pool, report_id)
+            assert record is not None
+            if record.status == db_reports.COMPLETE:
+                csv_text = await db_reports.get_report_csv(self.pool, report_id)
+                assert csv_text is not None
+                return csv_text
+            assert record.status != db_reports.FAILED, record.error
+            await asyncio.sleep(0.2)
+        raise AssertionError(
+            f"report {report_id} not complete in {timeout_s} s:\n{self.worker_log()}"
+        )

@@ -1,0 +1,129 @@
+"""The stream end to end: generated data -> Kafka -> Faust worker -> PostgreSQL -> report
+job, compared byte for byte with the batch command on the same files."""
+
+from __future__ import annotations
+
+import random
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from storemon.aggregates.timebase import HOUR_US, format_utc, parse_poll_timestamp
+from storemon.settings import Settings
+from storemon.streams import messages
+
+from .pipeline import Pipeline, batch_csv, generate, read_messages
+
+pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.timeout(300)]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # 9 days, so pruning at the 8-day horizon happens while the stream runs.
+    return generate(tmp_path_factory.mktemp("data") / "set", stores=60, days=9, seed=11)
+
+
+@pytest.fixture
+async def pipeline(
+    service_settings: Settings, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Pipeline]:
+    created = await Pipeline.create(
+        service_settings, request.node.name[:20].replace("_", "-"), tmp_path
+    )
+    try:
+        yield created
+    finally:
+        await created.close()
+
+
+async def test_stream_report_equals_batch_report(pipeline: Pipeline, dataset: Path) -> None:
+    reference, polls = read_messages(dataset)
+    pipeline.start_worker()
+    await pipeline.publish(reference + polls)
+    await pipeline.wait_consumed()
+    report_id = await pipeline.request_report()
+    assert await pipeline.wait_report(report_id) == batch_csv(dataset)
+    # and at explicit report times, before the newest poll and inside the hour
+    for as_of in ("2023-01-24 10:30:00", "2023-01-21 03:17:45.5", "2023-01-25 18:00:00.000001"):
+        report_id = await pipeline.request_report(as_of)
+        assert await pipeline.wait_report(report_id) == batch_csv(dataset, as_of), as_of
+
+
+async def test_shuffled_polls_with_duplicates_give_the_same_report(
+    pipeline: Pipeline, dataset: Path
+) -> None:
+    reference, polls = read_messages(dataset)
+    rng = random.Random(5)
+    delivered = polls + rng.sample(polls, k=len(polls) // 20)  # 5% delivered twice
+    rng.shuffle(delivered)
+    pipeline.start_worker()
+    await pipeline.publish(delivered[: len(delivered) // 2])
+    await pipeline.publish(reference)  # the schedules arrive after half of the polls
+    await pipeline.publish(delivered[len(delivered) // 2 :])
+    await pipeline.wait_consumed()
+    report_id = await pipeline.request_report()
+    assert await pipeline.wait_report(report_id) == batch_csv(dataset)
+
+
+async def test_report_status_moves_pending_running_complete(
+    pipeline: Pipeline, dataset: Path
+) -> None:
+    reference, polls = read_messages(dataset)
+    pipeline.start_worker()
+    await pipeline.publish(reference + polls)
+    await pipeline.wait_consumed()
+    assert pipeline.pool is not None
+    async with pipeline.pool.acquire() as blocker, blocker.transaction():
+        # Hold the aggregates so the job, once started, has to wait: it is seen Running.
+        await blocker.execute("LOCK TABLE hourly IN ACCESS EXCLUSIVE MODE")
+        report_id = await pipeline.request_report()
+        statuses = []
+        for _ in range(100):
+            status = await pipeline.pool.fetchval(
+                "SELECT status FROM reports WHERE report_id = $1", report_id
+            )
+            if not statuses or statuses[-1] != status:
+                statuses.append(status)
+            if status == "Running":
+                break
+            import asyncio
+
+            await asyncio.sleep(0.1)
+        assert statuses == ["Pending", "Running"]
+    assert await pipeline.wait_report(report_id) == batch_csv(dataset)
+    record = await pipeline.pool.fetchrow(
+        "SELECT attempts, started_at, finished_at FROM reports WHERE report_id = $1", report_id
+    )
+    assert record["attempts"] == 1
+    assert record["started_at"] <= record["finished_at"]
+
+
+async def test_live_poll_after_a_report_changes_the_next_report(
+    pipeline: Pipeline, dataset: Path, tmp_path: Path
+) -> None:
+    reference, polls = read_messages(dataset)
+    pipeline.start_worker()
+    await pipeline.publish(reference + polls)
+    await pipeline.wait_consumed()
+    first = await pipeline.wait_report(await pipeline.request_report())
+
+    # One store reports `inactive` 20 minutes after the newest poll: the next report is taken
+    # at that poll, and must be what the batch command says for the files plus this row.
+    lines = (dataset / "store_status.csv").read_text().splitlines()
+    newest = max(parse_poll_timestamp(line.split(",")[2]) for line in lines[1:])
+    store_id = lines[1].split(",")[0]
+    live_ts = format_utc(newest + HOUR_US // 3)
+    await pipeline.publish(
+        [(messages.POLLS, store_id, messages.poll_message(store_id, live_ts, "inactive"))]
+    )
+    await pipeline.wait_consumed()
+    second = await pipeline.wait_report(await pipeline.request_report())
+
+    extended = tmp_path / "extended"
+    shutil.copytree(dataset, extended)
+    with (extended / "store_status.csv").open("a") as handle:
+        handle.write(f"{store_id},inactive,{live_ts}\n")
+    assert second == batch_csv(extended)
+    assert second != first
