@@ -195,3 +195,11 @@ def test_rounding_is_half_up_to_hundredths() -> None:
     assert format_hundredths(int(0.005 * MINUTE_US), MINUTE_US) == "0.01"  # exactly half
     assert format_hundredths(int(0.005 * MINUTE_US) - 1, MINUTE_US) == "0.00"
     assert format_hundredths(168 * HOUR_US, HOUR_US) == "168.00"
+
+
+def test_the_readme_picture() -> None:
+    sched = schedule((MON, "09:00", "12:00"))
+    polls = [(at(CHI, 2024, 1, 15, 10, 14), True), (at(CHI, 2024, 1, 15, 11, 15), False)]
+    row = report(sched, CHI, polls, utc(2024, 1, 15, 17, 30))
+    assert row.up_us[0] == 14 * MINUTE_US + 30 * US_PER_SECOND
+    assert row.down_us[0] == 45 * MINUTE_US + 30 * US_PER_SECOND
