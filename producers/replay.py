@@ -1,0 +1,487 @@
+"""``storemon replay``: publish the three CSV files to the Kafka topics.
+
+What goes where (see :mod:`storemon.streams.messages` for the value formats):
+
+1. ``hours``: ONE message per store with its whole weekly schedule (the rows of the store,
+   in file order, as raw text);
+2. ``timezones``: one message per row, in file order (the last row of a store wins);
+3. ``polls``: one message per row, sorted by timestamp (a stable sort: rows with the same
+   timestamp keep their file order; rows whose timestamp does not parse go last).
+
+Every message is keyed by the store id (stripped, UTF-8), so Kafka's default partitioner puts
+a store's messages in the same partition number of every topic. Fields are sent as the file
+has them: the worker validates them with the same code as the batch command. Only a row that
+cannot even be read (a wrong number of fields) is rejected here; it goes to ``dead-letters``
+with its reason and is counted.
+
+Pacing: ``--as-fast-as-possible`` (the default) or ``--speedup X``, which sends each poll at
+``(timestamp - first timestamp) / X`` after the first one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, TextIO
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from aiokafka.partitioner import DefaultPartitioner
+
+from storemon.aggregates.files import find_input, open_text
+from storemon.aggregates.records import Rejection
+from storemon.aggregates.timebase import format_utc, parse_poll_timestamp
+from storemon.settings import Settings
+from storemon.streams import messages
+from storemon.streams.topics import TopicMismatch, ensure_topics
+
+# Futures are gathered this many at a time; two chunks are in flight, so the producer's
+# buffers stay full while the previous chunk's acknowledgements come back.
+CHUNK_SIZE = 4000
+LINGER_MS = 20
+# aiokafka keeps one open batch per partition and waits when it is full: big batches keep
+# the single in-flight request per broker busy. Below the broker's 1 MiB message limit.
+MAX_BATCH_BYTES = 512 * 1024
+DELIVERY_TIMEOUT_MS = 60_000
+# Sort key of a timestamp that does not parse: after every real one.
+UNPARSABLE_TS = 2**63
+# Under this delay, --speedup does not sleep (the next sleep catches up).
+MIN_SLEEP_S = 0.005
+
+HOURS_COLUMNS: tuple[tuple[str, ...], ...] = (
+    ("store_id",),
+    ("dayOfWeek", "day"),
+    ("start_time_local",),
+    ("end_time_local",),
+)
+ZONE_COLUMNS: tuple[tuple[str, ...], ...] = (("store_id",), ("timezone_str",))
+POLL_COLUMNS: tuple[tuple[str, ...], ...] = (("store_id",), ("timestamp_utc",), ("status",))
+
+
+@dataclass
+class TopicStats:
+    """Rows of one input file and what became of them."""
+
+    rows: int = 0  # data rows read (blank lines are not rows)
+    sent: int = 0  # messages delivered to the topic
+    rejected: int = 0  # rows that could not be read; each went to dead-letters
+
+
+@dataclass
+class ReplayStats:
+    topics: dict[str, TopicStats] = field(
+        default_factory=lambda: {
+            name: TopicStats() for name in (messages.HOURS, messages.TIMEZONES, messages.POLLS)
+        }
+    )
+    dead_letters: int = 0  # messages delivered to dead-letters
+    unparsable_timestamps: int = 0  # polls sent last because their timestamp did not parse
+    first_poll_us: int | None = None
+    newest_poll_us: int | None = None
+    elapsed_s: float = 0.0  # the whole replay, reading the files included
+    polls_elapsed_s: float = 0.0  # publishing the polls only
+
+    @property
+    def polls_per_s(self) -> float:
+        sent = self.topics[messages.POLLS].sent
+        return sent / self.polls_elapsed_s if self.polls_elapsed_s > 0 else 0.0
+
+    @property
+    def rejected(self) -> int:
+        return sum(t.rejected for t in self.topics.values())
+
+    def summary_lines(self) -> list[str]:
+        lines = [
+            f"  {name:<10} {s.rows:>10,} rows  {s.sent:>10,} messages  {s.rejected:>6,} rejected"
+            for name, s in self.topics.items()
+        ]
+        lines.append(
+            f"  {messages.DEAD_LETTERS:<10} {'':>10}       {self.dead_letters:>10,} messages"
+        )
+        if self.unparsable_timestamps:
+            lines.append(
+                f"  {self.unparsable_timestamps:,} polls with an unparsable timestamp were sent"
+                " last (the worker rejects them)"
+            )
+        if self.first_poll_us is not None and self.newest_poll_us is not None:
+            lines.append(
+                f"  polls from {format_utc(self.first_poll_us)} to {format_utc(self.newest_poll_us)}"
+            )
+        polls = self.topics[messages.POLLS].sent
+        lines.append(
+            f"  {polls:,} polls in {self.polls_elapsed_s:.1f} s ({self.polls_per_s:,.0f}/s);"
+            f" total {self.elapsed_s:.1f} s"
+        )
+        return lines
+
+
+# ------------------------------------------------------------------------------ reading
+
+
+class _Table:
+    """The rows of one CSV file, columns picked by name; rows with a wrong field count are
+    turned into rejections."""
+
+    def __init__(
+        self, path: Path, source: str, columns: Sequence[Sequence[str]], stats: TopicStats
+    ) -> None:
+        self.path = path
+        self.source = source
+        self.columns = columns
+        self.stats = stats
+
+    def rows(self, rejected: list[Rejection]) -> Iterator[list[str]]:
+        with open_text(self.path) as handle:
+            yield from self._read(handle, rejected)
+
+    def _read(self, handle: IO[str], rejected: list[Rejection]) -> Iterator[list[str]]:
+        reader = csv.reader(handle)
+        header = [name.strip() for name in next(reader, [])]
+        positions: list[int] = []
+        for names in self.columns:
+            found = [header.index(name) for name in names if name in header]
+            if not found:
+                raise ValueError(f"{self.path}: no column {' or '.join(names)} in header {header}")
+            positions.append(found[0])
+        width = len(header)
+        stats = self.stats
+        for row in reader:
+            if not row:
+                continue  # a blank line
+            stats.rows += 1
+            if len(row) != width:
+                stats.rejected += 1
+                rejected.append(
+                    Rejection(
+                        self.source,
+                        "wrong field count",
+                        f"line {reader.line_num}: expected {width} fields, got {len(row)}",
+                        dict(zip(header, row, strict=False)),
+                    )
+                )
+                continue
+            yield [row[i] for i in positions]
+
+
+@dataclass
+class _Polls:
+    """The poll rows to send, in file order, with their sort keys.
+
+    Fields are kept as text and encoded when sent: an ``orjson.dumps`` result holds on to
+    a buffer of several KiB, so 1.8 M encoded messages would take gigabytes. Store ids,
+    keys and statuses are shared objects (one per distinct value)."""
+
+    ts: list[int] = field(default_factory=list)
+    keys: list[bytes] = field(default_factory=list)
+    store_ids: list[str] = field(default_factory=list)
+    stamps: list[str] = field(default_factory=list)
+    statuses: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def order(self) -> Sequence[int]:
+        """Indexes in timestamp order (stable); the identity when the file is sorted."""
+        ts = self.ts
+        if all(ts[i] <= ts[i + 1] for i in range(len(ts) - 1)):
+            return range(len(ts))
+        return sorted(range(len(ts)), key=ts.__getitem__)
+
+
+def _read_hours(
+    path: Path, stats: TopicStats, rejected: list[Rejection]
+) -> dict[str, list[dict[str, str]]]:
+    """Schedule rows grouped by store (stripped id), stores in order of first appearance."""
+    schedules: dict[str, list[dict[str, str]]] = {}
+    for store_id, day, start, end in _Table(path, messages.HOURS, HOURS_COLUMNS, stats).rows(
+        rejected
+    ):
+        interval = {"dayOfWeek": day, "start_time_local": start, "end_time_local": end}
+        schedules.setdefault(store_id.strip(), []).append(interval)
+    return schedules
+
+
+def _read_zones(path: Path, stats: TopicStats, rejected: list[Rejection]) -> list[list[str]]:
+    return list(_Table(path, messages.TIMEZONES, ZONE_COLUMNS, stats).rows(rejected))
+
+
+def _read_polls(
+    path: Path, stats: TopicStats, rejected: list[Rejection], replay_stats: ReplayStats
+) -> _Polls:
+    polls = _Polls()
+    key_of: dict[str, bytes] = {}
+    shared: dict[str, str] = {}  # store ids and statuses: one object per distinct text
+    first: int | None = None
+    newest: int | None = None
+    unparsable = 0
+    for store_id, timestamp, status in _Table(path, messages.POLLS, POLL_COLUMNS, stats).rows(
+        rejected
+    ):
+        key = key_of.get(store_id)
+        if key is None:
+            key = key_of[store_id] = store_id.strip().encode()
+        try:
+            ts = parse_poll_timestamp(timestamp)
+        except ValueError:
+            ts = UNPARSABLE_TS
+            unparsable += 1
+        else:
+            if first is None or ts < first:
+                first = ts
+            if newest is None or ts > newest:
+                newest = ts
+        polls.ts.append(ts)
+        polls.keys.append(key)
+        polls.store_ids.append(shared.setdefault(store_id, store_id))
+        polls.stamps.append(timestamp)
+        polls.statuses.append(shared.setdefault(status, status))
+    replay_stats.first_poll_us = first
+    replay_stats.newest_poll_us = newest
+    replay_stats.unparsable_timestamps = unparsable
+    return polls
+
+
+# ------------------------------------------------------------------------------ sending
+
+
+class _Sender:
+    """Sends without awaiting each delivery: futures are gathered a chunk at a time, and the
+    previous chunk is awaited only when the next one is full, so two chunks are in flight.
+    A failed delivery raises (from :meth:`send` or :meth:`flush`)."""
+
+    def __init__(self, producer: Any, chunk_size: int = CHUNK_SIZE) -> None:
+        self._producer = producer
+        self._chunk_size = chunk_size
+        self._current: list[asyncio.Future[Any]] = []
+        self._previous: list[asyncio.Future[Any]] = []
+
+    async def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+        future = await self._producer.send(topic, value, key=key)
+        self._current.append(future)
+        if len(self._current) >= self._chunk_size:
+            await asyncio.gather(*self._previous)
+            self._previous, self._current = self._current, []
+
+    async def flush(self) -> None:
+        previous, current = self._previous, self._current
+        self._previous, self._current = [], []
+        await asyncio.gather(*previous, *current)
+
+
+class _Progress:
+    """``\\r``-updated line on a terminal; a plain line every few seconds otherwise."""
+
+    def __init__(self, label: str, total: int, enabled: bool, stream: TextIO = sys.stderr):
+        self.label = label
+        self.total = total
+        self.enabled = enabled
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.interval = 0.25 if self.tty else 5.0
+        self.started = time.monotonic()
+        self.shown_at = self.started
+
+    def update(self, done: int) -> None:
+        now = time.monotonic()
+        if not self.enabled or now - self.shown_at < self.interval:
+            return
+        self.shown_at = now
+        self._show(done, now)
+
+    def finish(self, done: int) -> None:
+        if self.enabled:
+            self._show(done, time.monotonic())
+            if self.tty:
+                self.stream.write("\n")
+                self.stream.flush()
+
+    def _show(self, done: int, now: float) -> None:
+        elapsed = now - self.started
+        rate = done / elapsed if elapsed > 0 else 0.0
+        pct = 100.0 * done / self.total if self.total else 100.0
+        line = f"replay {self.label}: {pct:5.1f}% {done:,}/{self.total:,} {rate:,.0f}/s"
+        if self.tty:
+            self.stream.write(f"\r{line}\x1b[K")
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+class MemoPartitioner:
+    """Kafka's default partitioner (murmur2 of the key bytes, the choice of the Java client
+    and of Faust), remembered per key: aiokafka's murmur2 is pure Python and was the most
+    expensive step of a send, while a replay has only one key per store."""
+
+    def __init__(self) -> None:
+        self._default = DefaultPartitioner()
+        self._memo: dict[int, dict[bytes, int]] = {}  # partition count -> key -> index
+
+    def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+        if key is None:
+            chosen: int = self._default(key, all_partitions, available)
+            return chosen
+        by_key = self._memo.setdefault(len(all_partitions), {})
+        index = by_key.get(key)
+        if index is None:
+            index = by_key[key] = all_partitions.index(
+                self._default(key, all_partitions, available)
+            )
+        return all_partitions[index]
+
+
+def make_producer(settings: Settings) -> Any:
+    """An idempotent producer tuned for throughput (big batches, a short linger)."""
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=LINGER_MS,
+        max_batch_size=MAX_BATCH_BYTES,
+        max_request_size=2 * MAX_BATCH_BYTES,
+        request_timeout_ms=DELIVERY_TIMEOUT_MS,
+        partitioner=MemoPartitioner(),
+    )
+
+
+async def _send_dead_letters(
+    sender: _Sender, settings: Settings, rejected: list[Rejection], stats: ReplayStats
+) -> None:
+    topic = settings.topic(messages.DEAD_LETTERS)
+    for rejection in rejected:
+        key = rejection.record.get("store_id", "").strip().encode() or None
+        await sender.send(topic, key, messages.dead_letter(rejection))
+    stats.dead_letters += len(rejected)
+    rejected.clear()
+
+
+async def _send_polls(
+    sender: _Sender,
+    topic: str,
+    polls: _Polls,
+    speedup: float | None,
+    progress: _Progress,
+) -> None:
+    order = polls.order()
+    ts, keys = polls.ts, polls.keys
+    store_ids, stamps, statuses = polls.store_ids, polls.stamps, polls.statuses
+    encode = messages.poll_message
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    first_ts = next((ts[i] for i in order if ts[i] != UNPARSABLE_TS), None)
+    for done, i in enumerate(order):
+        if speedup is not None and first_ts is not None and ts[i] != UNPARSABLE_TS:
+            delay = started + (ts[i] - first_ts) / 1e6 / speedup - loop.time()
+            if delay > MIN_SLEEP_S:
+                await asyncio.sleep(delay)
+        await sender.send(topic, keys[i], encode(store_ids[i], stamps[i], statuses[i]))
+        if done % 1024 == 0:
+            progress.update(done)
+
+
+async def replay(
+    settings: Settings, data_dir: Path, *, speedup: float | None, progress: bool
+) -> ReplayStats:
+    """Publish ``data_dir``'s menu_hours, timezones and store_status files (``.csv`` or
+    ``.csv.gz``). Raises FileNotFoundError / ValueError for a missing file or column,
+    TopicMismatch, and KafkaError when a message cannot be delivered."""
+    if speedup is not None and speedup <= 0:
+        raise ValueError("speedup must be positive")
+    began = time.perf_counter()
+    stats = ReplayStats()
+    rejected: list[Rejection] = []
+    hours_path = find_input(data_dir, "menu_hours")
+    zones_path = find_input(data_dir, "timezones")
+    polls_path = find_input(data_dir, "store_status")
+    schedules = _read_hours(hours_path, stats.topics[messages.HOURS], rejected)
+    zones = _read_zones(zones_path, stats.topics[messages.TIMEZONES], rejected)
+    polls = _read_polls(polls_path, stats.topics[messages.POLLS], rejected, stats)
+    await ensure_topics(settings)
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        for name in messages.ALL_TOPICS:  # the metadata of topics just created
+            await producer.partitions_for(settings.topic(name))
+        sender = _Sender(producer)
+        hours_topic = settings.topic(messages.HOURS)
+        for store_id, intervals in schedules.items():
+            await sender.send(
+                hours_topic, store_id.encode(), messages.hours_message(store_id, intervals)
+            )
+        zones_topic = settings.topic(messages.TIMEZONES)
+        for store_id, zone in zones:
+            await sender.send(
+                zones_topic, store_id.strip().encode(), messages.timezone_message(store_id, zone)
+            )
+        await _send_dead_letters(sender, settings, rejected, stats)
+        await sender.flush()
+        stats.topics[messages.HOURS].sent = len(schedules)
+        stats.topics[messages.TIMEZONES].sent = len(zones)
+        meter = _Progress("polls", len(polls), progress)
+        polls_began = time.perf_counter()
+        await _send_polls(sender, settings.topic(messages.POLLS), polls, speedup, meter)
+        await sender.flush()
+        stats.polls_elapsed_s = time.perf_counter() - polls_began
+        stats.topics[messages.POLLS].sent = len(polls)
+        meter.finish(len(polls))
+    finally:
+        await producer.stop()
+    stats.elapsed_s = time.perf_counter() - began
+    return stats
+
+
+# ------------------------------------------------------------------------------ command line
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="folder with store_status, menu_hours and timezones (.csv or .csv.gz)",
+    )
+    pace = parser.add_mutually_exclusive_group()
+    pace.add_argument(
+        "--speedup",
+        type=float,
+        default=None,
+        metavar="X",
+        help="send polls at their timestamps' pace divided by X (3600: an hour a second)",
+    )
+    pace.add_argument(
+        "--as-fast-as-possible",
+        action="store_true",
+        help="send everything without pacing (the default)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+
+
+def run(args: argparse.Namespace) -> int:
+    from storemon import services
+
+    settings = Settings.from_env()
+    try:
+        if not settings.kafka_bootstrap:
+            settings = services.ensure_up(settings).apply_to(settings)
+        stats = asyncio.run(
+            replay(settings, args.data, speedup=args.speedup, progress=not args.no_progress)
+        )
+    except (OSError, ValueError, TopicMismatch) as error:
+        print(f"storemon replay: {error}", file=sys.stderr)
+        return 2
+    except (KafkaError, services.ServiceError) as error:
+        print(f"storemon replay: {error.__class__.__name__}: {error}", file=sys.stderr)
+        return 1
+    print(
+        f"storemon replay: {args.data} -> {settings.kafka_bootstrap} "
+        f"(topics {settings.topic('*')})",
+        file=sys.stderr,
+    )
+    for line in stats.summary_lines():
+        print(line, file=sys.stderr)
+    return 0

@@ -1,0 +1,370 @@
+"""The HTTP API against the real Kafka broker and PostgreSQL: status codes, JSON error
+shapes, the request on the report-requests topic, the report states, the bearer token and a
+database outage (a TCP proxy in front of PostgreSQL that the test cuts).
+
+The module gets its own database and topic prefix, so it neither sees nor disturbs others."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg  # type: ignore[import-untyped,unused-ignore]
+import orjson
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from aiokafka import AIOKafkaConsumer  # type: ignore[import-untyped,unused-ignore]
+from aiokafka.admin import AIOKafkaAdminClient  # type: ignore[import-untyped,unused-ignore]
+
+from storemon.aggregates.timebase import format_utc, parse_as_of
+from storemon.db import reports as db_reports
+from storemon.db.migrate import connect
+from storemon.settings import Settings
+from storemon.streams import messages
+from storemon.streams.topics import ensure_topics
+from storemon.web.app import CLIENT_MAX_SIZE, build_app
+
+pytestmark = [pytest.mark.services, pytest.mark.timeout(120)]
+
+CSV_TEXT = "store_id,uptime_last_hour\nabc,60.00\n"
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def with_address(url: str, host: str, port: int) -> str:
+    parts = urlsplit(url)
+    userinfo = parts.netloc.rpartition("@")[0]
+    netloc = f"{userinfo}@{host}:{port}" if userinfo else f"{host}:{port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class TcpProxy:
+    """Forwards a local port to PostgreSQL until :meth:`cut`, which drops every connection
+    and stops listening: to the application that is the database going away."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.server: asyncio.Server | None = None
+        self.writers: list[asyncio.StreamWriter] = []
+        self.port = 0
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.close()
+            return
+        self.writers += [writer, up_writer]
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+
+    @staticmethod
+    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.close()
+
+    async def cut(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for writer in self.writers:
+            writer.close()
+        self.writers.clear()
+
+
+async def find_request(settings: Settings, report_id: str) -> tuple[bytes | None, bytes | None]:
+    """(key, value) of the report-requests message keyed by ``report_id``."""
+    topic = settings.topic(messages.REPORT_REQUESTS)
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        async with asyncio.timeout(30):
+            while True:
+                batches = await consumer.getmany(timeout_ms=500)
+                for records in batches.values():
+                    for record in records:
+                        if record.key == report_id.encode():
+                            return record.key, record.value
+    finally:
+        await consumer.stop()
+
+
+# ------------------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="module")
+async def api_settings(service_settings: Settings) -> AsyncIterator[Settings]:
+    tag = f"test_api_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(service_settings.database_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{tag}"')
+    finally:
+        await admin.close()
+    settings = dataclasses.replace(
+        service_settings,
+        database_url=with_database(service_settings.database_url, tag),
+        topic_prefix=tag.replace("_", "-"),
+        api_token="",
+    )
+    await ensure_topics(settings)
+    try:
+        yield settings
+    finally:
+        admin = await asyncpg.connect(service_settings.database_url)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{tag}" WITH (FORCE)')
+        finally:
+            await admin.close()
+        kafka = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+        await kafka.start()
+        try:
+            await kafka.delete_topics([settings.topic(name) for name in messages.ALL_TOPICS])
+        finally:
+            await kafka.close()
+
+
+@pytest.fixture(scope="module")
+async def pool(api_settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    created = await connect(api_settings.database_url)
+    try:
+        yield created
+    finally:
+        await created.close()
+
+
+@contextlib.asynccontextmanager
+async def serve(settings: Settings) -> AsyncIterator[TestClient[Any, Any]]:
+    client: TestClient[Any, Any] = TestClient(TestServer(build_app(settings)))
+    await client.start_server()
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+@pytest.fixture(scope="module")
+async def client(api_settings: Settings) -> AsyncIterator[TestClient[Any, Any]]:
+    async with serve(api_settings) as started:
+        yield started
+
+
+async def json_of(response: Any) -> dict[str, Any]:
+    assert response.content_type == "application/json"
+    body: dict[str, Any] = orjson.loads(await response.read())
+    return body
+
+
+async def assert_error(response: Any, status: int) -> dict[str, Any]:
+    assert response.status == status
+    body = await json_of(response)
+    assert isinstance(body.get("error"), str)
+    assert body["error"]
+    assert "Traceback" not in body["error"]
+    return body
+
+
+# ------------------------------------------------------------------------------ tests
+
+
+async def test_healthz(client: TestClient[Any, Any]) -> None:
+    response = await client.get("/healthz")
+    assert response.status == 200
+    assert await json_of(response) == {"status": "ok"}
+
+
+async def test_trigger_stores_a_pending_report_and_queues_the_request(
+    client: TestClient[Any, Any], api_settings: Settings, pool: asyncpg.Pool
+) -> None:
+    response = await client.post("/trigger_report")
+    assert response.status == 202
+    body = await json_of(response)
+    report_id = body["report_id"]
+    record = await db_reports.get_report(pool, uuid.UUID(report_id))
+    assert record is not None
+    assert record.status == db_reports.PENDING
+    assert record.requested_as_of_us is None
+    key, value = await find_request(api_settings, report_id)
+    assert key == report_id.encode()
+    assert messages.decode_object(value) == {"report_id": report_id, "as_of": None}
+
+
+async def test_trigger_with_as_of(
+    client: TestClient[Any, Any], api_settings: Settings, pool: asyncpg.Pool
+) -> None:
+    response = await client.post("/trigger_report", json={"as_of": "2023-01-25 18:13:22.47922"})
+    assert response.status == 202
+    report_id = (await json_of(response))["report_id"]
+    as_of_us = parse_as_of("2023-01-25 18:13:22.47922")
+    record = await db_reports.get_report(pool, uuid.UUID(report_id))
+    assert record is not None
+    assert record.status == db_reports.PENDING
+    assert record.requested_as_of_us == as_of_us
+    _, value = await find_request(api_settings, report_id)
+    assert messages.decode_object(value) == {"report_id": report_id, "as_of": format_utc(as_of_us)}
+    # pending, as long as no worker picks it up (this topic prefix has none)
+    response = await client.get("/get_report", params={"report_id": report_id})
+    assert response.status == 200
+    assert await json_of(response) == {"status": "Pending", "report_id": report_id}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{",
+        b"not json",
+        b"[1, 2]",
+        b'"2023-01-25 18:13:22"',
+        b'{"as_of": 5}',
+        b'{"as_of": "yesterday"}',
+        b'{"as_of": "2023-02-30 00:00:00"}',
+        b'{"as_of": "2023-01-25 18:13:22", "store": "x"}',
+        b"\xff\xfe",
+    ],
+)
+async def test_trigger_rejects_bad_bodies(
+    client: TestClient[Any, Any], pool: asyncpg.Pool, body: bytes
+) -> None:
+    before = await pool.fetchval("SELECT count(*) FROM reports")
+    response = await client.post(
+        "/trigger_report", data=body, headers={"Content-Type": "application/json"}
+    )
+    await assert_error(response, 400)
+    assert await pool.fetchval("SELECT count(*) FROM reports") == before
+
+
+async def test_oversized_body_is_413(client: TestClient[Any, Any]) -> None:
+    body = b'{"as_of": "' + b" " * (CLIENT_MAX_SIZE + 10) + b'"}'
+    response = await client.post("/trigger_report", data=body)
+    error = await assert_error(response, 413)
+    assert str(CLIENT_MAX_SIZE) in error["error"]
+
+
+@pytest.mark.parametrize(
+    "query", ["", "?report_id=", "?report_id=nope", "?report_id=123e4567-e89b-12d3-a456"]
+)
+async def test_get_report_bad_id_is_400(client: TestClient[Any, Any], query: str) -> None:
+    await assert_error(await client.get(f"/get_report{query}"), 400)
+
+
+async def test_get_report_unknown_id_is_404(client: TestClient[Any, Any]) -> None:
+    response = await client.get("/get_report", params={"report_id": str(uuid.uuid4())})
+    await assert_error(response, 404)
+
+
+async def test_wrong_method_is_405(client: TestClient[Any, Any]) -> None:
+    response = await client.get("/trigger_report")
+    await assert_error(response, 405)
+    assert "POST" in response.headers["Allow"]
+    response = await client.post("/get_report")
+    await assert_error(response, 405)
+    await assert_error(await client.delete("/healthz"), 405)
+
+
+async def test_unknown_path_is_404(client: TestClient[Any, Any]) -> None:
+    await assert_error(await client.get("/reports/latest"), 404)
+
+
+async def test_report_states(client: TestClient[Any, Any], pool: asyncpg.Pool) -> None:
+    running, complete, failed = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    as_of_us = parse_as_of("2023-01-25 18:13:22.47922")
+    for report_id in (running, complete, failed):
+        await db_reports.create_report(pool, report_id, None)
+        assert await db_reports.start_report(pool, report_id) is None
+
+    response = await client.get("/get_report", params={"report_id": str(running)})
+    assert response.status == 200
+    assert await json_of(response) == {"status": "Running", "report_id": str(running)}
+
+    await db_reports.complete_report(pool, complete, as_of_us, CSV_TEXT, 1)
+    response = await client.get("/get_report", params={"report_id": str(complete)})
+    assert response.status == 200
+    assert response.content_type == "text/csv"
+    assert response.headers["Content-Disposition"] == (
+        f'attachment; filename="report-{complete}.csv"'
+    )
+    assert response.headers["X-Report-As-Of"] == "2023-01-25 18:13:22.479220 UTC"
+    assert await response.text() == CSV_TEXT
+
+    await db_reports.fail_report(pool, failed, "no poll ingested yet")
+    response = await client.get("/get_report", params={"report_id": str(failed)})
+    assert response.status == 200
+    body = await json_of(response)
+    assert body["status"] == "Failed"
+    assert body["error"] == "no poll ingested yet"
+
+
+async def test_internal_error_is_500_json_without_details(
+    client: TestClient[Any, Any], pool: asyncpg.Pool
+) -> None:
+    broken = uuid.uuid4()  # Complete, but its CSV is missing: the handler refuses it
+    await pool.execute(
+        "INSERT INTO reports (report_id, status, as_of_us) VALUES ($1, 'Complete', 1)", broken
+    )
+    response = await client.get("/get_report", params={"report_id": str(broken)})
+    body = await assert_error(response, 500)
+    assert body["error"] == "internal server error"
+    assert "RuntimeError" not in (await response.text())
+
+
+async def test_bearer_token(api_settings: Settings) -> None:
+    token = "s3cret-token"
+    async with serve(dataclasses.replace(api_settings, api_token=token)) as secured:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": token}):
+            response = await secured.post("/trigger_report", headers=headers)
+            await assert_error(response, 401)
+            assert response.headers["WWW-Authenticate"] == "Bearer"
+            response = await secured.get(
+                "/get_report", params={"report_id": str(uuid.uuid4())}, headers=headers
+            )
+            await assert_error(response, 401)
+        assert (await secured.get("/healthz")).status == 200  # open to probes
+        good = {"Authorization": f"Bearer {token}"}
+        response = await secured.post("/trigger_report", headers=good)
+        assert response.status == 202
+        report_id = (await json_of(response))["report_id"]
+        response = await secured.get("/get_report", params={"report_id": report_id}, headers=good)
+        assert response.status == 200
+
+
+async def test_database_outage_is_503(api_settings: Settings) -> None:
+    parts = urlsplit(api_settings.database_url)
+    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    await proxy.start()
+    settings = dataclasses.replace(
+        api_settings,
+        database_url=with_address(api_settings.database_url, "127.0.0.1", proxy.port),
+    )
+    async with serve(settings) as proxied:
+        assert (await proxied.get("/healthz")).status == 200
+        await proxy.cut()
+        response = await proxied.get("/healthz")
+        assert response.status == 503
+        assert (await json_of(response))["status"] == "unavailable"
+        response = await proxied.get("/get_report", params={"report_id": str(uuid.uuid4())})
+        await assert_error(response, 503)
+        await assert_error(await proxied.post("/trigger_report"), 503)

@@ -1,0 +1,354 @@
+"""``storemon api``: the HTTP API that triggers reports and serves them.
+
+==========================  ==================================================================
+``POST /trigger_report``    optional JSON body ``{"as_of": "YYYY-MM-DD HH:MM:SS[.ffffff]"}``
+                            (UTC; ISO 8601 with an offset is accepted too). Stores a Pending
+                            report, queues it on ``report-requests`` and answers **202**
+                            ``{"report_id": ...}`` once Kafka has acknowledged the request.
+``GET /get_report``         ``?report_id=<uuid>``: ``{"status": "Pending"|"Running", ...}``,
+                            ``{"status": "Failed", "error": ...}``, or the CSV itself (with
+                            ``Content-Disposition`` and ``X-Report-As-Of``) once Complete.
+``GET /healthz``            200 ``{"status": "ok"}`` when PostgreSQL answers, else 503.
+==========================  ==================================================================
+
+Every error is JSON, ``{"error": "..."}``: 400 bad input, 401 missing or wrong bearer token
+(when ``STOREMON_API_TOKEN`` is set; ``/healthz`` stays open), 404, 405, 413 (bodies over
+64 KiB), 503 when PostgreSQL or Kafka cannot be reached, 500 for anything else (the stack
+trace goes to the log, never to the client).
+
+The handlers are thin: they parse the request, call :mod:`storemon.db.reports` or the
+:class:`RequestPublisher`, and shape the answer. The database pool and the Kafka producer are
+opened and closed by ``cleanup_ctx`` context managers and live in typed ``web.AppKey`` slots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import hmac
+import logging
+import sys
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import orjson
+from aiohttp import web
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from storemon.aggregates.timebase import format_utc, parse_as_of
+from storemon.db import reports as db_reports
+from storemon.db.migrate import connect
+from storemon.settings import Settings
+from storemon.streams import messages
+from storemon.streams.topics import TopicMismatch, ensure_topics
+
+log = logging.getLogger(__name__)
+
+CLIENT_MAX_SIZE = 64 * 1024
+DB_TIMEOUT_S = 10.0
+HEALTH_TIMEOUT_S = 3.0
+PUBLISH_TIMEOUT_S = 30.0
+POOL_MAX_SIZE = 10
+PUBLIC_PATHS = frozenset({"/healthz"})
+
+# What "the database cannot be reached" looks like (TimeoutError and ConnectionError are
+# OSErrors): answered with 503, not 500.
+DB_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.InvalidCatalogNameError,
+)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class BadRequest(ValueError):
+    """Input the client must fix: answered with 400 and this message."""
+
+
+# ------------------------------------------------------------------------------ resources
+
+
+class RequestPublisher:
+    """Puts report requests on the ``report-requests`` topic, keyed by report id, and waits
+    for the broker's acknowledgement (idempotent producer, ``acks=all``)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.topic = settings.topic(messages.REPORT_REQUESTS)
+        self._producer: Any = AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            request_timeout_ms=int(PUBLISH_TIMEOUT_S * 1000),
+        )
+
+    async def start(self) -> None:
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    async def publish(self, report_id: uuid.UUID, as_of: str | None) -> None:
+        value = messages.encode({"report_id": str(report_id), "as_of": as_of})
+        async with asyncio.timeout(PUBLISH_TIMEOUT_S):
+            await self._producer.send_and_wait(self.topic, value, key=str(report_id).encode())
+
+
+SETTINGS = web.AppKey("settings", Settings)
+POOL = web.AppKey("pool", asyncpg.Pool)
+PUBLISHER = web.AppKey("publisher", RequestPublisher)
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    """The asyncpg pool (migrations are applied when it opens)."""
+    pool = await connect(app[SETTINGS].database_url, max_size=POOL_MAX_SIZE)
+    app[POOL] = pool
+    try:
+        yield
+    finally:
+        await pool.close()
+
+
+async def _kafka(app: web.Application) -> AsyncIterator[None]:
+    """The topics (created if missing) and the producer of report requests."""
+    settings = app[SETTINGS]
+    await ensure_topics(settings)
+    publisher = RequestPublisher(settings)
+    await publisher.start()
+    app[PUBLISHER] = publisher
+    try:
+        yield
+    finally:
+        await publisher.stop()
+
+
+# ------------------------------------------------------------------------------ responses
+
+
+def json_response(body: dict[str, Any], status: int = 200, **kwargs: Any) -> web.Response:
+    return web.json_response(
+        body, status=status, dumps=lambda v: orjson.dumps(v).decode(), **kwargs
+    )
+
+
+def error_response(
+    status: int, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    return json_response({"error": message}, status=status, headers=headers)
+
+
+# ------------------------------------------------------------------------------ input parsing
+
+
+def parse_trigger_body(raw: bytes) -> tuple[int | None, str | None]:
+    """The body of ``POST /trigger_report`` -> (as_of in microseconds, as_of as UTC text);
+    (None, None) when no ``as_of`` is given. Raises BadRequest."""
+    if not raw.strip():
+        return None, None
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        raise BadRequest(f"body is not valid JSON: {error}") from None
+    if not isinstance(body, dict):
+        raise BadRequest('body must be a JSON object such as {"as_of": "2023-01-25 18:13:22"}')
+    unknown = sorted(set(body) - {"as_of"})
+    if unknown:
+        raise BadRequest(f"unknown field(s): {', '.join(unknown)}; only 'as_of' is accepted")
+    as_of = body.get("as_of")
+    if as_of is None:
+        return None, None
+    if not isinstance(as_of, str):
+        raise BadRequest("as_of must be a string 'YYYY-MM-DD HH:MM:SS[.ffffff]' (UTC)")
+    try:
+        as_of_us = parse_as_of(as_of)
+    except ValueError as error:
+        raise BadRequest(str(error)) from None
+    return as_of_us, format_utc(as_of_us)
+
+
+def parse_report_id(text: str | None) -> uuid.UUID:
+    if not text:
+        raise BadRequest("missing query parameter report_id")
+    try:
+        return uuid.UUID(text.strip())
+    except ValueError:
+        raise BadRequest(f"report_id {text[:100]!r} is not a UUID") from None
+
+
+def bearer_token_ok(header: str | None, token: str) -> bool:
+    """Whether an ``Authorization`` header carries ``Bearer <token>`` (constant-time)."""
+    if not header:
+        return False
+    scheme, _, given = header.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+# ------------------------------------------------------------------------------ handlers
+
+
+async def trigger_report(request: web.Request) -> web.Response:
+    try:
+        as_of_us, as_of_text = parse_trigger_body(await request.read())
+    except BadRequest as error:
+        return error_response(400, str(error))
+    pool, publisher = request.app[POOL], request.app[PUBLISHER]
+    report_id = uuid.uuid4()
+    async with asyncio.timeout(DB_TIMEOUT_S):
+        await db_reports.create_report(pool, report_id, as_of_us)
+    try:
+        await publisher.publish(report_id, as_of_text)
+    except (KafkaError, TimeoutError) as error:
+        log.error("report %s: request not queued: %r", report_id, error)
+        async with asyncio.timeout(DB_TIMEOUT_S):
+            await db_reports.fail_report(pool, report_id, "the request could not be queued")
+        return error_response(503, "the report request could not be queued; try again")
+    log.info("report %s requested (as_of %s)", report_id, as_of_text or "newest poll")
+    return json_response({"report_id": str(report_id)}, status=202)
+
+
+async def get_report(request: web.Request) -> web.Response:
+    try:
+        report_id = parse_report_id(request.query.get("report_id"))
+    except BadRequest as error:
+        return error_response(400, str(error))
+    pool = request.app[POOL]
+    async with asyncio.timeout(DB_TIMEOUT_S):
+        record = await db_reports.get_report(pool, report_id)
+        if record is None:
+            return error_response(404, f"no report {report_id}")
+        if record.status != db_reports.COMPLETE:
+            return _status_response(record)
+        csv_text = await db_reports.get_report_csv(pool, report_id)
+    if csv_text is None or record.as_of_us is None:
+        raise RuntimeError(f"report {report_id} is Complete without a CSV or an as_of")
+    headers = {
+        "Content-Disposition": f'attachment; filename="report-{report_id}.csv"',
+        "X-Report-As-Of": format_utc(record.as_of_us),
+    }
+    if record.row_count is not None:
+        headers["X-Report-Rows"] = str(record.row_count)
+    return web.Response(text=csv_text, content_type="text/csv", charset="utf-8", headers=headers)
+
+
+def _status_response(record: db_reports.ReportRecord) -> web.Response:
+    body: dict[str, Any] = {"status": record.status, "report_id": str(record.report_id)}
+    if record.status == db_reports.FAILED:
+        body["error"] = record.error or "unknown error"
+    return json_response(body)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    try:
+        async with asyncio.timeout(HEALTH_TIMEOUT_S):
+            await request.app[POOL].fetchval("SELECT 1")
+    except DB_UNAVAILABLE as error:
+        log.warning("health check: database unavailable: %r", error)
+        return json_response({"status": "unavailable", "error": "database unavailable"}, status=503)
+    return json_response({"status": "ok"})
+
+
+# ------------------------------------------------------------------------------ middlewares
+
+
+def _http_error_message(request: web.Request, error: web.HTTPException) -> str:
+    if isinstance(error, web.HTTPNotFound):
+        return f"not found: {request.path}"
+    if isinstance(error, web.HTTPMethodNotAllowed):
+        allowed = ", ".join(sorted(error.allowed_methods))
+        return f"method {request.method} not allowed on {request.path}; allowed: {allowed}"
+    if isinstance(error, web.HTTPRequestEntityTooLarge):
+        return f"request body larger than {CLIENT_MAX_SIZE} bytes"
+    return error.reason
+
+
+@web.middleware
+async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The outermost layer: every error becomes a JSON answer; no stack trace leaves."""
+    try:
+        return await handler(request)
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        headers = {k: v for k, v in error.headers.items() if k.lower() in {"allow"}}
+        return error_response(error.status, _http_error_message(request, error), headers)
+    except DB_UNAVAILABLE as error:
+        log.warning("%s %s: database unavailable: %r", request.method, request.path, error)
+        return error_response(503, "database unavailable; try again later")
+    except Exception:
+        error_id = uuid.uuid4().hex[:12]
+        log.exception("%s %s failed (error id %s)", request.method, request.path, error_id)
+        return json_response({"error": "internal server error", "error_id": error_id}, 500)
+
+
+@web.middleware
+async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    token = request.app[SETTINGS].api_token
+    needs_token = bool(token) and request.path not in PUBLIC_PATHS
+    if needs_token and not bearer_token_ok(request.headers.get("Authorization"), token):
+        return error_response(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
+    return await handler(request)
+
+
+# ------------------------------------------------------------------------------ application
+
+
+def build_app(settings: Settings) -> web.Application:
+    app = web.Application(
+        middlewares=[errors_as_json, bearer_auth], client_max_size=CLIENT_MAX_SIZE
+    )
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(_kafka)
+    app.router.add_post("/trigger_report", trigger_report)
+    app.router.add_get("/get_report", get_report)
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default=None, help="listen address (default STOREMON_API_HOST)")
+    parser.add_argument(
+        "--port", type=int, default=None, help="listen port (default STOREMON_API_PORT)"
+    )
+    parser.add_argument("--loglevel", default="info")
+
+
+def run(args: argparse.Namespace) -> int:
+    from storemon import services
+
+    logging.basicConfig(
+        level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = Settings.from_env()
+    if args.host is not None:
+        settings = dataclasses.replace(settings, api_host=args.host)
+    if args.port is not None:
+        settings = dataclasses.replace(settings, api_port=args.port)
+    try:
+        if not settings.kafka_bootstrap or not settings.database_url:
+            settings = services.ensure_up(settings).apply_to(settings)
+        web.run_app(
+            build_app(settings),
+            host=settings.api_host,
+            port=settings.api_port,
+            print=lambda text: print(text, file=sys.stderr),
+        )
+    except services.ServiceError as error:
+        print(f"storemon api: {error}", file=sys.stderr)
+        return 1
+    except TopicMismatch as error:
+        print(f"storemon api: {error}", file=sys.stderr)
+        return 2
+    except (*DB_UNAVAILABLE, KafkaError) as error:
+        print(f"storemon api: cannot start: {error.__class__.__name__}: {error}", file=sys.stderr)
+        return 1
+    return 0
