@@ -9,9 +9,12 @@ A second agent runs report jobs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import uuid
 import weakref
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -73,6 +76,29 @@ def bind_event(event: Any) -> None:
     _current_event.set(weakref.ref(event))
 
 
+@contextlib.asynccontextmanager
+async def stop_unless_done(what: str) -> AsyncIterator[None]:
+    """End the process at once if the work inside fails or is cancelled half-way.
+
+    Faust acknowledges the events of a batch even when the code that handles it raises
+    (``take_events`` acks in a ``finally``), and commits acknowledged offsets on shutdown.
+    Work left half-done must therefore never be acknowledged: exiting without a commit gets
+    the events redelivered, and every write being idempotent makes that safe (crash-only)."""
+    try:
+        yield
+    except asyncio.CancelledError:
+        log.warning("stopped while %s: exiting without acknowledging it", what)
+        _exit_now(0)
+    except BaseException:
+        log.critical("failed while %s: exiting without acknowledging it", what, exc_info=True)
+        _exit_now(70)
+
+
+def _exit_now(code: int) -> None:
+    logging.shutdown()
+    os._exit(code)
+
+
 def _raw_topic(app: faust.App, *names: str) -> Any:
     return app.topic(
         *names, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
@@ -80,18 +106,19 @@ def _raw_topic(app: faust.App, *names: str) -> Any:
 
 
 def _raw_table(app: faust.App, name: str, settings: Settings, help_text: str) -> Any:
+    # bytes as key and value type is what makes Faust use its "raw" codec for the store and
+    # the changelog (a schema argument leaves them on "json", which decodes values to dicts).
     return app.Table(
         name,
-        schema=faust.Schema(
-            key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
-        ),
+        key_type=bytes,
+        value_type=bytes,
         partitions=settings.partitions,
         help=help_text,
     )
 
 
 def create_app(settings: Settings) -> faust.App:  # noqa: C901 (agents are closures over the app)
-    datadir = settings.state_dir / "worker" / str(settings.worker_web_port)
+    datadir = settings.state_dir / "worker" / f"{settings.faust_app_id}-{settings.worker_web_port}"
     datadir.parent.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.faust_app_id,
@@ -149,12 +176,14 @@ def create_app(settings: Settings) -> faust.App:  # noqa: C901 (agents are closu
     @app.agent(inputs)
     async def ingest(stream: Any) -> None:
         async for events in stream.take_events(settings.batch_size, settings.batch_timeout_s):
-            await ingestor.process(events, bind_event)
+            async with stop_unless_done("ingesting a batch"):
+                await ingestor.process(events, bind_event)
 
     @app.agent(report_requests)
     async def report_jobs(stream: Any) -> None:
         async for event in stream.events():
-            await run_report_job(database, event.value)
+            async with stop_unless_done("running a report job"):
+                await run_report_job(database, event.value)
 
     async def forget_states(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         ingestor.forget()  # partitions moved: states are rebuilt from the tables on demand
