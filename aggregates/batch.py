@@ -32,11 +32,7 @@ class Dataset:
     zones: dict[str, str] = field(default_factory=dict)
     rejections: list[Rejection] = field(default_factory=list)
     poll_count: int = 0
-
-    @property
-    def newest_poll_us(self) -> int | None:
-        newest = [max(ts for ts, _ in polls) for polls in self.polls_by_store.values() if polls]
-        return max(newest) if newest else None
+    newest_poll_us: int | None = None
 
 
 def load_dataset(directory: Path) -> Dataset:
@@ -54,6 +50,7 @@ def load_dataset(directory: Path) -> Dataset:
         else:
             data.zones[zone.store_id] = zone.zone_name  # the last valid row wins
     polls_by_store = data.polls_by_store
+    newest = None
     for poll in read_polls(find_input(directory, "store_status")):
         if isinstance(poll, Rejection):
             data.rejections.append(poll)
@@ -63,6 +60,9 @@ def load_dataset(directory: Path) -> Dataset:
         if polls is None:
             polls = polls_by_store[poll.store_id] = []
         polls.append((poll.ts_us, poll.active))
+        if newest is None or poll.ts_us > newest:
+            newest = poll.ts_us
+    data.newest_poll_us = newest
     return data
 
 

@@ -20,8 +20,8 @@ DEFAULT_ZONE = "America/Chicago"
 MAX_STORE_ID_LENGTH = 128
 
 # What a spreadsheet leaves of a long numeric id: `2.57E+14`, `8.13992624246019E+018`.
-_SCIENTIFIC_ID = re.compile(r"[+-]?\d+(?:\.\d+)?[eE][+-]?\d+")
-_TIME_OF_DAY = re.compile(r"(\d{1,2}):(\d{2})(?::(\d{2}))?")
+_SCIENTIFIC_ID = re.compile(r"[+-]?\d+(?:\.\d+)?[eE][+-]?\d+", re.ASCII)
+_TIME_OF_DAY = re.compile(r"(\d{1,2}):(\d{2})(?::(\d{2}))?", re.ASCII)
 
 
 class Poll(NamedTuple):
@@ -80,6 +80,10 @@ def parse_store_id(raw: str | None) -> str:
 
 def parse_status(raw: str | None) -> bool:
     """True for active. Case and surrounding blanks do not matter."""
+    if raw == "active":
+        return True
+    if raw == "inactive":
+        return False
     status = (raw or "").strip().lower()
     if status == "active":
         return True
@@ -119,9 +123,17 @@ def load_zone(name: str) -> ZoneInfo:
         raise BadField("unknown zone", f"unknown time zone {name!r}") from None
 
 
+_known_ids: dict[str, str] = {}
+
+
 def poll_from_fields(store_id: str, timestamp: str, status: str) -> Poll:
-    """Raises BadField; the fast path of the CSV reader."""
-    return Poll(parse_store_id(store_id), parse_timestamp(timestamp), parse_status(status))
+    """Raises BadField; the fast path of the CSV reader (an id is checked once per process)."""
+    valid_id = _known_ids.get(store_id)
+    if valid_id is None:
+        valid_id = parse_store_id(store_id)
+        if len(_known_ids) < 1_000_000:
+            _known_ids[store_id] = valid_id
+    return Poll(valid_id, parse_timestamp(timestamp), parse_status(status))
 
 
 def parse_poll(fields: Mapping[str, str]) -> Poll | Rejection:

@@ -91,7 +91,11 @@ class Ingestor:
 
     # -- parsing -----------------------------------------------------------------------------
 
-    def _parse(self, kind: str, raw: bytes | None) -> tuple[str, Any] | Rejection:
+    def _parse(
+        self, kind: str, raw: bytes | None, rejected: list[Rejection]
+    ) -> tuple[str, Any] | Rejection:
+        """(store_id, payload) or the message's rejection; rows rejected from inside a
+        message that is still used (bad intervals of a schedule) go to ``rejected``."""
         try:
             value = decode_object(raw)
         except ValueError as error:
@@ -106,7 +110,9 @@ class Ingestor:
             parsed = parse_hours_message(value)
             if isinstance(parsed, Rejection):
                 return parsed
-            return parsed[0], build_schedule(parsed[1])
+            store_id, rows, bad_rows = parsed
+            rejected.extend(bad_rows)
+            return store_id, build_schedule(rows)
         zone = parse_zone(text_fields(value, ZONE_FIELDS))
         return zone if isinstance(zone, Rejection) else (zone.store_id, zone.zone_name)
 
@@ -152,11 +158,22 @@ class Ingestor:
         for store_id, item in work.items():
             bind_event(item.event)  # table reads of a rebuild go to the store's partition
             self._update_store(store_id, item, batch, table_writes)
+        index_in_message: Counter[tuple[int | None, int | None]] = Counter()
         for rejection, partition, offset in rejected:
             self.stats.rejected[(rejection.source, rejection.reason)] += 1
             record = orjson.dumps(dict(rejection.record)).decode()
+            index = index_in_message[(partition, offset)]
+            index_in_message[(partition, offset)] += 1
             batch.dead_letters.append(
-                (rejection.source, rejection.reason, rejection.detail, record, partition, offset)
+                (
+                    rejection.source,
+                    rejection.reason,
+                    rejection.detail,
+                    record,
+                    partition,
+                    offset,
+                    index,
+                )
             )
         if batch:
             await self.write_sink(batch)
@@ -179,7 +196,9 @@ class Ingestor:
         for event in events:
             message = event.message
             kind = self.kind_of_topic.get(message.topic, POLLS)
-            parsed = self._parse(kind, event.value)
+            inner: list[Rejection] = []
+            parsed = self._parse(kind, event.value, inner)
+            rejected.extend((r, message.partition, message.offset) for r in inner)
             if not isinstance(parsed, Rejection) and message.key not in (None, parsed[0].encode()):
                 parsed = Rejection(
                     kind,

@@ -73,18 +73,32 @@ def timezone_message(store_id: str, timezone_str: str) -> bytes:
     return encode({"store_id": store_id, "timezone_str": timezone_str})
 
 
-def parse_hours_message(value: Mapping[str, Any]) -> tuple[str, list[HoursRow]] | Rejection:
-    """A schedule message -> (store_id, rows); one bad interval rejects the whole schedule,
-    since a schedule is replaced as a unit."""
+def parse_hours_message(
+    value: Mapping[str, Any],
+) -> tuple[str, list[HoursRow], list[Rejection]] | Rejection:
+    """A schedule message -> (store_id, good rows, rejected rows). As in the batch path, a
+    bad interval is rejected alone and the good ones make the schedule; a message whose
+    shape is wrong (no store, no list) is rejected whole."""
     record = {k: str(v) for k, v in value.items() if k != "intervals"}
     intervals = value.get("intervals")
+    store_id = str(value.get("store_id") or "").strip()
+    if not store_id:
+        return Rejection(HOURS, "bad store_id", "empty store_id", record)
     if not isinstance(intervals, list):
         return Rejection(HOURS, "bad schedule", "'intervals' is not a list", record)
-    store_id = str(value.get("store_id") or "").strip()
     rows: list[HoursRow] = []
+    rejected: list[Rejection] = []
     for interval in intervals:
         if not isinstance(interval, dict):
-            return Rejection(HOURS, "bad schedule", "an interval is not an object", record)
+            rejected.append(
+                Rejection(
+                    HOURS,
+                    "bad schedule",
+                    "an interval is not an object",
+                    {**record, "interval": str(interval)},
+                )
+            )
+            continue
         fields = text_fields(interval, ("dayOfWeek", "day", "start_time_local", "end_time_local"))
         if not fields["dayOfWeek"]:
             fields["dayOfWeek"] = fields.pop("day")
@@ -92,11 +106,10 @@ def parse_hours_message(value: Mapping[str, Any]) -> tuple[str, list[HoursRow]] 
             fields.pop("day")
         parsed = parse_hours({"store_id": store_id, **fields})
         if isinstance(parsed, Rejection):
-            return Rejection(HOURS, parsed.reason, parsed.detail, {**record, **fields})
-        rows.append(parsed)
-    if not store_id:
-        return Rejection(HOURS, "bad store_id", "empty store_id", record)
-    return store_id, rows
+            rejected.append(Rejection(HOURS, parsed.reason, parsed.detail, {**record, **fields}))
+        else:
+            rows.append(parsed)
+    return store_id, rows, rejected
 
 
 def dead_letter(

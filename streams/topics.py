@@ -15,9 +15,17 @@ from aiokafka.errors import TopicAlreadyExistsError
 from storemon.settings import Settings
 from storemon.streams.messages import ALL_TOPICS, DEAD_LETTERS
 
+# The worker's Faust tables; their changelog topics are created here too, before the worker
+# starts, so that Faust never meets a changelog topic it has no metadata for yet.
+TABLES = ("stores", "hourly", "daily")
+
 
 class TopicMismatch(RuntimeError):
     pass
+
+
+def changelog_topic(settings: Settings, table: str) -> str:
+    return f"{settings.faust_app_id}-{table}-changelog"
 
 
 async def ensure_topics(settings: Settings) -> list[str]:
@@ -26,20 +34,22 @@ async def ensure_topics(settings: Settings) -> list[str]:
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()
     try:
-        wanted = {settings.topic(name): name for name in ALL_TOPICS}
+        configs: dict[str, dict[str, str]] = {settings.topic(name): {} for name in ALL_TOPICS}
+        # Dead letters are evidence: keep them a month.
+        configs[settings.topic(DEAD_LETTERS)] = {"retention.ms": str(30 * 24 * 3600 * 1000)}
+        for table in TABLES:
+            configs[changelog_topic(settings, table)] = {"cleanup.policy": "compact"}
+        wanted = list(configs)
         existing = set(await admin.list_topics())
         missing = [
             NewTopic(
-                full_name,
+                name,
                 num_partitions=settings.partitions,
                 replication_factor=1,
-                # Dead letters are evidence: keep them a month.
-                topic_configs={"retention.ms": str(30 * 24 * 3600 * 1000)}
-                if name == DEAD_LETTERS
-                else {},
+                topic_configs=configs[name],
             )
-            for full_name, name in wanted.items()
-            if full_name not in existing
+            for name in wanted
+            if name not in existing
         ]
         created: list[str] = []
         if missing:

@@ -127,3 +127,37 @@ async def test_live_poll_after_a_report_changes_the_next_report(
         handle.write(f"{store_id},inactive,{live_ts}\n")
     assert second == batch_csv(extended)
     assert second != first
+
+
+async def test_bad_rows_go_to_dead_letters_and_the_rest_through(
+    pipeline: Pipeline, dataset: Path, tmp_path: Path
+) -> None:
+    dirty = tmp_path / "dirty"
+    shutil.copytree(dataset, dirty)
+    some_store = (dataset / "menu_hours.csv").read_text().splitlines()[1].split(",")[0]
+    with (dirty / "store_status.csv").open("a") as handle:
+        handle.write("bad-ts,active,2023-13-01 00:00:00 UTC\n")
+        handle.write("bad-status,sleeping,2023-01-20 10:00:00 UTC\n")
+        handle.write("2.57E+14,active,2023-01-20 10:00:00 UTC\n")
+    with (dirty / "menu_hours.csv").open("a") as handle:
+        handle.write(f"{some_store},7,09:00:00,17:00:00\n")  # day 7: this row only is bad
+    with (dirty / "timezones.csv").open("a") as handle:
+        handle.write("bad-zone,Mars/Olympus_Mons\n")
+    reference, polls = read_messages(dirty)
+    pipeline.start_worker()
+    await pipeline.publish(reference + polls)
+    await pipeline.wait_consumed()
+    report_id = await pipeline.request_report()
+    assert await pipeline.wait_report(report_id) == batch_csv(dirty)
+    assert pipeline.pool is not None
+    reasons = sorted(
+        (r["source"], r["reason"])
+        for r in await pipeline.pool.fetch("SELECT source, reason FROM dead_letters")
+    )
+    assert reasons == [
+        ("hours", "bad day"),
+        ("polls", "bad status"),
+        ("polls", "bad store_id"),
+        ("polls", "bad timestamp"),
+        ("timezones", "unknown zone"),
+    ]

@@ -457,12 +457,6 @@ def test_subprocess_entry_point(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- core bugs
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: one byte that is not UTF-8 in a row stops the whole run "
-    "(UnicodeDecodeError -> exit 2, message without the file name); "
-    "the contract says a bad row never stops ingestion",
-)
 def test_undecodable_row_is_a_rejection_not_the_end(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -479,11 +473,6 @@ def test_undecodable_row_is_a_rejection_not_the_end(
     assert "1 rows rejected" in err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: a truncated .csv.gz raises EOFError, which batch.run does not catch "
-    "(it catches OSError and ValueError only): a traceback instead of exit 2 and a message",
-)
 def test_truncated_gzip_is_reported_not_a_traceback(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -499,11 +488,6 @@ def test_truncated_gzip_is_reported_not_a_traceback(
     assert "store_status.csv.gz" in err or "rejected" in err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: a field that opens a quote and never closes it makes csv read on to EOF; "
-    "past 131072 characters csv raises _csv.Error, which nothing catches (traceback, no report)",
-)
 def test_stray_quote_in_a_big_file_is_not_a_traceback(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -138,11 +138,6 @@ def test_poll_rejections_keep_the_record_and_say_why(tmp_path: Path) -> None:
     assert "2" in short.detail
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: files.read_polls/read_hours/read_zones build the record of a row with "
-    "too many fields with zip(strict=False), which drops the extra fields from the rejection",
-)
 @pytest.mark.parametrize(
     ("reader", "header", "row"),
     [

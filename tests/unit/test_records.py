@@ -160,31 +160,18 @@ NON_ASCII_DIGITS = [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: timebase._parse_utc_suffix_form accepts a sign, blank or underscore "
-    "in the date (int() is lenient); the contract says anything but YYYY-MM-DD is a bad row",
-)
 @pytest.mark.parametrize("text", FAST_PATH_LEAKS)
 def test_timestamp_date_with_sign_blank_or_underscore_is_rejected(text: str) -> None:
     fields = poll_fields(timestamp=text)
     assert_rejected(parse_poll(fields), "polls", "bad timestamp", fields)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: the timestamp regexes use \\d, which matches non-ASCII Unicode digits",
-)
 @pytest.mark.parametrize("text", NON_ASCII_DIGITS)
 def test_timestamp_with_non_ascii_digits_is_rejected(text: str) -> None:
     fields = poll_fields(timestamp=text)
     assert_rejected(parse_poll(fields), "polls", "bad timestamp", fields)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: records._TIME_OF_DAY uses \\d, which matches non-ASCII Unicode digits",
-)
 def test_hours_time_with_non_ascii_digits_is_rejected() -> None:
     fields = hours_fields(start="\uff11\uff10:\uff10\uff10", end="12:00")  # fullwidth 10:00
     assert_rejected(parse_hours(fields), "hours", "bad time", fields)

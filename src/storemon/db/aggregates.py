@@ -40,7 +40,8 @@ class SinkBatch:
     hourly: dict[tuple[str, int], tuple[int, int, list[int]]] = field(default_factory=dict)
     daily: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
     polls: dict[tuple[str, int], bool] = field(default_factory=dict)
-    dead_letters: list[tuple[str, str, str, str, int | None, int | None]] = field(
+    # (source, reason, detail, record as JSON, partition, offset, index within the message)
+    dead_letters: list[tuple[str, str, str, str, int | None, int | None, int]] = field(
         default_factory=list
     )
 
@@ -147,8 +148,9 @@ async def write_batch(pool: asyncpg.Pool, batch: SinkBatch) -> None:
         await _upsert(conn, "polls", polls)
         if batch.dead_letters:
             await conn.executemany(
-                "INSERT INTO dead_letters (source, reason, detail, record, kafka_partition, kafka_offset)"
-                " VALUES ($1, $2, $3, $4::jsonb, $5, $6) ON CONFLICT DO NOTHING",
+                "INSERT INTO dead_letters (source, reason, detail, record, kafka_partition,"
+                " kafka_offset, record_index) VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7)"
+                " ON CONFLICT DO NOTHING",
                 batch.dead_letters,
             )
 

@@ -53,7 +53,8 @@ CREATE TABLE dead_letters (
     record          jsonb NOT NULL,
     kafka_partition integer,
     kafka_offset    bigint,
-    UNIQUE (source, kafka_partition, kafka_offset)
+    record_index    integer NOT NULL DEFAULT 0,  -- several bad rows can come in one message
+    UNIQUE (source, kafka_partition, kafka_offset, record_index)
 );
 
 CREATE TABLE reports (
