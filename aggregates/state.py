@@ -383,9 +383,9 @@ class StoreState:
 
     # -- persistence ----------------------------------------------------------------------
 
-    def polls_in_hour(self, hour_start_us: int) -> list[tuple[int, bool]]:
-        j = bisect_left(self.poll_ts, hour_start_us)
-        k = bisect_left(self.poll_ts, hour_start_us + HOUR_US)
+    def polls_in_range(self, lo_us: int, hi_us: int) -> list[tuple[int, bool]]:
+        j = bisect_left(self.poll_ts, lo_us)
+        k = bisect_left(self.poll_ts, hi_us)
         return [(self.poll_ts[i], bool(self.poll_active[i])) for i in range(j, k)]
 
     def to_record(self) -> dict[str, Any]:

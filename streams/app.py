@@ -132,6 +132,9 @@ def create_app(settings: Settings) -> faust.App:  # noqa: C901 (agents are closu
         web_bind=settings.worker_web_host,
         web_port=settings.worker_web_port,
         broker_session_timeout=settings.broker_session_timeout_s,
+        # Table writes become changelog messages: let them travel in large batches.
+        producer_linger_ms=5,
+        producer_max_batch_size=512 * 1024,
         broker_heartbeat_interval=min(3.0, settings.broker_session_timeout_s / 3),
         consumer_auto_offset_reset="earliest",
         stream_wait_empty=False,
@@ -142,13 +145,8 @@ def create_app(settings: Settings) -> faust.App:  # noqa: C901 (agents are closu
     inputs = _raw_topic(app, *(settings.topic(n) for n in messages.INPUT_TOPICS))
     report_requests = _raw_topic(app, settings.topic(messages.REPORT_REQUESTS))
     dead_letters = _raw_topic(app, settings.topic(messages.DEAD_LETTERS))
-    stores = _raw_table(
-        app, "stores", settings, "store -> schedule, zone, first/newest poll, cutoff"
-    )
-    hourly = _raw_table(
-        app, "hourly", settings, "store|hour -> polls, up/down and runs of the hour"
-    )
-    daily = _raw_table(app, "daily", settings, "store|day -> up/down of the UTC day")
+    stores = _raw_table(app, "stores", settings, "store -> schedule, zone, first poll, cutoff")
+    days = _raw_table(app, "days", settings, "store|day -> polls, hourly up/down, daily totals")
 
     async def write_sink(batch: db_aggregates.SinkBatch) -> None:
         async def attempt() -> None:
@@ -165,8 +163,7 @@ def create_app(settings: Settings) -> faust.App:  # noqa: C901 (agents are closu
     ingestor = Ingestor(
         kind_of_topic=kind_of_topic,
         stores=stores,
-        hourly=hourly,
-        daily=daily,
+        days=days,
         write_sink=write_sink,
         send_dead_letter=send_dead_letter,
         horizon_us=settings.horizon_hours * HOUR_US,
@@ -221,9 +218,12 @@ def create_app(settings: Settings) -> faust.App:  # noqa: C901 (agents are closu
     @app.page("/storemon/stores/{store_id}/")
     async def store_page(web: Any, request: Any, store_id: str) -> Any:
         state = ingestor.cache.get(store_id)
+        if state is None and stores.get(store_id.encode()) is not None:
+            state = ingestor.state_for(store_id)  # rebuilt from the tables of this worker
         if state is None:
             return web.json(
-                {"error": "store not in this worker's memory", "store_id": store_id}, status=404
+                {"error": "no such store in this worker's partitions", "store_id": store_id},
+                status=404,
             )
         summary = state.summary()
         hours = state.hours_with_time()
@@ -252,7 +252,7 @@ def create_app(settings: Settings) -> faust.App:  # noqa: C901 (agents are closu
     @app.page("/storemon/tables/")
     async def table_sizes(web: Any, request: Any) -> Any:
         sizes = {}
-        for table in (stores, hourly, daily):
+        for table in (stores, days):
             sizes[table.name] = sum(1 for _ in table)
         return web.json({"local_keys": sizes, "longest_window_hours": LONGEST_WINDOW_US // HOUR_US})
 

@@ -7,9 +7,13 @@ holds, whose rows PostgreSQL also already has. Every write is idempotent, so at-
 delivery never counts anything twice.
 
 Table layout (keys and values are bytes; values orjson):
-- ``stores``  ``store_id`` -> schedule, zone, first/newest poll, cutoff, anchor poll
-- ``hourly``  ``store_id|hour_start_us`` -> the hour's polls, up/down and runs
-- ``daily``   ``store_id|day_start_us`` -> up/down
+- ``stores``  ``store_id`` -> schedule, zone, first poll, cutoff, anchor poll (written only
+  when it changes: about once a day)
+- ``days``    ``store_id|day_start_us`` -> the UTC day's polls, the up/down microseconds of
+  each of its hours, and the day's totals: the store's hourly and daily aggregates, one
+  entry (one changelog message) per store and day touched by a batch
+The runs of each hour, needed to clip report windows, go to PostgreSQL; in the tables they
+can always be recomputed from the polls.
 All keys of a store are written while an event of that store is current, so they land in
 the store's partition, the partition its messages come from.
 """
@@ -28,7 +32,7 @@ import orjson
 from storemon.aggregates.records import Rejection, parse_poll, parse_zone
 from storemon.aggregates.schedule import Schedule, WeeklyInterval, build_schedule
 from storemon.aggregates.state import StoreChanges, StoreState
-from storemon.aggregates.timebase import DAY_US, HOUR_US, floor_to
+from storemon.aggregates.timebase import DAY_US, floor_to
 from storemon.db.aggregates import SinkBatch, StoreRow, flatten_runs
 from storemon.streams.messages import HOURS, POLLS, decode_object, parse_hours_message, text_fields
 
@@ -57,8 +61,8 @@ class IngestStats:
     batches: int = 0
 
 
-def hour_key(store_id: str, hour_us: int) -> bytes:
-    return f"{store_id}|{hour_us}".encode()
+def day_key(store_id: str, day_start_us: int) -> bytes:
+    return f"{store_id}|{day_start_us}".encode()
 
 
 class Ingestor:
@@ -69,16 +73,16 @@ class Ingestor:
         *,
         kind_of_topic: dict[str, str],
         stores: Table,
-        hourly: Table,
-        daily: Table,
+        days: Table,
         write_sink: Callable[[SinkBatch], Awaitable[None]],
         send_dead_letter: Callable[[Rejection, int | None, int | None], Awaitable[None]],
         horizon_us: int,
     ) -> None:
         self.kind_of_topic = kind_of_topic
         self.stores_table = stores
-        self.hourly_table = hourly
-        self.daily_table = daily
+        self.days_table = days
+        # The store entries as last written, so an unchanged one is not written again.
+        self.meta_written: dict[str, bytes] = {}
         self.write_sink = write_sink
         self.send_dead_letter = send_dead_letter
         self.horizon_us = horizon_us
@@ -88,6 +92,7 @@ class Ingestor:
     def forget(self) -> None:
         """Drop every cached state (partitions moved): they are rebuilt from the tables."""
         self.cache.clear()
+        self.meta_written.clear()
 
     # -- parsing -----------------------------------------------------------------------------
 
@@ -127,13 +132,16 @@ class Ingestor:
             state = StoreState(store_id, horizon_us=self.horizon_us)
         else:
             meta = orjson.loads(raw)
+            self.meta_written[store_id] = raw
             polls: list[tuple[int, bool]] = []
             if meta["anchor"] is not None:
                 polls.append((meta["anchor"][0], bool(meta["anchor"][1])))
-            if meta["newest"] is not None:
-                first_hour = floor_to(max(meta["cutoff"], meta["first"]), HOUR_US)
-                for hour in range(first_hour, meta["newest"] + 1, HOUR_US):
-                    record = self.hourly_table.get(hour_key(store_id, hour))
+            if meta["first"] is not None:
+                # The cutoff trails the newest poll by the horizon, to within a day.
+                first_day = floor_to(max(meta["cutoff"], meta["first"]), DAY_US)
+                last_day = max(first_day, meta["cutoff"]) + self.horizon_us + 2 * DAY_US
+                for day in range(first_day, last_day, DAY_US):
+                    record = self.days_table.get(day_key(store_id, day))
                     if record is not None:
                         polls.extend((ts, bool(a)) for ts, a in orjson.loads(record)["polls"])
             state = StoreState.restore(
@@ -239,45 +247,42 @@ class Ingestor:
             changes.hours.update(applied.hours)
             changes.days.update(applied.days)
             self.stats.polls += len(item.polls)
-        gone_hours: list[int] = []
         gone_days: list[int] = []
         if state.poll_ts:
-            gone_hours, gone_days = state.prune(state.poll_ts[-1] - self.horizon_us)
-        # Rewrite the hour of every poll received, changed or not: after a crash between
+            # Whole days, so the store's table entry changes about once a day, not per poll.
+            _, gone_days = state.prune(floor_to(state.poll_ts[-1] - self.horizon_us, DAY_US))
+        # Rewrite the day of every poll received, changed or not: after a crash between
         # the local store and the changelog, this puts a redelivered poll back in both.
-        hours = set(changes.hours)
-        hours.update(h for ts, _ in item.polls if (h := ts - ts % HOUR_US) >= state.cutoff_us)
-        days = set(changes.days) | {h - h % DAY_US for h in hours}
+        days = set(changes.days)
+        days.update(d for ts, _ in item.polls if (d := ts - ts % DAY_US) >= state.cutoff_us)
         event = item.event
-        for hour in sorted(hours):
-            bucket = changes.hours.get(hour) or state.bucket(hour)
-            polls = state.polls_in_hour(hour)
-            flat = flatten_runs(bucket.runs)
-            batch.hourly[(store_id, hour)] = (bucket.up_us, bucket.down_us, flat)
-            for ts, active in polls:
-                batch.add_poll(store_id, ts, active)
-            value = None
-            if polls or not bucket.is_empty:
-                value = orjson.dumps(
-                    {
-                        "polls": [[t, int(a)] for t, a in polls],
-                        "up": bucket.up_us,
-                        "down": bucket.down_us,
-                        "runs": flat,
-                    }
-                )
-            table_writes.append((event, self.hourly_table, hour_key(store_id, hour), value))
+        for hour, bucket in changes.hours.items():
+            batch.hourly[(store_id, hour)] = (
+                bucket.up_us,
+                bucket.down_us,
+                flatten_runs(bucket.runs),
+            )
         for day in sorted(days):
             up, down = state.day_totals(day)
             batch.daily[(store_id, day)] = (up, down)
-            table_writes.append(
-                (event, self.daily_table, hour_key(store_id, day), orjson.dumps([up, down]))
-            )
-        for hour in gone_hours:
-            table_writes.append((event, self.hourly_table, hour_key(store_id, hour), None))
+            polls = state.polls_in_range(day, day + DAY_US)
+            for ts, active in polls:
+                batch.add_poll(store_id, ts, active)
+            hours = state.day_hours.get(day)
+            value = None
+            if polls or hours is not None:
+                value = orjson.dumps(
+                    {
+                        "polls": [[t, int(a)] for t, a in polls],
+                        "hours": list(hours) if hours is not None else [],  # up, down per hour
+                        "up": up,
+                        "down": down,
+                    }
+                )
+            table_writes.append((event, self.days_table, day_key(store_id, day), value))
         for day in gone_days:
-            table_writes.append((event, self.daily_table, hour_key(store_id, day), None))
-        self.stats.hourly_rows += len(hours)
+            table_writes.append((event, self.days_table, day_key(store_id, day), None))
+        self.stats.hourly_rows += len(changes.hours)
         summary = state.summary()
         newest = state.poll_ts[-1] if state.poll_ts else None
         schedule_rows = [list(i) for i in state.schedule]
@@ -294,15 +299,18 @@ class Ingestor:
         anchor = None
         if state.poll_ts and state.poll_ts[0] < state.cutoff_us:
             anchor = [state.poll_ts[0], state.poll_active[0]]
-        meta = {
-            "schedule": schedule_rows,
-            "zone": state.zone_name,
-            "first": state.first_poll_us,
-            "newest": newest,
-            "cutoff": state.cutoff_us,
-            "anchor": anchor,
-        }
-        table_writes.append((event, self.stores_table, store_id.encode(), orjson.dumps(meta)))
+        meta = orjson.dumps(
+            {
+                "schedule": schedule_rows,
+                "zone": state.zone_name,
+                "first": state.first_poll_us,
+                "cutoff": state.cutoff_us,
+                "anchor": anchor,
+            }
+        )
+        if self.meta_written.get(store_id) != meta:
+            table_writes.append((event, self.stores_table, store_id.encode(), meta))
+            self.meta_written[store_id] = meta
 
 
 async def retry_forever(

@@ -161,3 +161,31 @@ async def test_bad_rows_go_to_dead_letters_and_the_rest_through(
         ("polls", "bad timestamp"),
         ("timezones", "unknown zone"),
     ]
+
+
+async def test_operator_pages_show_a_store_and_the_tables(
+    pipeline: Pipeline, dataset: Path
+) -> None:
+    import aiohttp
+
+    reference, polls = read_messages(dataset)
+    pipeline.start_worker()
+    await pipeline.publish(reference + polls)
+    await pipeline.wait_consumed()
+    store_id = polls[-1][1]
+    base = f"http://127.0.0.1:{pipeline.settings.worker_web_port}"
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{base}/storemon/stores/{store_id}/") as response:
+            assert response.status == 200
+            page = await response.json()
+        async with session.get(f"{base}/storemon/stores/no-such-store/") as response:
+            assert response.status == 404
+        async with session.get(f"{base}/storemon/tables/") as response:
+            sizes = (await response.json())["local_keys"]
+        async with session.get(f"{base}/storemon/") as response:
+            overview = await response.json()
+    assert page["store_id"] == store_id
+    assert page["hours"], "a polled store has hourly buckets"
+    assert sum(1 for _, key, _ in polls if key == store_id) >= page["polls_kept"] > 0
+    assert sizes["stores"] >= len({key for _, key, _ in polls})
+    assert overview["polls"] == len(polls)
