@@ -261,6 +261,44 @@ class Pipeline:
             await consumer.stop()
             await admin.close()
 
+    async def consumed_fraction(self) -> float:
+        """Share of the input messages the worker has committed so far."""
+        s = self.settings
+        admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
+        await admin.start()
+        from aiokafka import AIOKafkaConsumer
+
+        consumer = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap)
+        await consumer.start()
+        try:
+            tps = [
+                TopicPartition(s.topic(t), p)
+                for t in messages.INPUT_TOPICS
+                for p in range(s.partitions)
+            ]
+            ends = await consumer.end_offsets(tps)
+            try:
+                committed = await admin.list_consumer_group_offsets(s.faust_app_id)
+            except KafkaError:
+                committed = {}
+            total = sum(ends.values()) or 1
+            done = sum(min(committed[tp].offset, ends[tp]) for tp in tps if tp in committed)
+            return done / total
+        finally:
+            await consumer.stop()
+            await admin.close()
+
+    async def wait_progress(self, at_least: float, timeout_s: float = 90.0) -> float:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            fraction = await self.consumed_fraction()
+            if fraction >= at_least:
+                return fraction
+            if self.worker is not None and self.worker.poll() is not None:
+                raise AssertionError(f"worker exited early:\n{self.worker_log()}")
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"no progress to {at_least:.0%}:\n{self.worker_log()}")
+
     async def request_report(self, as_of: str | None = None) -> uuid.UUID:
         assert self.pool is not None
         report_id = uuid.uuid4()

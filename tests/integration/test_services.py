@@ -47,10 +47,17 @@ async def test_topic_create_produce_consume(service_endpoints: ServiceEndpoints)
     await admin.start()
     try:
         await admin.create_topics([NewTopic(topic, num_partitions=4, replication_factor=1)])
-        described = await admin.describe_topics([topic])
+        # A new topic's metadata reaches the broker's cache a moment after creation.
+        partitions: list[object] = []
+        for _ in range(50):
+            described = await admin.describe_topics([topic])
+            partitions = described[0]["partitions"]
+            if partitions:
+                break
+            await asyncio.sleep(0.1)
     finally:
         await admin.close()
-    assert len(described[0]["partitions"]) == 4
+    assert len(partitions) == 4
 
     sent = {f"key-{i}".encode(): f"value-{i}".encode() for i in range(8)}
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")

@@ -1,0 +1,79 @@
+"""Crashes and redelivery, on the real broker and database: the final report must still be
+the batch command's, byte for byte (nothing lost, nothing counted twice)."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from storemon.settings import Settings
+
+from .pipeline import Pipeline, batch_csv, generate, read_messages
+
+pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.timeout(400)]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return generate(tmp_path_factory.mktemp("data") / "set", stores=250, days=9, seed=23)
+
+
+@pytest.fixture
+async def pipeline(
+    service_settings: Settings, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Pipeline]:
+    created = await Pipeline.create(
+        service_settings, request.node.name[:20].replace("_", "-"), tmp_path
+    )
+    try:
+        yield created
+    finally:
+        await created.close()
+
+
+async def test_worker_killed_three_times_mid_stream(pipeline: Pipeline, dataset: Path) -> None:
+    reference, polls = read_messages(dataset)
+    await pipeline.publish(reference + polls)
+    for target in (0.15, 0.45, 0.75):
+        pipeline.start_worker()
+        await pipeline.wait_progress(target)
+        pipeline.stop_worker(signal.SIGKILL)
+    pipeline.start_worker()
+    await pipeline.wait_consumed()
+    report_id = await pipeline.request_report()
+    assert await pipeline.wait_report(report_id) == batch_csv(dataset)
+
+
+async def test_worker_restarted_without_its_rocksdb(pipeline: Pipeline, dataset: Path) -> None:
+    reference, polls = read_messages(dataset)
+    await pipeline.publish(reference + polls[: len(polls) // 2])
+    pipeline.start_worker()
+    await pipeline.wait_consumed()
+    pipeline.stop_worker(signal.SIGKILL)
+    # Local state gone: the tables must come back from their changelog topics alone.
+    shutil.rmtree(pipeline.settings.state_dir / "worker")
+    await pipeline.publish(polls[len(polls) // 2 :])
+    pipeline.start_worker()
+    await pipeline.wait_consumed()
+    report_id = await pipeline.request_report()
+    assert await pipeline.wait_report(report_id) == batch_csv(dataset)
+
+
+async def test_whole_replay_delivered_twice(pipeline: Pipeline, dataset: Path) -> None:
+    reference, polls = read_messages(dataset)
+    pipeline.start_worker()
+    await pipeline.publish(reference + polls)
+    await pipeline.wait_consumed()
+    first = await pipeline.wait_report(await pipeline.request_report())
+    assert pipeline.pool is not None
+    rows_before = await pipeline.pool.fetch("SELECT * FROM hourly ORDER BY store_id, hour_start_us")
+    await pipeline.publish(reference + polls)  # a producer retry storm
+    await pipeline.wait_consumed()
+    rows_after = await pipeline.pool.fetch("SELECT * FROM hourly ORDER BY store_id, hour_start_us")
+    assert rows_after == rows_before
+    second = await pipeline.wait_report(await pipeline.request_report())
+    assert second == first == batch_csv(dataset)
