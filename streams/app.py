@@ -140,6 +140,11 @@ def create_app(settings: Settings) -> faust.App:  # noqa: C901 (agents are closu
         stream_wait_empty=False,
         autodiscover=False,
     )
+    # Faust stops the stream whenever more than 100 table writes wait for the producer, then
+    # drains them one by one; with a batch writing thousands of entries that throttles
+    # ingestion. A larger allowance lets the producer drain while the next batch is built
+    # (everything is still flushed before any offset is committed).
+    app.producer.buffer.max_messages = 4 * settings.batch_size
     database = Database(settings.database_url)
     kind_of_topic = {settings.topic(name): name for name in messages.INPUT_TOPICS}
     inputs = _raw_topic(app, *(settings.topic(n) for n in messages.INPUT_TOPICS))

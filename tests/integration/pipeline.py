@@ -222,7 +222,7 @@ class Pipeline:
             await producer.stop()
         return sent
 
-    async def wait_consumed(self, timeout_s: float = 120.0) -> None:
+    async def wait_consumed(self, timeout_s: float = 400.0) -> None:
         """Until the worker's committed offsets reach the end of every input topic (the
         worker writes PostgreSQL before it acknowledges, so the database is then complete)."""
         s = self.settings
@@ -288,7 +288,7 @@ class Pipeline:
             await consumer.stop()
             await admin.close()
 
-    async def wait_progress(self, at_least: float, timeout_s: float = 90.0) -> float:
+    async def wait_progress(self, at_least: float, timeout_s: float = 300.0) -> float:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             fraction = await self.consumed_fraction()

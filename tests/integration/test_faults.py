@@ -14,12 +14,12 @@ from storemon.settings import Settings
 
 from .pipeline import Pipeline, batch_csv, generate, read_messages
 
-pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.timeout(400)]
+pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return generate(tmp_path_factory.mktemp("data") / "set", stores=250, days=9, seed=23)
+    return generate(tmp_path_factory.mktemp("data") / "set", stores=150, days=9, seed=23)
 
 
 @pytest.fixture

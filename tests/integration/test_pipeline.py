@@ -16,7 +16,7 @@ from storemon.streams import messages
 
 from .pipeline import Pipeline, batch_csv, generate, read_messages
 
-pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")
