@@ -643,7 +643,9 @@ def _format_kafka_storage(paths: _Paths, libs: Path, java: str, cluster_id: str)
     paths.kafka_data.mkdir(parents=True, exist_ok=True)
     cmd = [java, "-Xmx256m", f"-Dlog4j2.configurationFile={paths.kafka_log4j}",
            "-cp", f"{libs}/*", "kafka.tools.StorageTool", "format", "--ignore-formatted",
-           "-t", cluster_id, "-c", str(paths.kafka_props)]  # fmt: skip
+           f"--cluster-id={cluster_id}", "-c", str(paths.kafka_props)]  # fmt: skip
+    # (one token: a random id may start with "-", which a separate argument would turn
+    # into an unknown option)
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     with paths.kafka_stdout.open("a") as out:
         out.write(f"$ {shlex.join(cmd)}\n{result.stdout}{result.stderr}")
