@@ -196,9 +196,10 @@ class StoreState:
             dirty.append((old_last, new_last))
         if new_last != old_last:
             changes.summary_changed = True
-        if self.low_us < old_low and old_low != FOREVER_US:
-            dirty.append((self.low_us, old_low))
-        self._recompute(dirty, changes, old_last)
+        low = self.low_us
+        if low < old_low and old_low != FOREVER_US:
+            dirty.append((low, old_low))
+        self._recompute(dirty, changes, old_last, low)
         return changes
 
     def _insert_polls(self, polls: Iterable[tuple[int, bool]], changes: StoreChanges) -> list[int]:
@@ -288,14 +289,18 @@ class StoreState:
             del self.poll_active[:keep_from]
 
     def _recompute(
-        self, dirty: list[tuple[int, int]], changes: StoreChanges, old_last: int | None
+        self,
+        dirty: list[tuple[int, int]],
+        changes: StoreChanges,
+        old_last: int | None,
+        low: int | None = None,
     ) -> None:
         """Recompute every hour that meets a dirty range and record its new value.
 
         No bucket lies at or after the end of the materialised timeline, old or new, so the
         dirty ranges (which may run to the end of an endless session) are cut there."""
         last = self._last_in_hours_us
-        low = self.low_us
+        low = self.low_us if low is None else low
         upto = max(
             last if last is not None else NEVER_US, old_last if old_last is not None else NEVER_US
         )
