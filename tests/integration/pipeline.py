@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import asyncpg
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
@@ -123,6 +123,9 @@ def read_messages(
 
 @dataclasses.dataclass
 class Pipeline:
+    """One pipeline per test: create it with :meth:`create`, close it with :meth:`close`
+    (the ``pipeline`` fixture in ``conftest.py`` does both)."""
+
     settings: Settings
     worker: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
@@ -222,71 +225,52 @@ class Pipeline:
             await producer.stop()
         return sent
 
-    async def wait_consumed(self, timeout_s: float = 400.0) -> None:
-        """Until the worker's committed offsets reach the end of every input topic (the
-        worker writes PostgreSQL before it acknowledges, so the database is then complete)."""
+    async def offsets(self) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
+        """(end offset, offset the worker committed) of every input partition."""
         s = self.settings
+        tps = [
+            TopicPartition(s.topic(t), p)
+            for t in messages.INPUT_TOPICS
+            for p in range(s.partitions)
+        ]
         admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
-        await admin.start()
-        from aiokafka import AIOKafkaConsumer
-
         consumer = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap)
+        await admin.start()
         await consumer.start()
         try:
-            tps = [
-                TopicPartition(s.topic(t), p)
-                for t in messages.INPUT_TOPICS
-                for p in range(s.partitions)
-            ]
-            deadline = time.monotonic() + timeout_s
-            while True:
-                ends = await consumer.end_offsets(tps)
-                try:
-                    committed = await admin.list_consumer_group_offsets(s.faust_app_id)
-                except KafkaError:  # the group's coordinator is still being set up
-                    committed = {}
-                behind = {
-                    tp: ends[tp] - (committed[tp].offset if tp in committed else 0)
-                    for tp in tps
-                    if ends[tp] > (committed[tp].offset if tp in committed else 0)
-                }
-                if not behind:
-                    return
-                if self.worker is not None and self.worker.poll() is not None:
-                    raise AssertionError(f"worker exited early:\n{self.worker_log()}")
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"worker still behind {behind}:\n{self.worker_log()}")
-                await asyncio.sleep(0.5)
+            ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
+            try:
+                group = await admin.list_consumer_group_offsets(s.faust_app_id)
+            except KafkaError:  # the group's coordinator is still being set up
+                group = {}
+            committed = {tp: min(group[tp].offset, ends[tp]) if tp in group else 0 for tp in tps}
+            return ends, committed
         finally:
             await consumer.stop()
             await admin.close()
 
     async def consumed_fraction(self) -> float:
         """Share of the input messages the worker has committed so far."""
-        s = self.settings
-        admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
-        await admin.start()
-        from aiokafka import AIOKafkaConsumer
+        ends, committed = await self.offsets()
+        return sum(committed.values()) / (sum(ends.values()) or 1)
 
-        consumer = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap)
-        await consumer.start()
-        try:
-            tps = [
-                TopicPartition(s.topic(t), p)
-                for t in messages.INPUT_TOPICS
-                for p in range(s.partitions)
-            ]
-            ends = await consumer.end_offsets(tps)
-            try:
-                committed = await admin.list_consumer_group_offsets(s.faust_app_id)
-            except KafkaError:
-                committed = {}
-            total = sum(ends.values()) or 1
-            done = sum(min(committed[tp].offset, ends[tp]) for tp in tps if tp in committed)
-            return done / total
-        finally:
-            await consumer.stop()
-            await admin.close()
+    async def wait_consumed(self, timeout_s: float = 400.0) -> None:
+        """Until the worker's committed offsets reach the end of every input topic (the
+        worker writes PostgreSQL before it acknowledges, so the database is then complete)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            ends, committed = await self.offsets()
+            behind = {tp: ends[tp] - committed[tp] for tp in ends if committed[tp] < ends[tp]}
+            if not behind:
+                return
+            self.check_worker_alive()
+            if time.monotonic() > deadline:
+                raise AssertionError(f"worker still behind {behind}:\n{self.worker_log()}")
+            await asyncio.sleep(0.5)
+
+    def check_worker_alive(self) -> None:
+        if self.worker is not None and self.worker.poll() is not None:
+            raise AssertionError(f"worker exited early:\n{self.worker_log()}")
 
     async def wait_progress(self, at_least: float, timeout_s: float = 300.0) -> float:
         deadline = time.monotonic() + timeout_s
@@ -294,8 +278,7 @@ class Pipeline:
             fraction = await self.consumed_fraction()
             if fraction >= at_least:
                 return fraction
-            if self.worker is not None and self.worker.poll() is not None:
-                raise AssertionError(f"worker exited early:\n{self.worker_log()}")
+            self.check_worker_alive()
             await asyncio.sleep(0.2)
         raise AssertionError(f"no progress to {at_least:.0%}:\n{self.worker_log()}")
 

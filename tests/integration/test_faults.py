@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import shutil
 import signal
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-
-from storemon.settings import Settings
 
 from .pipeline import Pipeline, batch_csv, generate, read_messages
 
@@ -20,19 +17,6 @@ pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.timeout(900)]
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generate(tmp_path_factory.mktemp("data") / "set", stores=150, days=9, seed=23)
-
-
-@pytest.fixture
-async def pipeline(
-    service_settings: Settings, tmp_path: Path, request: pytest.FixtureRequest
-) -> AsyncIterator[Pipeline]:
-    created = await Pipeline.create(
-        service_settings, request.node.name[:20].replace("_", "-"), tmp_path
-    )
-    try:
-        yield created
-    finally:
-        await created.close()
 
 
 async def test_worker_killed_three_times_mid_stream(pipeline: Pipeline, dataset: Path) -> None:

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import random
 import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from storemon.aggregates.timebase import HOUR_US, format_utc, parse_poll_timestamp
-from storemon.settings import Settings
 from storemon.streams import messages
 
 from .pipeline import Pipeline, batch_csv, generate, read_messages
@@ -23,19 +21,6 @@ pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.timeout(600)]
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # 9 days, so pruning at the 8-day horizon happens while the stream runs.
     return generate(tmp_path_factory.mktemp("data") / "set", stores=60, days=9, seed=11)
-
-
-@pytest.fixture
-async def pipeline(
-    service_settings: Settings, tmp_path: Path, request: pytest.FixtureRequest
-) -> AsyncIterator[Pipeline]:
-    created = await Pipeline.create(
-        service_settings, request.node.name[:20].replace("_", "-"), tmp_path
-    )
-    try:
-        yield created
-    finally:
-        await created.close()
 
 
 async def test_stream_report_equals_batch_report(pipeline: Pipeline, dataset: Path) -> None:
