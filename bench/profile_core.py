@@ -22,10 +22,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import core_apply as ca  # noqa: E402
+import core_apply as ca
 
-from storemon.aggregates.batch import compute_report, load_dataset  # noqa: E402
-from storemon.aggregates.report import render_csv  # noqa: E402
+from storemon.aggregates.batch import compute_report, load_dataset
+from storemon.aggregates.report import render_csv
 
 
 def show(profile: cProfile.Profile, out: Path, top: int) -> None:
