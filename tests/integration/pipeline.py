@@ -173,7 +173,14 @@ class Pipeline:
         )
         log = self.log_path.open("wb")
         self.worker = subprocess.Popen(
-            [sys.executable, "-m", "storemon", "worker", "--loglevel", "warning"],
+            [
+                sys.executable,
+                "-m",
+                "storemon",
+                "worker",
+                "--loglevel",
+                os.environ.get("STOREMON_TEST_LOGLEVEL", "warning"),
+            ],
             env=self.env(),
             stdout=log,
             stderr=subprocess.STDOUT,
