@@ -17,7 +17,13 @@ from pathlib import Path
 
 import orjson
 
-from storemon.aggregates.files import find_input, read_hours, read_polls, read_zones
+from storemon.aggregates.files import (
+    add_data_argument,
+    find_input,
+    read_hours,
+    read_polls,
+    read_zones,
+)
 from storemon.aggregates.records import DEFAULT_ZONE, HoursRow, Rejection
 from storemon.aggregates.report import LONGEST_WINDOW_US, StoreWindows, render_csv
 from storemon.aggregates.schedule import Schedule, build_schedule, sessions_between
@@ -100,12 +106,7 @@ def write_rejections(path: Path, rejections: Iterable[Rejection]) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--data",
-        type=Path,
-        required=True,
-        help="folder with store_status, menu_hours and timezones (.csv or .csv.gz)",
-    )
+    add_data_argument(parser)
     parser.add_argument(
         "--as-of",
         default=None,

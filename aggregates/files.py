@@ -3,6 +3,7 @@ byte-order mark, LF or CRLF, with or without a final newline, ``day`` or ``dayOf
 
 from __future__ import annotations
 
+import argparse
 import csv
 import gzip
 import itertools
@@ -25,6 +26,16 @@ from storemon.aggregates.records import (
 
 POLL_COLUMNS = ("store_id", "status", "timestamp_utc")
 _SURROGATE = re.compile("[\udc80-\udcff]")
+
+
+def add_data_argument(parser: argparse.ArgumentParser) -> None:
+    """The ``--data DIR`` option of the commands that read the three files."""
+    parser.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="folder with store_status, menu_hours and timezones (.csv or .csv.gz)",
+    )
 
 
 def find_input(directory: Path, stem: str) -> Path:

@@ -34,7 +34,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
-from storemon.aggregates.files import find_input, open_text
+from storemon.aggregates.files import add_data_argument, find_input, open_text
 from storemon.aggregates.records import Rejection
 from storemon.aggregates.timebase import format_utc, parse_poll_timestamp
 from storemon.settings import Settings
@@ -439,12 +439,7 @@ async def replay(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--data",
-        type=Path,
-        required=True,
-        help="folder with store_status, menu_hours and timezones (.csv or .csv.gz)",
-    )
+    add_data_argument(parser)
     pace = parser.add_mutually_exclusive_group()
     pace.add_argument(
         "--speedup",

@@ -675,15 +675,20 @@ def _start_kafka_jvm(
     cmd = [java, *JVM_OPTIONS, f"-Dlog4j2.configurationFile={paths.kafka_log4j}",
            "-cp", f"{libs}/*", "kafka.Kafka", str(paths.kafka_props)]  # fmt: skip
     _say(f"kafka: starting Apache Kafka {version} (JVM, KRaft) on 127.0.0.1:{port}")
-    with paths.kafka_stdout.open("ab") as out:
-        out.write(f"\n$ {shlex.join(cmd)}\n".encode())
-        out.flush()
-        proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            cwd=paths.kafka_dir, start_new_session=True,
-        )  # fmt: skip
+    proc = _spawn_logged(cmd, paths.kafka_stdout, paths.kafka_dir)
     state = _KafkaState(KAFKA_BACKEND_JVM, port, cport, proc.pid, version, cluster_id)
     return state, proc
+
+
+def _spawn_logged(cmd: list[str], log: Path, cwd: Path) -> subprocess.Popen[bytes]:
+    """Start ``cmd`` in its own session, its output appended to ``log`` after the command line."""
+    with log.open("ab") as out:
+        out.write(f"\n$ {shlex.join(cmd)}\n".encode())
+        out.flush()
+        return subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            cwd=cwd, start_new_session=True,
+        )  # fmt: skip
 
 
 def _start_kafka_noida(
@@ -699,13 +704,7 @@ def _start_kafka_noida(
     cmd = [binary, "start", "--only", "kafka", "--kafka-port", str(port),
            "--data-dir", str(paths.noida_data)]  # fmt: skip
     _say(f"kafka: starting noida-db (Kafka protocol, fallback backend) on 127.0.0.1:{port}")
-    with paths.noida_log.open("ab") as out:
-        out.write(f"\n$ {shlex.join(cmd)}\n".encode())
-        out.flush()
-        proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            cwd=paths.kafka_dir, start_new_session=True,
-        )  # fmt: skip
+    proc = _spawn_logged(cmd, paths.noida_log, paths.kafka_dir)
     return _KafkaState(KAFKA_BACKEND_NOIDA, port, 0, proc.pid), proc
 
 
