@@ -32,6 +32,7 @@ from storemon.db.migrate import connect
 from storemon.settings import Settings
 from storemon.streams import messages
 from storemon.streams.ingest import Ingestor, retry_forever
+from storemon.streams.offsets import CommitWatchdog, guard_offset_commits
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ DB_OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
 )
 REPORT_TIMEOUT_S = 120.0
 PRUNE_INTERVAL_S = 600.0
+COMMIT_CHECK_INTERVAL_S = 3.0
 
 
 class Database:
@@ -145,6 +147,8 @@ def create_app(settings: Settings) -> faust.App:  # noqa: C901 (agents are closu
     # ingestion. A larger allowance lets the producer drain while the next batch is built
     # (everything is still flushed before any offset is committed).
     app.producer.buffer.max_messages = 4 * settings.batch_size
+    guard_offset_commits(app.consumer)
+    watchdog = CommitWatchdog(app.consumer)
     database = Database(settings.database_url)
     kind_of_topic = {settings.topic(name): name for name in messages.INPUT_TOPICS}
     inputs = _raw_topic(app, *(settings.topic(n) for n in messages.INPUT_TOPICS))
@@ -205,6 +209,18 @@ def create_app(settings: Settings) -> faust.App:  # noqa: C901 (agents are closu
                 log.info("pruned rows before %s: %s", format_utc(cutoff), deleted)
         except DB_OUTAGE_ERRORS as error:
             log.warning("prune skipped, database unavailable: %s", error)
+
+    @app.timer(interval=COMMIT_CHECK_INTERVAL_S)  # type: ignore[untyped-decorator]
+    async def unstick_commits() -> None:
+        if app.rebalancing:
+            return
+        for tp, offset in await watchdog.check():
+            log.warning(
+                "commit of %s[%d] stuck behind unread offsets: reading again from %d",
+                tp.topic,
+                tp.partition,
+                offset,
+            )
 
     @app.page("/storemon/")
     async def overview(web: Any, request: Any) -> Any:

@@ -19,15 +19,6 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generate(tmp_path_factory.mktemp("data") / "set", stores=150, days=9, seed=23)
 
 
-RESTART_HANG = pytest.mark.xfail(
-    strict=False,
-    reason="known bug, open: a worker restarted after a crash sometimes joins its group and "
-    "then sits idle (seen in 2 of 5 runs on a fresh clone, never on the developer's tree); "
-    "the report equality itself has held whenever the worker made progress",
-)
-
-
-@RESTART_HANG
 @pytest.mark.timeout(300)
 async def test_worker_killed_three_times_mid_stream(pipeline: Pipeline, dataset: Path) -> None:
     reference, polls = read_messages(dataset)
@@ -42,7 +33,6 @@ async def test_worker_killed_three_times_mid_stream(pipeline: Pipeline, dataset:
     assert await pipeline.wait_report(report_id) == batch_csv(dataset)
 
 
-@RESTART_HANG
 @pytest.mark.timeout(300)
 async def test_worker_restarted_without_its_rocksdb(pipeline: Pipeline, dataset: Path) -> None:
     reference, polls = read_messages(dataset)
