@@ -5,8 +5,12 @@ What goes where (see :mod:`storemon.streams.messages` for the value formats):
 1. ``hours``: ONE message per store with its whole weekly schedule (the rows of the store,
    in file order, as raw text);
 2. ``timezones``: one message per row, in file order (the last row of a store wins);
-3. ``polls``: one message per row, sorted by timestamp (a stable sort: rows with the same
-   timestamp keep their file order; rows whose timestamp does not parse go last).
+3. ``polls``: sorted by timestamp (a stable sort: rows with the same timestamp keep their
+   file order; rows whose timestamp does not parse go last, one message each). As fast as
+   possible, the polls of one store within a window of ``--pack-hours`` (24 by default)
+   travel as one pack message (at most ``MAX_PACK`` polls): the worker's cost is mostly per
+   message, so this is what lets it ingest a week of history in seconds. With ``--speedup``
+   or ``--pack-hours 0``, one message per row.
 
 Every message is keyed by the store id (stripped, UTF-8), so Kafka's default partitioner puts
 a store's messages in the same partition number of every topic. Fields are sent as the file
@@ -36,7 +40,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from storemon.aggregates.files import add_data_argument, find_input, open_text
 from storemon.aggregates.records import Rejection
-from storemon.aggregates.timebase import format_utc, parse_poll_timestamp
+from storemon.aggregates.timebase import HOUR_US, format_utc, parse_poll_timestamp
 from storemon.settings import Settings
 from storemon.streams import messages
 from storemon.streams.topics import TopicMismatch, ensure_topics
@@ -51,6 +55,9 @@ MAX_BATCH_BYTES = 512 * 1024
 DELIVERY_TIMEOUT_MS = 60_000
 # Sort key of a timestamp that does not parse: after every real one.
 UNPARSABLE_TS = 2**63
+# Most polls in one pack message (a day of polls every 5 minutes fits twice).
+MAX_PACK = 600
+DEFAULT_PACK_HOURS = 24
 # Under this delay, --speedup does not sleep (the next sleep catches up).
 MIN_SLEEP_S = 0.005
 
@@ -69,7 +76,7 @@ class TopicStats:
     """Rows of one input file and what became of them."""
 
     rows: int = 0  # data rows read (blank lines are not rows)
-    sent: int = 0  # messages delivered to the topic
+    sent: int = 0  # records delivered to the topic (polls: in fewer messages when packed)
     rejected: int = 0  # rows that could not be read; each went to dead-letters
 
 
@@ -82,6 +89,7 @@ class ReplayStats:
     )
     dead_letters: int = 0  # messages delivered to dead-letters
     unparsable_timestamps: int = 0  # polls sent last because their timestamp did not parse
+    poll_messages: int = 0  # messages the polls travelled in (fewer than polls when packed)
     first_poll_us: int | None = None
     newest_poll_us: int | None = None
     elapsed_s: float = 0.0  # the whole replay, reading the files included
@@ -115,8 +123,8 @@ class ReplayStats:
             )
         polls = self.topics[messages.POLLS].sent
         lines.append(
-            f"  {polls:,} polls in {self.polls_elapsed_s:.1f} s ({self.polls_per_s:,.0f}/s);"
-            f" total {self.elapsed_s:.1f} s"
+            f"  {polls:,} polls in {self.poll_messages:,} messages,"
+            f" {self.polls_elapsed_s:.1f} s ({self.polls_per_s:,.0f}/s); total {self.elapsed_s:.1f} s"
         )
         return lines
 
@@ -384,14 +392,69 @@ async def _send_polls(
             progress.update(done)
 
 
+async def _send_poll_packs(
+    sender: _Sender, topic: str, polls: _Polls, pack_hours: int, progress: _Progress
+) -> int:
+    """Time order, one message per store and window; returns the messages sent."""
+    window_us = pack_hours * HOUR_US
+    ts, keys = polls.ts, polls.keys
+    store_ids, stamps, statuses = polls.store_ids, polls.stamps, polls.statuses
+    pending: dict[str, list[int]] = {}  # raw store id -> row indexes, in time order
+    window: int | None = None
+    sent = 0
+
+    async def send(rows: list[int]) -> None:
+        nonlocal sent
+        first = rows[0]
+        if len(rows) == 1:
+            value = messages.poll_message(store_ids[first], stamps[first], statuses[first])
+        else:
+            value = messages.poll_pack_message(
+                store_ids[first], [(stamps[i], statuses[i]) for i in rows]
+            )
+        await sender.send(topic, keys[first], value)
+        sent += 1
+
+    async def flush() -> None:
+        for rows in pending.values():
+            await send(rows)
+        pending.clear()
+
+    for done, i in enumerate(polls.order()):
+        if ts[i] == UNPARSABLE_TS:
+            await flush()
+            await send([i])
+            continue
+        if ts[i] // window_us != window:
+            await flush()
+            window = ts[i] // window_us
+        rows = pending.setdefault(store_ids[i], [])
+        rows.append(i)
+        if len(rows) >= MAX_PACK:
+            await send(rows)
+            del pending[store_ids[i]]
+        if done % 1024 == 0:
+            progress.update(done)
+    await flush()
+    return sent
+
+
 async def replay(
-    settings: Settings, data_dir: Path, *, speedup: float | None, progress: bool
+    settings: Settings,
+    data_dir: Path,
+    *,
+    speedup: float | None,
+    progress: bool,
+    pack_hours: int = 0,
 ) -> ReplayStats:
     """Publish ``data_dir``'s menu_hours, timezones and store_status files (``.csv`` or
     ``.csv.gz``). Raises FileNotFoundError / ValueError for a missing file or column,
-    TopicMismatch, and KafkaError when a message cannot be delivered."""
+    TopicMismatch, and KafkaError when a message cannot be delivered. ``pack_hours`` > 0
+    packs polls (see the module's notes); it is ignored with ``speedup``."""
     if speedup is not None and speedup <= 0:
         raise ValueError("speedup must be positive")
+    if pack_hours < 0:
+        raise ValueError("pack hours must not be negative")
     began = time.perf_counter()
     stats = ReplayStats()
     rejected: list[Rejection] = []
@@ -424,7 +487,14 @@ async def replay(
         stats.topics[messages.TIMEZONES].sent = len(zones)
         meter = _Progress("polls", len(polls), progress)
         polls_began = time.perf_counter()
-        await _send_polls(sender, settings.topic(messages.POLLS), polls, speedup, meter)
+        polls_topic = settings.topic(messages.POLLS)
+        if speedup is None and pack_hours > 0:
+            stats.poll_messages = await _send_poll_packs(
+                sender, polls_topic, polls, pack_hours, meter
+            )
+        else:
+            await _send_polls(sender, polls_topic, polls, speedup, meter)
+            stats.poll_messages = len(polls)
         await sender.flush()
         stats.polls_elapsed_s = time.perf_counter() - polls_began
         stats.topics[messages.POLLS].sent = len(polls)
@@ -453,6 +523,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="send everything without pacing (the default)",
     )
+    parser.add_argument(
+        "--pack-hours",
+        type=int,
+        default=DEFAULT_PACK_HOURS,
+        metavar="H",
+        help="as fast as possible, send a store's polls of each H-hour window as one message"
+        f" (default {DEFAULT_PACK_HOURS}; 0: one message per poll)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
 
 
@@ -464,7 +542,13 @@ def run(args: argparse.Namespace) -> int:
         if not settings.kafka_bootstrap:
             settings = services.ensure_up(settings).apply_to(settings)
         stats = asyncio.run(
-            replay(settings, args.data, speedup=args.speedup, progress=not args.no_progress)
+            replay(
+                settings,
+                args.data,
+                speedup=args.speedup,
+                progress=not args.no_progress,
+                pack_hours=args.pack_hours,
+            )
         )
     except (OSError, ValueError, TopicMismatch) as error:
         print(f"storemon replay: {error}", file=sys.stderr)

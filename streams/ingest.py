@@ -34,11 +34,17 @@ from storemon.aggregates.schedule import Schedule, WeeklyInterval, build_schedul
 from storemon.aggregates.state import StoreChanges, StoreState
 from storemon.aggregates.timebase import DAY_US, floor_to
 from storemon.db.aggregates import SinkBatch, StoreRow, flatten_runs
-from storemon.streams.messages import HOURS, POLLS, decode_object, parse_hours_message, text_fields
+from storemon.streams.messages import (
+    HOURS,
+    POLLS,
+    decode_object,
+    parse_hours_message,
+    text_fields,
+    unpack_polls,
+)
 
 log = logging.getLogger(__name__)
 
-POLL_FIELDS = ("store_id", "timestamp_utc", "status")
 ZONE_FIELDS = ("store_id", "timezone_str")
 
 Table = MutableMapping[bytes, bytes]
@@ -98,19 +104,35 @@ class Ingestor:
 
     def _parse(
         self, kind: str, raw: bytes | None, rejected: list[Rejection]
-    ) -> tuple[str, Any] | Rejection:
+    ) -> tuple[str, Any] | Rejection | None:
         """(store_id, payload) or the message's rejection; rows rejected from inside a
-        message that is still used (bad intervals of a schedule) go to ``rejected``."""
+        message that is still used (bad intervals of a schedule, bad polls of a pack) go to
+        ``rejected``; None when nothing of the message is left."""
         try:
             value = decode_object(raw)
         except ValueError as error:
             text = (raw or b"")[:500].decode("utf-8", "replace")
             return Rejection(kind, "bad message", str(error), {"raw": text})
         if kind == POLLS:
-            poll = parse_poll(text_fields(value, POLL_FIELDS))
-            return (
-                poll if isinstance(poll, Rejection) else (poll.store_id, (poll.ts_us, poll.active))
-            )
+            records = unpack_polls(value)
+            if len(records) == 1:
+                poll = parse_poll(records[0])
+                if isinstance(poll, Rejection):
+                    return poll
+                return poll.store_id, [(poll.ts_us, poll.active)]
+            # A pack: each bad entry is rejected alone, the good ones are used.
+            good: list[tuple[int, bool]] = []
+            store_id = None
+            for record in records:
+                poll = parse_poll(record)
+                if isinstance(poll, Rejection):
+                    rejected.append(poll)
+                else:
+                    store_id = poll.store_id
+                    good.append((poll.ts_us, poll.active))
+            if store_id is None:
+                return None
+            return store_id, good
         if kind == HOURS:
             parsed = parse_hours_message(value)
             if isinstance(parsed, Rejection):
@@ -207,6 +229,8 @@ class Ingestor:
             inner: list[Rejection] = []
             parsed = self._parse(kind, event.value, inner)
             rejected.extend((r, message.partition, message.offset) for r in inner)
+            if parsed is None:
+                continue
             if not isinstance(parsed, Rejection) and message.key not in (None, parsed[0].encode()):
                 parsed = Rejection(
                     kind,
@@ -223,7 +247,7 @@ class Ingestor:
                 item = work[store_id] = _StoreWork(event)
             item.event = event
             if kind == POLLS:
-                item.polls.append(payload)
+                item.polls.extend(payload)
             elif kind == HOURS:
                 item.schedule = payload
             else:

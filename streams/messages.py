@@ -7,7 +7,10 @@ which is the partition its table entries live in.
 ==================  ======================================================================
 topic               value
 ==================  ======================================================================
-``polls``           ``{"store_id", "timestamp_utc", "status"}``: the CSV fields as text
+``polls``           ``{"store_id", "timestamp_utc", "status"}``: the CSV fields as text;
+                    or a pack of one store's polls, ``{"store_id", "polls":
+                    [[timestamp_utc, status], ...]}`` (the replay sends packs when it
+                    runs as fast as possible: one message, one Faust event, many polls)
 ``hours``           ``{"store_id", "intervals": [{"dayOfWeek", "start_time_local",
                     "end_time_local"}, ...]}``: a store's whole weekly schedule at once;
                     an empty list means "no rows", open 24x7
@@ -63,6 +66,30 @@ def text_fields(value: Mapping[str, Any], names: Iterable[str]) -> dict[str, str
 
 def poll_message(store_id: str, timestamp_utc: str, status: str) -> bytes:
     return encode({"store_id": store_id, "timestamp_utc": timestamp_utc, "status": status})
+
+
+def poll_pack_message(store_id: str, polls: Iterable[tuple[str, str]]) -> bytes:
+    return encode({"store_id": store_id, "polls": [list(p) for p in polls]})
+
+
+def unpack_polls(value: Mapping[str, Any]) -> list[dict[str, str]]:
+    """The poll records of a poll message, one or a pack, as the CSV parser expects them.
+    An entry of a pack that is not a [timestamp, status] pair keeps its text, so the parser
+    rejects it with the record shown."""
+    entries = value.get("polls")
+    if entries is None:
+        return [text_fields(value, ("store_id", "timestamp_utc", "status"))]
+    store_id = "" if value.get("store_id") is None else str(value["store_id"])
+    if not isinstance(entries, list):
+        return [{"store_id": store_id, "timestamp_utc": str(entries), "status": ""}]
+    records = []
+    for entry in entries:
+        if isinstance(entry, list) and len(entry) == 2:
+            stamp, status = ("" if x is None else str(x) for x in entry)
+        else:
+            stamp, status = str(entry), ""
+        records.append({"store_id": store_id, "timestamp_utc": stamp, "status": status})
+    return records
 
 
 def hours_message(store_id: str, intervals: Iterable[Mapping[str, str]]) -> bytes:

@@ -46,7 +46,7 @@ from storemon.aggregates.batch import load_dataset
 from storemon.aggregates.timebase import format_utc
 from storemon.db.migrate import connect
 from storemon.producers.generate import DEFAULT_END, build_dataset, parse_end, write_dataset
-from storemon.producers.replay import replay
+from storemon.producers.replay import DEFAULT_PACK_HOURS, replay
 from storemon.settings import Settings
 from storemon.streams import messages
 from storemon.streams.topics import ensure_topics
@@ -315,7 +315,9 @@ async def stream_report(
     await ensure_topics(settings)
     try:
         with running_worker(settings, paths.worker_log) as worker:
-            stats = await replay(settings, paths.data, speedup=None, progress=True)
+            stats = await replay(
+                settings, paths.data, speedup=None, progress=True, pack_hours=DEFAULT_PACK_HOURS
+            )
             say(
                 f"replayed {stats.topics[messages.POLLS].sent:,} polls in {stats.polls_elapsed_s:.1f} s"
                 f" ({stats.polls_per_s:,.0f}/s), {stats.rejected} rows rejected"

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from storemon.aggregates.timebase import HOUR_US, format_utc, parse_poll_timestamp
+from storemon.producers.replay import DEFAULT_PACK_HOURS, replay
 from storemon.streams import messages
 
 from .pipeline import Pipeline, batch_csv, generate, read_messages
@@ -146,6 +147,30 @@ async def test_bad_rows_go_to_dead_letters_and_the_rest_through(
         ("polls", "bad timestamp"),
         ("timezones", "unknown zone"),
     ]
+
+
+async def test_packed_replay_gives_the_batch_report(
+    pipeline: Pipeline, dataset: Path, tmp_path: Path
+) -> None:
+    """`storemon replay` as fast as possible sends a store's polls of a day as one message;
+    a bad poll inside a pack is rejected alone, the pack's other polls are used."""
+    dirty = tmp_path / "dirty"
+    shutil.copytree(dataset, dirty)
+    some_store = (dataset / "store_status.csv").read_text().splitlines()[1].split(",")[0]
+    with (dirty / "store_status.csv").open("a") as handle:
+        handle.write(f"{some_store},sleeping,2023-01-20 10:00:00 UTC\n")
+    pipeline.start_worker()
+    stats = await replay(
+        pipeline.settings, dirty, speedup=None, progress=False, pack_hours=DEFAULT_PACK_HOURS
+    )
+    assert stats.poll_messages < stats.topics[messages.POLLS].sent / 5  # packs, not rows
+    await pipeline.wait_consumed()
+    report_id = await pipeline.request_report()
+    assert await pipeline.wait_report(report_id) == batch_csv(dirty)
+    assert pipeline.pool is not None
+    rows = await pipeline.pool.fetch("SELECT source, reason, record FROM dead_letters")
+    assert [(r["source"], r["reason"]) for r in rows] == [("polls", "bad status")]
+    assert some_store in rows[0]["record"]
 
 
 async def test_operator_pages_show_a_store_and_the_tables(

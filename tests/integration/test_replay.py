@@ -19,9 +19,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped,unused-ignore]
 from aiokafka.admin import AIOKafkaAdminClient  # type: ignore[import-untyped,unused-ignore]
 
-from storemon.aggregates.timebase import parse_poll_timestamp
+from storemon.aggregates.timebase import HOUR_US, parse_poll_timestamp
 from storemon.producers.generate import build_dataset, parse_end, write_dataset
-from storemon.producers.replay import UNPARSABLE_TS, replay
+from storemon.producers.replay import MAX_PACK, UNPARSABLE_TS, replay
 from storemon.settings import Settings
 from storemon.streams import messages
 
@@ -85,7 +85,7 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 async def test_replay_of_a_generated_set(settings: Settings, generated: Path) -> None:
-    stats = await replay(settings, generated, speedup=None, progress=False)
+    stats = await replay(settings, generated, speedup=None, progress=False, pack_hours=0)
 
     polls_in = csv_rows(generated / "store_status.csv")
     hours_in = csv_rows(generated / "menu_hours.csv")
@@ -131,6 +131,31 @@ async def test_replay_of_a_generated_set(settings: Settings, generated: Path) ->
         assert stamps == sorted(stamps)
 
 
+async def test_replay_packs_a_stores_polls_per_window(settings: Settings, generated: Path) -> None:
+    stats = await replay(settings, generated, speedup=None, progress=False, pack_hours=6)
+    polls_in = csv_rows(generated / "store_status.csv")
+    packs = await read_topic(settings, messages.POLLS)
+    assert len(packs) == stats.poll_messages < len(polls_in) == stats.topics[messages.POLLS].sent
+    unpacked = []
+    windows_seen: dict[str, set[int]] = defaultdict(set)
+    for _, _, key, value in packs:
+        records = messages.unpack_polls(value)
+        assert 1 <= len(records) <= MAX_PACK
+        assert key == value["store_id"].encode()
+        stamps = [parse_poll_timestamp(r["timestamp_utc"]) for r in records]
+        assert stamps == sorted(stamps)
+        windows = {ts // (6 * HOUR_US) for ts in stamps}
+        assert len(windows) == 1  # one store, one 6-hour window per message
+        assert not windows & windows_seen[value["store_id"]]  # ... and one message per window
+        windows_seen[value["store_id"]] |= windows
+        unpacked.extend(records)
+    # every row exactly once, fields as the file has them
+    assert Counter(orjson.dumps(r) for r in unpacked) == Counter(
+        orjson.dumps({k: row[k] for k in ("store_id", "timestamp_utc", "status")})
+        for row in polls_in
+    )
+
+
 def write(path: Path, text: str) -> None:
     if path.suffix == ".gz":
         with gzip.open(path, "wt", encoding="utf-8", newline="") as handle:
@@ -166,7 +191,7 @@ async def test_replay_of_messy_files(settings: Settings, tmp_path: Path) -> None
         "s3,active\n"
         "s1,active,2023-01-25 09:00:00 UTC\n",
     )
-    stats = await replay(settings, tmp_path, speedup=None, progress=False)
+    stats = await replay(settings, tmp_path, speedup=None, progress=False, pack_hours=0)
 
     assert {name: (s.rows, s.sent, s.rejected) for name, s in stats.topics.items()} == {
         messages.HOURS: (5, 3, 1),  # s1, s2 and the invalid s3: the worker rejects that one
