@@ -62,6 +62,19 @@ class HourBucket:
         return not self.runs
 
 
+class DayRecord(NamedTuple):
+    """One store's UTC day as the database keeps it: totals, hours, runs and polls."""
+
+    up_us: int
+    down_us: int
+    hour_up_us: list[int]  # 24 entries
+    hour_down_us: list[int]
+    runs: list[int]  # flat [start_us, end_us, active(1/0), ...], cut at hour boundaries
+    run_bounds: list[int]  # 25 entries: hour h's runs are runs[run_bounds[h]:run_bounds[h+1]]
+    poll_ts_us: list[int]
+    poll_active: list[bool]
+
+
 class StoreSummary(NamedTuple):
     """What a report needs besides the buckets: who is in it and the open tail."""
 
@@ -385,6 +398,36 @@ class StoreState:
         sessions = self.sessions_covering(lo, hi)
         runs = timeline_runs(sessions, self.poll_ts, self.poll_active, lo, hi)
         return HourBucket.from_runs(hour_start_us, runs)
+
+    def day_record(self, day_start_us: int) -> DayRecord:
+        """The day's record, its runs recomputed from the polls in one pass."""
+        hours_array = self.day_hours.get(day_start_us)
+        hour_up = list(hours_array[0::2]) if hours_array is not None else [0] * 24
+        hour_down = list(hours_array[1::2]) if hours_array is not None else [0] * 24
+        flat: list[int] = []
+        bounds = [0] * 25
+        last = self._last_in_hours_us
+        lo = max(day_start_us, self.low_us)
+        hi = min(day_start_us + DAY_US, last if last is not None else NEVER_US)
+        if lo < hi and hours_array is not None:
+            sessions = self.sessions_covering(lo, hi)
+            by_hour = split_by_hour(timeline_runs(sessions, self.poll_ts, self.poll_active, lo, hi))
+            for h in range(24):
+                for start, end, active in by_hour.get(day_start_us + h * HOUR_US, ()):
+                    flat.extend((start, end, 1 if active else 0))
+                bounds[h + 1] = len(flat)
+        j = bisect_left(self.poll_ts, day_start_us)
+        k = bisect_left(self.poll_ts, day_start_us + DAY_US)
+        return DayRecord(
+            sum(hour_up),
+            sum(hour_down),
+            hour_up,
+            hour_down,
+            flat,
+            bounds,
+            list(self.poll_ts[j:k]),
+            [bool(a) for a in self.poll_active[j:k]],
+        )
 
     # -- persistence ----------------------------------------------------------------------
 

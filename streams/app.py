@@ -214,13 +214,21 @@ def create_app(settings: Settings) -> faust.App:  # noqa: C901 (agents are closu
     async def unstick_commits() -> None:
         if app.rebalancing:
             return
-        for tp, offset in await watchdog.check():
-            log.warning(
-                "commit of %s[%d] stuck behind unread offsets: reading again from %d",
-                tp.topic,
-                tp.partition,
-                offset,
-            )
+        for tp, offset, action in await watchdog.check():
+            if action == "skipped":
+                log.error(
+                    "%s[%d]: offsets from %d never arrived after re-reading: skipped",
+                    tp.topic,
+                    tp.partition,
+                    offset,
+                )
+            else:
+                log.warning(
+                    "%s[%d]: commit waits for offset %d, which was dropped: reading again",
+                    tp.topic,
+                    tp.partition,
+                    offset,
+                )
 
     @app.page("/storemon/")
     async def overview(web: Any, request: Any) -> Any:
@@ -231,7 +239,7 @@ def create_app(settings: Settings) -> faust.App:  # noqa: C901 (agents are closu
                 "events": stats.events,
                 "polls": stats.polls,
                 "batches": stats.batches,
-                "hourly_rows_written": stats.hourly_rows,
+                "day_rows_written": stats.day_rows,
                 "rejected": {f"{s}: {r}": n for (s, r), n in stats.rejected.items()},
             }
         )

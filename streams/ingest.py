@@ -12,8 +12,8 @@ Table layout (keys and values are bytes; values orjson):
 - ``days``    ``store_id|day_start_us`` -> the UTC day's polls, the up/down microseconds of
   each of its hours, and the day's totals: the store's hourly and daily aggregates, one
   entry (one changelog message) per store and day touched by a batch
-The runs of each hour, needed to clip report windows, go to PostgreSQL; in the tables they
-can always be recomputed from the polls.
+PostgreSQL gets the same store-days, with the runs of each hour (needed to clip report
+windows) added; in the tables they can always be recomputed from the polls.
 All keys of a store are written while an event of that store is current, so they land in
 the store's partition, the partition its messages come from.
 """
@@ -33,7 +33,7 @@ from storemon.aggregates.records import Rejection, parse_poll, parse_zone
 from storemon.aggregates.schedule import Schedule, WeeklyInterval, build_schedule
 from storemon.aggregates.state import StoreChanges, StoreState
 from storemon.aggregates.timebase import DAY_US, floor_to
-from storemon.db.aggregates import SinkBatch, StoreRow, flatten_runs
+from storemon.db.aggregates import SinkBatch, StoreRow
 from storemon.streams.messages import (
     HOURS,
     POLLS,
@@ -63,7 +63,7 @@ class IngestStats:
     events: int = 0
     polls: int = 0
     rejected: Counter[tuple[str, str]] = field(default_factory=Counter)
-    hourly_rows: int = 0
+    day_rows: int = 0
     batches: int = 0
 
 
@@ -278,35 +278,29 @@ class Ingestor:
         # Rewrite the day of every poll received, changed or not: after a crash between
         # the local store and the changelog, this puts a redelivered poll back in both.
         days = set(changes.days)
+        days.update(h - h % DAY_US for h in changes.hours)
         days.update(d for ts, _ in item.polls if (d := ts - ts % DAY_US) >= state.cutoff_us)
         event = item.event
-        for hour, bucket in changes.hours.items():
-            batch.hourly[(store_id, hour)] = (
-                bucket.up_us,
-                bucket.down_us,
-                flatten_runs(bucket.runs),
-            )
         for day in sorted(days):
-            up, down = state.day_totals(day)
-            batch.daily[(store_id, day)] = (up, down)
-            polls = state.polls_in_range(day, day + DAY_US)
-            for ts, active in polls:
-                batch.add_poll(store_id, ts, active)
-            hours = state.day_hours.get(day)
+            record = state.day_record(day)
+            batch.days[(store_id, day)] = record
             value = None
-            if polls or hours is not None:
+            if record.poll_ts_us or day in state.day_hours:
                 value = orjson.dumps(
                     {
-                        "polls": [[t, int(a)] for t, a in polls],
-                        "hours": list(hours) if hours is not None else [],  # up, down per hour
-                        "up": up,
-                        "down": down,
+                        "polls": [
+                            [t, int(a)]
+                            for t, a in zip(record.poll_ts_us, record.poll_active, strict=True)
+                        ],
+                        "hours": list(state.day_hours.get(day, ())),  # up, down per hour
+                        "up": record.up_us,
+                        "down": record.down_us,
                     }
                 )
             table_writes.append((event, self.days_table, day_key(store_id, day), value))
         for day in gone_days:
             table_writes.append((event, self.days_table, day_key(store_id, day), None))
-        self.stats.hourly_rows += len(changes.hours)
+        self.stats.day_rows += len(days)
         summary = state.summary()
         newest = state.poll_ts[-1] if state.poll_ts else None
         schedule_rows = [list(i) for i in state.schedule]

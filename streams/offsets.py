@@ -1,12 +1,18 @@
-"""A guard on Faust's offset commits against an offset listed twice.
+"""Guards on Faust's offset commits, for topics written without transactions.
 
 Faust commits a partition up to the end of the first run of consecutive offsets in its list
-of acknowledged offsets. After a restart it may list an offset twice: once as acknowledged
-and once from a "gap" it recorded while the fetch position was being moved back to the
-committed offset. A duplicate splits every run after it, so each commit advanced the
-partition by a single message, one every commit interval: a restarted worker looked idle.
-The guard merges the gaps and removes duplicates before Faust picks the run; which offsets
-are committed is unchanged.
+of acknowledged offsets, and counts as acknowledged any "gap": offsets it never received
+(meant for compacted topics and transaction markers). After a crash restart, messages
+fetched just before the seek back to the committed offset move its read position ahead, so
+the messages after the committed offset are dropped as already read and recorded as a gap:
+Faust would then commit past polls nobody processed (seen in the fault tests as a report
+missing polls, or, when an offset was also listed twice, as a worker that committed one
+message per commit interval and looked idle).
+
+Our input topics hold a record at every offset (idempotent producers, no transactions), so
+a gap only ever means dropped messages. The guard forgets gaps, lists each offset once, and
+commits only from the committed offset on; the watchdog below re-reads a partition whose
+next offset never arrives.
 """
 
 from __future__ import annotations
@@ -16,19 +22,14 @@ from typing import Any
 
 
 def merge_acknowledged(acked: list[int], gap: Any) -> None:
-    """Fold the recorded gaps up to the highest acknowledged offset into ``acked`` and keep
-    each offset once, sorted. ``gap`` is Faust's interval tree of offsets never delivered."""
+    """Keep each acknowledged offset once, sorted, and forget the recorded gaps (``gap`` is
+    Faust's interval tree of offsets it never received: not acknowledged, only missing)."""
+    if gap:
+        gap.clear()
     if not acked:
         return
-    highest = max(acked)
-    if gap:
-        intervals = sorted(gap.overlap(0, highest), key=lambda interval: interval.begin)
-        if intervals:
-            for interval in intervals:
-                acked.extend(range(interval.begin, interval.end))
-            gap.chop(0, max(intervals[-1].end, highest + 1))
     unique = sorted(set(acked))
-    if len(unique) != len(acked) or unique != acked:
+    if unique != acked:
         acked[:] = unique
 
 
@@ -39,7 +40,11 @@ def guard_offset_commits(consumer: Any) -> None:
     original: Callable[[Any], int | None] = consumer._new_offset
 
     def new_offset(tp: Any) -> int | None:
-        merge_acknowledged(consumer._acked[tp], consumer._gap[tp])
+        acked = consumer._acked[tp]
+        merge_acknowledged(acked, consumer._gap[tp])
+        committed = consumer._committed_offset[tp]
+        if acked and committed is not None and acked[0] > committed:
+            return None  # the next offset to commit was never processed: wait, or re-read
         return original(tp)
 
     consumer._new_offset = new_offset
@@ -49,16 +54,15 @@ def guard_offset_commits(consumer: Any) -> None:
 def commit_hole(acked: list[int], committed: int | None, in_flight: set[int]) -> int | None:
     """The offset Faust's commit waits for in vain, or None.
 
-    Faust commits a partition only while its lowest acknowledged offset is at most one past
-    the committed one. Messages fetched just before a restart's seek back to the committed
-    offset can leave the offsets between them unread: nothing will ever acknowledge them,
-    so the partition would never be committed again. A hole counts only when no message of
-    it is still on its way through the stream (``in_flight``: delivered, not acknowledged).
+    The guard commits a partition only from its committed offset on. Messages dropped after
+    a restart's seek leave offsets nothing will ever acknowledge, so the partition would
+    never be committed again. A hole counts only when no message of it is still on its way
+    through the stream (``in_flight``: delivered, not acknowledged).
     """
     if not acked or committed is None:
         return None
     lowest = min(acked)
-    if lowest - committed <= 1:
+    if lowest <= committed:
         return None
     if any(committed <= offset < lowest for offset in in_flight):
         return None
@@ -68,13 +72,16 @@ def commit_hole(acked: list[int], committed: int | None, in_flight: set[int]) ->
 class CommitWatchdog:
     """Finds partitions whose commit is stuck behind a hole and reads them again from the
     committed offset. Re-reading is safe: every update is idempotent, and offsets already
-    acknowledged are not listed twice."""
+    acknowledged are not listed twice. Offsets still missing after ``max_rereads`` re-reads
+    hold no record (a transactional producer's markers, say): they are then skipped, with
+    an error in the log, rather than stalling the partition for ever."""
 
-    def __init__(self, consumer: Any, patience: int = 3) -> None:
+    def __init__(self, consumer: Any, patience: int = 3, max_rereads: int = 2) -> None:
         self.consumer = consumer
         self.patience = patience  # consecutive checks a hole must persist
-        self._seen: dict[Any, tuple[int, int]] = {}  # tp -> (committed, times seen)
-        self.repairs = 0
+        self.max_rereads = max_rereads
+        self._seen: dict[Any, tuple[int, int]] = {}  # tp -> (hole offset, times seen)
+        self._rereads: dict[Any, tuple[int, int]] = {}  # tp -> (hole offset, re-reads)
 
     def holes(self) -> dict[Any, int]:
         consumer = self.consumer
@@ -89,10 +96,10 @@ class CommitWatchdog:
                 found[tp] = hole
         return found
 
-    async def check(self) -> list[tuple[Any, int]]:
-        """One check; returns the (partition, offset) pairs it re-read from."""
+    async def check(self) -> list[tuple[Any, int, str]]:
+        """One check; returns (partition, offset, "re-read" or "skipped") for each action."""
         holes = self.holes()
-        repaired = []
+        actions: list[tuple[Any, int, str]] = []
         for tp in list(self._seen):
             if tp not in holes:
                 del self._seen[tp]
@@ -100,9 +107,19 @@ class CommitWatchdog:
             previous, times = self._seen.get(tp, (offset, 0))
             times = times + 1 if previous == offset else 1
             self._seen[tp] = (offset, times)
-            if times >= self.patience:
+            if times < self.patience:
+                continue
+            del self._seen[tp]
+            hole_at, rereads = self._rereads.get(tp, (offset, 0))
+            rereads = rereads if hole_at == offset else 0
+            if rereads >= self.max_rereads:
+                acked = self.consumer._acked[tp]
+                acked.extend(range(offset, min(acked)))
+                acked.sort()
+                del self._rereads[tp]
+                actions.append((tp, offset, "skipped"))
+            else:
                 await self.consumer.seek(tp, offset)
-                del self._seen[tp]
-                self.repairs += 1
-                repaired.append((tp, offset))
-        return repaired
+                self._rereads[tp] = (offset, rereads + 1)
+                actions.append((tp, offset, "re-read"))
+        return actions

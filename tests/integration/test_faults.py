@@ -56,10 +56,14 @@ async def test_whole_replay_delivered_twice(pipeline: Pipeline, dataset: Path) -
     await pipeline.wait_consumed()
     first = await pipeline.wait_report(await pipeline.request_report())
     assert pipeline.pool is not None
-    rows_before = await pipeline.pool.fetch("SELECT * FROM hourly ORDER BY store_id, hour_start_us")
+    rows_before = await pipeline.pool.fetch(
+        "SELECT * FROM store_days ORDER BY store_id, day_start_us"
+    )
     await pipeline.publish(reference + polls)  # a producer retry storm
     await pipeline.wait_consumed()
-    rows_after = await pipeline.pool.fetch("SELECT * FROM hourly ORDER BY store_id, hour_start_us")
+    rows_after = await pipeline.pool.fetch(
+        "SELECT * FROM store_days ORDER BY store_id, day_start_us"
+    )
     assert rows_after == rows_before
     second = await pipeline.wait_report(await pipeline.request_report())
     assert second == first == batch_csv(dataset)

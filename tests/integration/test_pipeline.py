@@ -63,7 +63,7 @@ async def test_report_status_moves_pending_running_complete(
     assert pipeline.pool is not None
     async with pipeline.pool.acquire() as blocker, blocker.transaction():
         # Hold the aggregates so the job, once started, has to wait: it is seen Running.
-        await blocker.execute("LOCK TABLE hourly IN ACCESS EXCLUSIVE MODE")
+        await blocker.execute("LOCK TABLE store_days IN ACCESS EXCLUSIVE MODE")
         report_id = await pipeline.request_report()
         statuses = []
         for _ in range(100):

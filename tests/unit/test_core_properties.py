@@ -163,3 +163,30 @@ def test_state_survives_a_round_trip_through_its_record(store, seed) -> None:  #
     assert [again.bucket(h) for h in kept] == [state.bucket(h) for h in kept]
     assert again.summary() == state.summary()
     assert state_windows(again, as_of) == state_windows(state, as_of)
+
+
+@settings(max_examples=150, deadline=None)
+@given(stores(), st.integers(0, 2**32))
+def test_day_records_agree_with_the_hours_and_polls(store, seed) -> None:  # type: ignore[no-untyped-def]
+    """What the database gets per store-day: hour totals, the runs of each hour (sliced by
+    the bounds) exactly the hour's bucket, and the day's polls."""
+    sched, zone, polls, _ = store
+    state = _incremental(sched, zone, polls, seed)
+    days = {h - h % DAY_US for h in state.hours_with_time()} | {
+        ts - ts % DAY_US for ts in state.poll_ts
+    }
+    for day in days:
+        record = state.day_record(day)
+        assert len(record.hour_up_us) == len(record.hour_down_us) == 24
+        assert len(record.run_bounds) == 25
+        assert record.run_bounds[0] == 0
+        assert (record.up_us, record.down_us) == state.day_totals(day)
+        for h in range(24):
+            hour = day + h * HOUR_US
+            assert (record.hour_up_us[h], record.hour_down_us[h]) == state.hour_totals(hour)
+            flat = record.runs[record.run_bounds[h] : record.run_bounds[h + 1]]
+            runs = [(flat[i], flat[i + 1], bool(flat[i + 2])) for i in range(0, len(flat), 3)]
+            assert runs == [tuple(r) for r in state.bucket(hour).runs]
+        assert list(zip(record.poll_ts_us, record.poll_active, strict=True)) == (
+            state.polls_in_range(day, day + DAY_US)
+        )

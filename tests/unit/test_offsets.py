@@ -28,14 +28,14 @@ def test_duplicates_no_longer_split_the_run() -> None:
     assert first_run_end(acked) == 2901
 
 
-def test_gaps_are_folded_in_once_and_chopped() -> None:
+def test_gaps_are_not_taken_as_acknowledged() -> None:
     acked = [10, 11, 15, 12]
     gap = IntervalTree()
-    gap.addi(12, 15)  # 12..14 never delivered (12 was acknowledged anyway)
-    gap.addi(40, 42)  # beyond the highest acknowledged offset: kept for later
+    gap.addi(13, 15)  # 13 and 14 were dropped, not processed
     merge_acknowledged(acked, gap)
-    assert acked == [10, 11, 12, 13, 14, 15]
-    assert sorted((i.begin, i.end) for i in gap) == [(40, 42)]
+    assert acked == [10, 11, 12, 15]
+    assert not gap
+    assert first_run_end(acked) == 13  # 13 and 14 must still come
 
 
 @given(st.lists(st.integers(0, 60), min_size=1, max_size=80))
@@ -47,8 +47,9 @@ def test_merging_keeps_exactly_the_set_sorted(offsets: list[int]) -> None:
 
 def test_hole_detection() -> None:
     assert commit_hole([], 5, set()) is None
-    assert commit_hole([6, 7], 5, set()) is None  # Faust's own allowance of one
-    assert commit_hole([9, 10], 5, set()) == 5  # 5..8 never acknowledged
+    assert commit_hole([5, 6], 5, set()) is None
+    assert commit_hole([6, 7], 5, set()) == 5  # 5 never acknowledged
+    assert commit_hole([9, 10], 5, set()) == 5
     assert commit_hole([9, 10], 5, {7}) is None  # 7 still on its way: wait for it
     assert commit_hole([9, 10], None, set()) is None  # nothing committed yet
 
@@ -77,8 +78,18 @@ def test_watchdog_reads_again_only_after_the_hole_persisted() -> None:
     watchdog = CommitWatchdog(consumer, patience=3)
     assert asyncio.run(watchdog.check()) == []
     assert asyncio.run(watchdog.check()) == []
-    assert asyncio.run(watchdog.check()) == [("p0", 5)]
+    assert asyncio.run(watchdog.check()) == [("p0", 5, "re-read")]
     assert consumer.seeks == [("p0", 5)]
+
+
+def test_watchdog_skips_offsets_that_never_arrive() -> None:
+    consumer = _Consumer({"p0": [9, 10]}, {"p0": 5})
+    watchdog = CommitWatchdog(consumer, patience=1, max_rereads=2)
+    assert asyncio.run(watchdog.check()) == [("p0", 5, "re-read")]
+    assert asyncio.run(watchdog.check()) == [("p0", 5, "re-read")]
+    assert asyncio.run(watchdog.check()) == [("p0", 5, "skipped")]
+    assert consumer._acked["p0"] == [5, 6, 7, 8, 9, 10]
+    assert consumer.seeks == [("p0", 5), ("p0", 5)]
 
 
 def test_watchdog_forgets_a_hole_that_fills() -> None:

@@ -1,7 +1,7 @@
 """The aggregates in PostgreSQL: the worker's idempotent writes and the report's reads.
 
-Every write sets absolute values keyed by a natural key (store, hour), (store, day),
-(store, poll time), so a batch written twice, or replayed after a crash, changes nothing.
+Every write sets absolute values keyed by a natural key (store), (store, day), so a batch
+written twice, or replayed after a crash, changes nothing.
 A batch goes in one transaction: a report never sees half of one.
 """
 
@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 import orjson
 
+from storemon.aggregates.state import DayRecord
 from storemon.aggregates.timeline import Run
 
 if TYPE_CHECKING:
@@ -37,20 +38,14 @@ class SinkBatch:
     """Rows to write, deduplicated by key (the last value for a key wins)."""
 
     stores: dict[str, StoreRow] = field(default_factory=dict)
-    hourly: dict[tuple[str, int], tuple[int, int, list[int]]] = field(default_factory=dict)
-    daily: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
-    polls: dict[tuple[str, int], bool] = field(default_factory=dict)
+    days: dict[tuple[str, int], DayRecord] = field(default_factory=dict)
     # (source, reason, detail, record as JSON, partition, offset, index within the message)
     dead_letters: list[tuple[str, str, str, str, int | None, int | None, int]] = field(
         default_factory=list
     )
 
-    def add_poll(self, store_id: str, ts_us: int, active: bool) -> None:
-        key = (store_id, ts_us)
-        self.polls[key] = self.polls.get(key, True) and active  # inactive wins
-
     def __bool__(self) -> bool:
-        return bool(self.stores or self.hourly or self.daily or self.polls or self.dead_letters)
+        return bool(self.stores or self.days or self.dead_letters)
 
 
 def flatten_runs(runs: Iterable[Run]) -> list[int]:
@@ -84,23 +79,25 @@ _UPSERTS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...], str]] = {
         " last_poll_us = EXCLUDED.last_poll_us, last_active = EXCLUDED.last_active,"
         " tail_end_us = EXCLUDED.tail_end_us, updated_at = now()",
     ),
-    "hourly": (
-        "hourly",
-        ("store_id", "hour_start_us", "up_us", "down_us", "runs"),
-        ("store_id", "hour_start_us"),
-        "up_us = EXCLUDED.up_us, down_us = EXCLUDED.down_us, runs = EXCLUDED.runs",
-    ),
-    "daily": (
-        "daily",
-        ("store_id", "day_start_us", "up_us", "down_us"),
+    "store_days": (
+        "store_days",
+        (
+            "store_id",
+            "day_start_us",
+            "up_us",
+            "down_us",
+            "hour_up_us",
+            "hour_down_us",
+            "runs",
+            "run_bounds",
+            "poll_ts_us",
+            "poll_active",
+        ),
         ("store_id", "day_start_us"),
-        "up_us = EXCLUDED.up_us, down_us = EXCLUDED.down_us",
-    ),
-    "polls": (
-        "polls",
-        ("store_id", "ts_us", "active"),
-        ("store_id", "ts_us"),
-        "active = polls.active AND EXCLUDED.active",
+        "up_us = EXCLUDED.up_us, down_us = EXCLUDED.down_us,"
+        " hour_up_us = EXCLUDED.hour_up_us, hour_down_us = EXCLUDED.hour_down_us,"
+        " runs = EXCLUDED.runs, run_bounds = EXCLUDED.run_bounds,"
+        " poll_ts_us = EXCLUDED.poll_ts_us, poll_active = EXCLUDED.poll_active",
     ),
 }
 
@@ -138,14 +135,10 @@ async def write_batch(pool: asyncpg.Pool, batch: SinkBatch) -> None:
         )
         for s in batch.stores.values()
     ]
-    hourly = [(k[0], k[1], v[0], v[1], v[2]) for k, v in batch.hourly.items()]
-    daily = [(k[0], k[1], v[0], v[1]) for k, v in batch.daily.items()]
-    polls = [(k[0], k[1], v) for k, v in batch.polls.items()]
+    days = [(store_id, day, *record) for (store_id, day), record in batch.days.items()]
     async with pool.acquire() as conn, conn.transaction():
         await _upsert(conn, "stores", stores)
-        await _upsert(conn, "hourly", hourly)
-        await _upsert(conn, "daily", daily)
-        await _upsert(conn, "polls", polls)
+        await _upsert(conn, "store_days", days)
         if batch.dead_letters:
             await conn.executemany(
                 "INSERT INTO dead_letters (source, reason, detail, record, kafka_partition,"
@@ -160,11 +153,7 @@ async def prune(pool: asyncpg.Pool, cutoff_us: int) -> dict[str, int]:
     (A day that straddles the cutoff stays whole, as in the worker's state.)"""
     deleted: dict[str, int] = {}
     async with pool.acquire() as conn, conn.transaction():
-        for table, column, limit in (
-            ("hourly", "hour_start_us", cutoff_us),
-            ("polls", "ts_us", cutoff_us),
-            ("daily", "day_start_us + 86400000000", cutoff_us + 1),
-        ):
+        for table, column, limit in (("store_days", "day_start_us + 86400000000", cutoff_us + 1),):
             status = await conn.execute(f"DELETE FROM {table} WHERE {column} < $1", limit)
             deleted[table] = int(status.split()[-1])
     return deleted

@@ -1,10 +1,11 @@
 """The report job's reads: a report assembled from the aggregates in PostgreSQL.
 
-No raw poll is scanned. Per window the database adds up whole days and whole hours with an
-index range scan; the edge hours come with their runs, to be clipped exactly; the stores
-table gives who is in the report and each store's open tail. Only when the report time lies
-before a store's last poll are two polls looked up for it (an index probe each). Then the
-core finishes every row, with the same code the in-memory state uses.
+No raw poll is scanned. Per window the database adds up whole days (an index range scan of
+``store_days``) and whole hours (slices of the days' hour arrays, summed in the database);
+the edge hours come with their runs, sliced out of the day's runs, to be clipped exactly; the
+stores table gives who is in the report and each store's open tail. Only when the report time
+lies before a store's last poll are two polls looked up for it (in one or two of its days).
+Then the core finishes every row, with the same code the in-memory state uses.
 
 All reads run in one REPEATABLE READ transaction: one consistent snapshot.
 """
@@ -12,6 +13,7 @@ All reads run in one REPEATABLE READ transaction: one consistent snapshot.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -21,6 +23,7 @@ import orjson
 from storemon.aggregates.report import StoreWindows, render_csv
 from storemon.aggregates.schedule import Schedule, Sessions, WeeklyInterval, sessions_between
 from storemon.aggregates.state import StoreSummary
+from storemon.aggregates.timebase import DAY_US, HOUR_US, floor_to
 from storemon.aggregates.timeline import up_down_us
 from storemon.aggregates.windows import AsOfFix, as_of_fix, plan_report, windows_from_buckets
 from storemon.db.aggregates import unflatten_runs
@@ -63,6 +66,58 @@ async def _range_sums(
     return {r["store_id"]: (r["up"], r["down"]) for r in rows}
 
 
+def _split_by_day(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int, int]]:
+    """[a, b) ranges of whole hours -> (day start, first hour index, end hour index)."""
+    pieces: list[tuple[int, int, int]] = []
+    for lo, hi in ranges:
+        while lo < hi:
+            day = floor_to(lo, DAY_US)
+            end = min(hi, day + DAY_US)
+            pieces.append((day, (lo - day) // HOUR_US, (end - day) // HOUR_US))
+            lo = end
+    return pieces
+
+
+async def _hour_sums(
+    conn: Connection, ranges: Iterable[tuple[int, int]]
+) -> dict[str, tuple[int, int]]:
+    pieces = _split_by_day(ranges)
+    if not pieces:
+        return {}
+    rows = await conn.fetch(
+        "SELECT d.store_id, sum(x.up)::bigint AS up, sum(x.down)::bigint AS down"
+        " FROM unnest($1::bigint[], $2::int[], $3::int[]) AS r(day, a, b)"
+        " JOIN store_days d ON d.day_start_us = r.day"
+        " CROSS JOIN LATERAL unnest(d.hour_up_us[r.a + 1 : r.b], d.hour_down_us[r.a + 1 : r.b])"
+        "   AS x(up, down)"
+        " GROUP BY d.store_id",
+        [p[0] for p in pieces],
+        [p[1] for p in pieces],
+        [p[2] for p in pieces],
+    )
+    return {r["store_id"]: (r["up"], r["down"]) for r in rows}
+
+
+async def _edge_runs(conn: Connection, hours: list[int]) -> dict[int, list[tuple[str, list[int]]]]:
+    """hour -> (store, the hour's flat runs) for every store with runs in it."""
+    found: dict[int, list[tuple[str, list[int]]]] = defaultdict(list)
+    if not hours:
+        return found
+    rows = await conn.fetch(
+        "SELECT d.store_id, r.hour,"
+        " d.runs[d.run_bounds[r.h + 1] + 1 : d.run_bounds[r.h + 2]] AS runs"
+        " FROM unnest($1::bigint[], $2::bigint[], $3::int[]) AS r(hour, day, h)"
+        " JOIN store_days d ON d.day_start_us = r.day"
+        " WHERE d.run_bounds[r.h + 2] > d.run_bounds[r.h + 1]",
+        hours,
+        [floor_to(h, DAY_US) for h in hours],
+        [(h - floor_to(h, DAY_US)) // HOUR_US for h in hours],
+    )
+    for row in rows:
+        found[row["hour"]].append((row["store_id"], row["runs"]))
+    return found
+
+
 async def _as_of_fixes(
     conn: Connection, stores: list[asyncpg.Record], as_of_us: int
 ) -> dict[str, AsOfFix]:
@@ -82,12 +137,20 @@ async def _as_of_fixes(
             his.append(sessions.ends[i])
     if not ids:
         return {}
+    # The days searched are those that can hold a poll of the range (a day holds the polls
+    # of [day, day + 1 day)); the primary key finds them.
     probes = await conn.fetch(
         "SELECT s.store_id, s.lo, s.hi,"
-        " (SELECT ARRAY[p.ts_us, p.active::int] FROM polls p WHERE p.store_id = s.store_id"
-        "   AND p.ts_us >= s.lo AND p.ts_us <= $4 ORDER BY p.ts_us DESC LIMIT 1) AS before,"
-        " (SELECT ARRAY[p.ts_us, p.active::int] FROM polls p WHERE p.store_id = s.store_id"
-        "   AND p.ts_us > $4 AND p.ts_us < s.hi ORDER BY p.ts_us LIMIT 1) AS after"
+        " (SELECT ARRAY[p.ts, p.a::int] FROM store_days d,"
+        "   unnest(d.poll_ts_us, d.poll_active) AS p(ts, a)"
+        "   WHERE d.store_id = s.store_id"
+        "   AND d.day_start_us > s.lo - 86400000000 AND d.day_start_us <= $4"
+        "   AND p.ts >= s.lo AND p.ts <= $4 ORDER BY p.ts DESC LIMIT 1) AS before,"
+        " (SELECT ARRAY[p.ts, p.a::int] FROM store_days d,"
+        "   unnest(d.poll_ts_us, d.poll_active) AS p(ts, a)"
+        "   WHERE d.store_id = s.store_id"
+        "   AND d.day_start_us > $4 - 86400000000 AND d.day_start_us < s.hi"
+        "   AND p.ts > $4 AND p.ts < s.hi ORDER BY p.ts LIMIT 1) AS after"
         " FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS s(store_id, lo, hi)",
         ids,
         los,
@@ -123,23 +186,15 @@ async def assemble_report(pool: asyncpg.Pool, requested_as_of_us: int | None) ->
         )
         per_window: list[dict[str, list[int]]] = []
         edge_hours = sorted({h for plan in plans for h in plan.edge_hours})
-        edges = await conn.fetch(
-            "SELECT store_id, hour_start_us, runs FROM hourly WHERE hour_start_us = ANY($1::bigint[])",
-            edge_hours,
-        )
-        edge_runs: dict[int, list[tuple[str, list[int]]]] = defaultdict(list)
-        for row in edges:
-            edge_runs[row["hour_start_us"]].append((row["store_id"], row["runs"]))
+        edge_runs = await _edge_runs(conn, edge_hours)
         for plan in plans:
             totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-            for store_id, (up, down) in (
-                await _range_sums(conn, "hourly", "hour_start_us", list(plan.hour_ranges))
-            ).items():
+            for store_id, (up, down) in (await _hour_sums(conn, plan.hour_ranges)).items():
                 totals[store_id][0] += up
                 totals[store_id][1] += down
             if plan.day_range is not None:
                 for store_id, (up, down) in (
-                    await _range_sums(conn, "daily", "day_start_us", [plan.day_range])
+                    await _range_sums(conn, "store_days", "day_start_us", [plan.day_range])
                 ).items():
                     totals[store_id][0] += up
                     totals[store_id][1] += down
