@@ -399,21 +399,35 @@ class StoreState:
         runs = timeline_runs(sessions, self.poll_ts, self.poll_active, lo, hi)
         return HourBucket.from_runs(hour_start_us, runs)
 
-    def day_record(self, day_start_us: int) -> DayRecord:
-        """The day's record, its runs recomputed from the polls in one pass."""
+    def day_record(
+        self, day_start_us: int, known: dict[int, HourBucket] | None = None
+    ) -> DayRecord:
+        """The day's record. ``known`` holds buckets just computed (an update's changes):
+        when they cover every hour of the day with time, no run is recomputed; otherwise
+        the day's runs are recomputed from the polls in one pass."""
         hours_array = self.day_hours.get(day_start_us)
         hour_up = list(hours_array[0::2]) if hours_array is not None else [0] * 24
         hour_down = list(hours_array[1::2]) if hours_array is not None else [0] * 24
         flat: list[int] = []
         bounds = [0] * 25
-        last = self._last_in_hours_us
-        lo = max(day_start_us, self.low_us)
-        hi = min(day_start_us + DAY_US, last if last is not None else NEVER_US)
-        if lo < hi and hours_array is not None:
-            sessions = self.sessions_covering(lo, hi)
-            by_hour = split_by_hour(timeline_runs(sessions, self.poll_ts, self.poll_active, lo, hi))
+        if hours_array is not None:
+            hours = [day_start_us + h * HOUR_US for h in range(24)]
+            by_hour: dict[int, tuple[Run, ...] | list[Run]]
+            if known is not None and all(
+                hours[h] in known for h in range(24) if hour_up[h] or hour_down[h]
+            ):
+                by_hour = {hour: known[hour].runs for hour in hours if hour in known}
+            else:
+                last = self._last_in_hours_us
+                lo = max(day_start_us, self.low_us)
+                hi = min(day_start_us + DAY_US, last if last is not None else NEVER_US)
+                by_hour = {}
+                if lo < hi:
+                    sessions = self.sessions_covering(lo, hi)
+                    runs = timeline_runs(sessions, self.poll_ts, self.poll_active, lo, hi)
+                    by_hour = dict(split_by_hour(runs))
             for h in range(24):
-                for start, end, active in by_hour.get(day_start_us + h * HOUR_US, ()):
+                for start, end, active in by_hour.get(hours[h], ()):
                     flat.extend((start, end, 1 if active else 0))
                 bounds[h + 1] = len(flat)
         j = bisect_left(self.poll_ts, day_start_us)

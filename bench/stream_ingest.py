@@ -28,6 +28,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -91,6 +92,15 @@ async def wait_worker_ready(pipeline: Pipeline, timeout_s: float = 120.0) -> Non
     raise TimeoutError("worker not ready")
 
 
+async def worker_page(pipeline: Pipeline) -> dict[str, Any]:
+    import aiohttp
+
+    url = f"http://127.0.0.1:{pipeline.settings.worker_web_port}/storemon/"
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        page: dict[str, Any] = await response.json()
+        return page
+
+
 def command_median_s(command: list[str], runs: int = 3) -> float:
     times = []
     for _ in range(runs):
@@ -137,6 +147,7 @@ async def main(stores: int, days: int, reports: int, pack_hours: int) -> dict[st
         csv_text = await pipeline.wait_report(await pipeline.request_report(), timeout_s=300)
         latencies.append(time.perf_counter() - t0)
     rss = peak_rss_mb(pipeline.worker.pid)
+    worker_stats = await worker_page(pipeline)
     assert pipeline.pool is not None
     pg_mb = await pipeline.pool.fetchval("SELECT pg_database_size(current_database())") / 2**20
     rocksdb_mb = du_mb(pipeline.settings.state_dir / "worker")
@@ -166,6 +177,8 @@ async def main(stores: int, days: int, reports: int, pack_hours: int) -> dict[st
         "rocksdb_mb": round(rocksdb_mb, 1),
         "postgres_db_mb": round(pg_mb, 1),
         "stream_csv_equals_batch": csv_text == out.read_text(),
+        "worker_batches": worker_stats.get("batches"),
+        "worker_seconds": worker_stats.get("seconds"),
     }
     (work / f"result-pack{pack_hours}.json").write_text(json.dumps(result, indent=2))
     return result

@@ -7,7 +7,7 @@ What goes where (see :mod:`storemon.streams.messages` for the value formats):
 2. ``timezones``: one message per row, in file order (the last row of a store wins);
 3. ``polls``: sorted by timestamp (a stable sort: rows with the same timestamp keep their
    file order; rows whose timestamp does not parse go last, one message each). As fast as
-   possible, the polls of one store within a window of ``--pack-hours`` (24 by default)
+   possible, the polls of one store within a window of ``--pack-hours`` (168, a week, by default)
    travel as one pack message (at most ``MAX_PACK`` polls): the worker's cost is mostly per
    message, so this is what lets it ingest a week of history in seconds. With ``--speedup``
    or ``--pack-hours 0``, one message per row.
@@ -55,9 +55,9 @@ MAX_BATCH_BYTES = 512 * 1024
 DELIVERY_TIMEOUT_MS = 60_000
 # Sort key of a timestamp that does not parse: after every real one.
 UNPARSABLE_TS = 2**63
-# Most polls in one pack message (a day of polls every 5 minutes fits twice).
+# Most polls in one pack message (a week of hourly polls fits three times).
 MAX_PACK = 600
-DEFAULT_PACK_HOURS = 24
+DEFAULT_PACK_HOURS = 168
 # Under this delay, --speedup does not sleep (the next sleep catches up).
 MIN_SLEEP_S = 0.005
 

@@ -240,6 +240,7 @@ def create_app(settings: Settings) -> faust.App:  # noqa: C901 (agents are closu
                 "polls": stats.polls,
                 "batches": stats.batches,
                 "day_rows_written": stats.day_rows,
+                "seconds": {k: round(v, 3) for k, v in stats.seconds.items()},
                 "rejected": {f"{s}: {r}": n for (s, r), n in stats.rejected.items()},
             }
         )

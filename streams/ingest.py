@@ -22,14 +22,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
+import time
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from storemon.aggregates.records import Rejection, parse_poll, parse_zone
+from storemon.aggregates.records import (
+    BadField,
+    Rejection,
+    parse_poll,
+    parse_zone,
+    poll_from_fields,
+)
 from storemon.aggregates.schedule import Schedule, WeeklyInterval, build_schedule
 from storemon.aggregates.state import StoreChanges, StoreState
 from storemon.aggregates.timebase import DAY_US, floor_to
@@ -65,6 +72,8 @@ class IngestStats:
     rejected: Counter[tuple[str, str]] = field(default_factory=Counter)
     day_rows: int = 0
     batches: int = 0
+    # where the time went: computing, writing PostgreSQL, writing tables, waiting for events
+    seconds: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
 
 
 def day_key(store_id: str, day_start_us: int) -> bytes:
@@ -94,6 +103,7 @@ class Ingestor:
         self.horizon_us = horizon_us
         self.cache: dict[str, StoreState] = {}
         self.stats = IngestStats()
+        self._last_end: float | None = None
 
     def forget(self) -> None:
         """Drop every cached state (partitions moved): they are rebuilt from the tables."""
@@ -124,12 +134,15 @@ class Ingestor:
             good: list[tuple[int, bool]] = []
             store_id = None
             for record in records:
-                poll = parse_poll(record)
-                if isinstance(poll, Rejection):
-                    rejected.append(poll)
-                else:
-                    store_id = poll.store_id
-                    good.append((poll.ts_us, poll.active))
+                try:
+                    poll = poll_from_fields(
+                        record["store_id"], record["timestamp_utc"], record["status"]
+                    )
+                except BadField as error:
+                    rejected.append(Rejection(POLLS, error.reason, str(error), record))
+                    continue
+                store_id = poll.store_id
+                good.append((poll.ts_us, poll.active))
             if store_id is None:
                 return None
             return store_id, good
@@ -181,6 +194,9 @@ class Ingestor:
     # -- the batch -----------------------------------------------------------------------------
 
     async def process(self, events: Sequence[Any], bind_event: Callable[[Any], None]) -> None:
+        began = time.perf_counter()
+        if self._last_end is not None:
+            self.stats.seconds["waiting for events"] += began - self._last_end
         work, rejected = self._collect(events)
         self.stats.events += len(events)
         batch = SinkBatch()
@@ -205,8 +221,12 @@ class Ingestor:
                     index,
                 )
             )
+        computed = time.perf_counter()
+        self.stats.seconds["computing"] += computed - began
         if batch:
             await self.write_sink(batch)
+        written = time.perf_counter()
+        self.stats.seconds["writing PostgreSQL"] += written - computed
         for event, table, key, value in table_writes:
             bind_event(event)
             if value is None:
@@ -216,6 +236,8 @@ class Ingestor:
         for rejection, partition, offset in rejected:
             await self.send_dead_letter(rejection, partition, offset)
         self.stats.batches += 1
+        self._last_end = time.perf_counter()
+        self.stats.seconds["writing tables"] += self._last_end - written
 
     def _collect(
         self, events: Sequence[Any]
@@ -282,7 +304,7 @@ class Ingestor:
         days.update(d for ts, _ in item.polls if (d := ts - ts % DAY_US) >= state.cutoff_us)
         event = item.event
         for day in sorted(days):
-            record = state.day_record(day)
+            record = state.day_record(day, changes.hours)
             batch.days[(store_id, day)] = record
             value = None
             if record.poll_ts_us or day in state.day_hours:

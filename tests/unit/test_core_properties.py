@@ -190,3 +190,15 @@ def test_day_records_agree_with_the_hours_and_polls(store, seed) -> None:  # typ
         assert list(zip(record.poll_ts_us, record.poll_active, strict=True)) == (
             state.polls_in_range(day, day + DAY_US)
         )
+
+
+@settings(max_examples=150, deadline=None)
+@given(stores(), stores())
+def test_day_records_from_an_updates_buckets_equal_recomputed_ones(first, later) -> None:  # type: ignore[no-untyped-def]
+    sched, zone, polls, _ = first
+    state = StoreState(STORE, sched, zone)
+    state.apply_polls(polls)
+    changes = state.apply_polls(later[2])
+    days = {h - h % DAY_US for h in changes.hours} | set(changes.days)
+    for day in days:
+        assert state.day_record(day, changes.hours) == state.day_record(day)
