@@ -304,7 +304,9 @@ class Pipeline:
         )
         return report_id
 
-    async def wait_report(self, report_id: uuid.UUID, timeout_s: float = 60.0) -> str:
+    async def wait_report(
+        self, report_id: uuid.UUID, timeout_s: float = 60.0, poll_s: float = 0.2
+    ) -> str:
         assert self.pool is not None
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -315,7 +317,7 @@ class Pipeline:
                 assert csv_text is not None
                 return csv_text
             assert record.status != db_reports.FAILED, record.error
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(poll_s)
         raise AssertionError(
             f"report {report_id} not complete in {timeout_s} s:\n{self.worker_log()}"
         )
