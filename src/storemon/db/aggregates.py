@@ -7,15 +7,15 @@ A batch goes in one transaction: a report never sees half of one.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import orjson
 
 from storemon.aggregates.state import DayRecord
-from storemon.aggregates.timeline import Run
 
 if TYPE_CHECKING:
     from storemon.db import Connection
@@ -48,17 +48,6 @@ class SinkBatch:
         return bool(self.stores or self.days or self.dead_letters)
 
 
-def flatten_runs(runs: Iterable[Run]) -> list[int]:
-    flat: list[int] = []
-    for start, end, active in runs:
-        flat.extend((start, end, 1 if active else 0))
-    return flat
-
-
-def unflatten_runs(flat: Sequence[int]) -> tuple[Run, ...]:
-    return tuple(Run(flat[i], flat[i + 1], bool(flat[i + 2])) for i in range(0, len(flat), 3))
-
-
 # (table, columns, key columns, SET clause on conflict)
 _UPSERTS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...], str]] = {
     "stores": (
@@ -86,8 +75,8 @@ _UPSERTS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...], str]] = {
             "day_start_us",
             "up_us",
             "down_us",
-            "hour_up_us",
-            "hour_down_us",
+            "up_before_us",
+            "down_before_us",
             "runs",
             "run_bounds",
             "poll_ts_us",
@@ -95,7 +84,7 @@ _UPSERTS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...], str]] = {
         ),
         ("store_id", "day_start_us"),
         "up_us = EXCLUDED.up_us, down_us = EXCLUDED.down_us,"
-        " hour_up_us = EXCLUDED.hour_up_us, hour_down_us = EXCLUDED.hour_down_us,"
+        " up_before_us = EXCLUDED.up_before_us, down_before_us = EXCLUDED.down_before_us,"
         " runs = EXCLUDED.runs, run_bounds = EXCLUDED.run_bounds,"
         " poll_ts_us = EXCLUDED.poll_ts_us, poll_active = EXCLUDED.poll_active",
     ),
@@ -135,7 +124,21 @@ async def write_batch(pool: asyncpg.Pool, batch: SinkBatch) -> None:
         )
         for s in batch.stores.values()
     ]
-    days = [(store_id, day, *record) for (store_id, day), record in batch.days.items()]
+    days = [
+        (
+            store_id,
+            day,
+            r.up_us,
+            r.down_us,
+            [0, *accumulate(r.hour_up_us)],
+            [0, *accumulate(r.hour_down_us)],
+            r.runs,
+            r.run_bounds,
+            r.poll_ts_us,
+            r.poll_active,
+        )
+        for (store_id, day), r in batch.days.items()
+    ]
     async with pool.acquire() as conn, conn.transaction():
         await _upsert(conn, "stores", stores)
         await _upsert(conn, "store_days", days)

@@ -24,9 +24,13 @@ from storemon.aggregates.report import StoreWindows, render_csv
 from storemon.aggregates.schedule import Schedule, Sessions, WeeklyInterval, sessions_between
 from storemon.aggregates.state import StoreSummary
 from storemon.aggregates.timebase import DAY_US, HOUR_US, floor_to
-from storemon.aggregates.timeline import up_down_us
-from storemon.aggregates.windows import AsOfFix, as_of_fix, plan_report, windows_from_buckets
-from storemon.db.aggregates import unflatten_runs
+from storemon.aggregates.windows import (
+    AsOfFix,
+    WindowPlan,
+    as_of_fix,
+    plan_report,
+    windows_from_buckets,
+)
 
 if TYPE_CHECKING:
     from storemon.db import Connection
@@ -48,24 +52,6 @@ async def newest_poll_us(conn: Connection) -> int | None:
     return value
 
 
-async def _range_sums(
-    conn: Connection, table: str, column: str, ranges: list[tuple[int, int]]
-) -> dict[str, tuple[int, int]]:
-    if not ranges:
-        return {}
-    starts = [a for a, _ in ranges]
-    ends = [b for _, b in ranges]
-    rows = await conn.fetch(
-        f"SELECT t.store_id, sum(t.up_us)::bigint AS up, sum(t.down_us)::bigint AS down"
-        f" FROM unnest($1::bigint[], $2::bigint[]) AS r(lo, hi)"
-        f" JOIN {table} t ON t.{column} >= r.lo AND t.{column} < r.hi"
-        f" GROUP BY t.store_id",
-        starts,
-        ends,
-    )
-    return {r["store_id"]: (r["up"], r["down"]) for r in rows}
-
-
 def _split_by_day(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int, int]]:
     """[a, b) ranges of whole hours -> (day start, first hour index, end hour index)."""
     pieces: list[tuple[int, int, int]] = []
@@ -78,44 +64,60 @@ def _split_by_day(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int, int
     return pieces
 
 
-async def _hour_sums(
-    conn: Connection, ranges: Iterable[tuple[int, int]]
-) -> dict[str, tuple[int, int]]:
-    pieces = _split_by_day(ranges)
-    if not pieces:
-        return {}
-    rows = await conn.fetch(
-        "SELECT d.store_id, sum(x.up)::bigint AS up, sum(x.down)::bigint AS down"
-        " FROM unnest($1::bigint[], $2::int[], $3::int[]) AS r(day, a, b)"
-        " JOIN store_days d ON d.day_start_us = r.day"
-        " CROSS JOIN LATERAL unnest(d.hour_up_us[r.a + 1 : r.b], d.hour_down_us[r.a + 1 : r.b])"
-        "   AS x(up, down)"
-        " GROUP BY d.store_id",
-        [p[0] for p in pieces],
-        [p[1] for p in pieces],
-        [p[2] for p in pieces],
-    )
-    return {r["store_id"]: (r["up"], r["down"]) for r in rows}
+async def _window_sums(conn: Connection, plans: list[WindowPlan]) -> list[dict[str, list[int]]]:
+    """Per window, store -> [up_us, down_us] of its buckets.
 
-
-async def _edge_runs(conn: Connection, hours: list[int]) -> dict[int, list[tuple[str, list[int]]]]:
-    """hour -> (store, the hour's flat runs) for every store with runs in it."""
-    found: dict[int, list[tuple[str, list[int]]]] = defaultdict(list)
-    if not hours:
-        return found
-    rows = await conn.fetch(
-        "SELECT d.store_id, r.hour,"
-        " d.runs[d.run_bounds[r.h + 1] + 1 : d.run_bounds[r.h + 2]] AS runs"
-        " FROM unnest($1::bigint[], $2::bigint[], $3::int[]) AS r(hour, day, h)"
-        " JOIN store_days d ON d.day_start_us = r.day"
-        " WHERE d.run_bounds[r.h + 2] > d.run_bounds[r.h + 1]",
-        hours,
-        [floor_to(h, DAY_US) for h in hours],
-        [(h - floor_to(h, DAY_US)) // HOUR_US for h in hours],
-    )
-    for row in rows:
-        found[row["hour"]].append((row["store_id"], row["runs"]))
-    return found
+    One statement adds whole days (their totals) and whole hours (two running sums of their
+    day subtracted), joining each piece to its store-days by the day; a second one fetches
+    the runs of the edge hours (sliced out of each day's runs, at most four distinct hours),
+    which are clipped to the window here."""
+    pieces: list[tuple[int, int, int, int]] = []  # window, day, first hour, end hour (-1: all)
+    edges: dict[int, list[WindowPlan]] = defaultdict(list)  # edge hour -> windows it cuts
+    for w, plan in enumerate(plans):
+        if plan.day_range is not None:
+            pieces.extend((w, day, -1, -1) for day in range(*plan.day_range, DAY_US))
+        pieces.extend((w, day, a, b) for day, a, b in _split_by_day(plan.hour_ranges))
+        for hour in plan.edge_hours:
+            edges[hour].append(plan)
+    totals: list[dict[str, list[int]]] = [defaultdict(lambda: [0, 0]) for _ in plans]
+    if pieces:
+        rows = await conn.fetch(
+            "SELECT d.store_id, p.w,"
+            " sum(CASE WHEN p.a < 0 THEN d.up_us"
+            "   ELSE d.up_before_us[p.b + 1] - d.up_before_us[p.a + 1] END)::bigint AS up,"
+            " sum(CASE WHEN p.a < 0 THEN d.down_us"
+            "   ELSE d.down_before_us[p.b + 1] - d.down_before_us[p.a + 1] END)::bigint AS down"
+            " FROM unnest($1::int[], $2::bigint[], $3::int[], $4::int[]) AS p(w, day, a, b)"
+            " JOIN store_days d ON d.day_start_us = p.day"
+            " GROUP BY d.store_id, p.w",
+            *(list(column) for column in zip(*pieces, strict=True)),
+        )
+        for row in rows:
+            sums = totals[row["w"]][row["store_id"]]
+            sums[0] += row["up"]
+            sums[1] += row["down"]
+    if edges:
+        hours = sorted(edges)
+        rows = await conn.fetch(
+            "SELECT d.store_id, r.hour,"
+            " d.runs[d.run_bounds[r.h + 1] + 1 : d.run_bounds[r.h + 2]] AS runs"
+            " FROM unnest($1::bigint[], $2::bigint[], $3::int[]) AS r(hour, day, h)"
+            " JOIN store_days d ON d.day_start_us = r.day"
+            " WHERE d.run_bounds[r.h + 2] > d.run_bounds[r.h + 1]",
+            hours,
+            [floor_to(h, DAY_US) for h in hours],
+            [(h - floor_to(h, DAY_US)) // HOUR_US for h in hours],
+        )
+        for row in rows:
+            flat = row["runs"]
+            for plan in edges[row["hour"]]:
+                lo, hi = plan.lo_us, plan.hi_us
+                sums = totals[plans.index(plan)][row["store_id"]]
+                for i in range(0, len(flat), 3):
+                    overlap = min(flat[i + 1], hi) - max(flat[i], lo)
+                    if overlap > 0:
+                        sums[0 if flat[i + 2] else 1] += overlap
+    return totals
 
 
 async def _as_of_fixes(
@@ -173,6 +175,10 @@ async def _as_of_fixes(
 
 async def assemble_report(pool: asyncpg.Pool, requested_as_of_us: int | None) -> AssembledReport:
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        # The statements read every store's days once: JIT compilation (triggered by the
+        # planner's guess for generate_series) cost more than the query, and the sorts and
+        # hashes of the grouping fit in memory.
+        await conn.execute("SET LOCAL jit = off; SET LOCAL work_mem = '64MB'")
         as_of_us = (
             requested_as_of_us if requested_as_of_us is not None else await newest_poll_us(conn)
         )
@@ -184,26 +190,7 @@ async def assemble_report(pool: asyncpg.Pool, requested_as_of_us: int | None) ->
             " AS schedule, zone FROM stores WHERE first_poll_us <= $1",
             as_of_us,
         )
-        per_window: list[dict[str, list[int]]] = []
-        edge_hours = sorted({h for plan in plans for h in plan.edge_hours})
-        edge_runs = await _edge_runs(conn, edge_hours)
-        for plan in plans:
-            totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-            for store_id, (up, down) in (await _hour_sums(conn, plan.hour_ranges)).items():
-                totals[store_id][0] += up
-                totals[store_id][1] += down
-            if plan.day_range is not None:
-                for store_id, (up, down) in (
-                    await _range_sums(conn, "store_days", "day_start_us", [plan.day_range])
-                ).items():
-                    totals[store_id][0] += up
-                    totals[store_id][1] += down
-            for hour in plan.edge_hours:
-                for store_id, flat in edge_runs.get(hour, ()):
-                    up, down = up_down_us(unflatten_runs(flat), plan.lo_us, plan.hi_us)
-                    totals[store_id][0] += up
-                    totals[store_id][1] += down
-            per_window.append(totals)
+        per_window = await _window_sums(conn, plans)
         fixes = await _as_of_fixes(conn, list(stores), as_of_us)
     rows: list[StoreWindows] = []
     for store in stores:

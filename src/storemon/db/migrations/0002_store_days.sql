@@ -13,8 +13,10 @@ CREATE TABLE store_days (
     day_start_us    bigint   NOT NULL,
     up_us           bigint   NOT NULL,   -- the day's totals
     down_us         bigint   NOT NULL,
-    hour_up_us      bigint[] NOT NULL,   -- 24 entries: hour h of the UTC day is [h + 1]
-    hour_down_us    bigint[] NOT NULL,
+    -- Running sums over the day's 24 hours, 25 entries starting at 0: hours a to b - 1
+    -- (0-based) hold up_before[b + 1] - up_before[a + 1], a subtraction, not a scan.
+    up_before_us    bigint[] NOT NULL,
+    down_before_us  bigint[] NOT NULL,
     -- The day's status runs cut at hour boundaries, flat: [start_us, end_us, active(1/0),
     -- ...]; the runs of hour h are runs[run_bounds[h + 1] + 1 : run_bounds[h + 2]]
     -- (25 bounds), so a window that starts or ends inside an hour is clipped exactly.
