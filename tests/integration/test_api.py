@@ -29,6 +29,8 @@ from storemon.streams import messages
 from storemon.streams.topics import ensure_topics
 from storemon.web.app import CLIENT_MAX_SIZE, build_app
 
+from .pipeline import TcpProxy
+
 pytestmark = [pytest.mark.services, pytest.mark.timeout(120)]
 
 CSV_TEXT = "store_id,uptime_last_hour\nabc,60.00\n"
@@ -40,55 +42,6 @@ CSV_TEXT = "store_id,uptime_last_hour\nabc,60.00\n"
 def with_database(url: str, name: str) -> str:
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path=f"/{name}"))
-
-
-def with_address(url: str, host: str, port: int) -> str:
-    parts = urlsplit(url)
-    userinfo = parts.netloc.rpartition("@")[0]
-    netloc = f"{userinfo}@{host}:{port}" if userinfo else f"{host}:{port}"
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-class TcpProxy:
-    """Forwards a local port to PostgreSQL until :meth:`cut`, which drops every connection
-    and stops listening: to the application that is the database going away."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.target = (host, port)
-        self.server: asyncio.Server | None = None
-        self.writers: list[asyncio.StreamWriter] = []
-        self.port = 0
-
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-        except OSError:
-            writer.close()
-            return
-        self.writers += [writer, up_writer]
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
-
-    @staticmethod
-    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        except OSError:
-            pass
-        finally:
-            writer.close()
-
-    async def cut(self) -> None:
-        if self.server is not None:
-            self.server.close()
-        for writer in self.writers:
-            writer.close()
-        self.writers.clear()
 
 
 async def find_request(settings: Settings, report_id: str) -> tuple[bytes | None, bytes | None]:
@@ -357,7 +310,7 @@ async def test_database_outage_is_503(api_settings: Settings) -> None:
     await proxy.start()
     settings = dataclasses.replace(
         api_settings,
-        database_url=with_address(api_settings.database_url, "127.0.0.1", proxy.port),
+        database_url=proxy.url(api_settings.database_url),
     )
     async with serve(settings) as proxied:
         assert (await proxied.get("/healthz")).status == 200

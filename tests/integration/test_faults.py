@@ -3,13 +3,16 @@ the batch command's, byte for byte (nothing lost, nothing counted twice)."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import shutil
 import signal
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
-from .pipeline import Pipeline, batch_csv, generate, read_messages
+from .pipeline import Pipeline, TcpProxy, batch_csv, generate, read_messages
 
 pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -67,3 +70,30 @@ async def test_whole_replay_delivered_twice(pipeline: Pipeline, dataset: Path) -
     assert rows_after == rows_before
     second = await pipeline.wait_report(await pipeline.request_report())
     assert second == first == batch_csv(dataset)
+
+
+async def test_database_away_mid_replay_is_waited_out(pipeline: Pipeline, dataset: Path) -> None:
+    """The worker reaches PostgreSQL through a proxy that the test cuts for some seconds in
+    the middle of the replay: it retries with backoff and catches up; nothing is lost."""
+    parts = urlsplit(pipeline.settings.database_url)
+    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    await proxy.start()
+    direct = pipeline.settings
+    pipeline.settings = dataclasses.replace(direct, database_url=proxy.url(direct.database_url))
+    reference, polls = read_messages(dataset)
+    pipeline.start_worker()
+    await pipeline.publish(reference + polls[: len(polls) // 2])
+    await pipeline.wait_progress(0.2)
+    await proxy.cut()
+    await pipeline.publish(polls[len(polls) // 2 :])
+    stalled_at = await pipeline.consumed_fraction()
+    await asyncio.sleep(6)
+    pipeline.check_worker_alive()  # waiting, not crashed
+    assert await pipeline.consumed_fraction() < 1.0
+    assert await pipeline.consumed_fraction() - stalled_at < 0.2  # nothing acknowledged blind
+    await proxy.resume()
+    await pipeline.wait_consumed()
+    report_id = await pipeline.request_report()
+    assert await pipeline.wait_report(report_id) == batch_csv(dataset)
+    assert "retrying" in pipeline.worker_log()
+    await proxy.cut()
