@@ -28,3 +28,8 @@ CREATE TABLE store_days (
     PRIMARY KEY (store_id, day_start_us)
 );
 CREATE INDEX store_days_by_day ON store_days (day_start_us);
+
+-- A store-day is rewritten a few times while its polls arrive: leave room on each page for
+-- the new version (an update that fits on its page needs no index change), and vacuum the
+-- dead versions early, since reports scan the table.
+ALTER TABLE store_days SET (fillfactor = 80, autovacuum_vacuum_scale_factor = 0.05);
