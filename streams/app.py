@@ -43,7 +43,6 @@ DB_OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.CannotConnectNowError,
     ConnectionError,
 )
-REPORT_TIMEOUT_S = 120.0
 PRUNE_INTERVAL_S = 600.0
 COMMIT_CHECK_INTERVAL_S = 3.0
 
@@ -189,7 +188,7 @@ def create_app(settings: Settings) -> faust.App:  # noqa: C901 (agents are closu
     async def report_jobs(stream: Any) -> None:
         async for event in stream.events():
             async with stop_unless_done("running a report job"):
-                await run_report_job(database, event.value)
+                await run_report_job(database, event.value, settings.report_timeout_s)
 
     async def forget_states(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         ingestor.forget()  # partitions moved: states are rebuilt from the tables on demand
@@ -289,7 +288,7 @@ def create_app(settings: Settings) -> faust.App:  # noqa: C901 (agents are closu
     return app
 
 
-async def run_report_job(database: Database, raw: bytes | None) -> None:
+async def run_report_job(database: Database, raw: bytes | None, timeout_s: float) -> None:
     """Answer one report request. The request is acknowledged (by returning) only once the
     report is stored as Complete or Failed; a database outage is waited out, so a request
     whose worker dies is picked up again by the next owner of its partition."""
@@ -306,14 +305,12 @@ async def run_report_job(database: Database, raw: bytes | None) -> None:
             return  # unknown, or already finished: a redelivery
         requested = started if isinstance(started, int) and not isinstance(started, bool) else None
         try:
-            built = await asyncio.wait_for(assemble_report(pool, requested), REPORT_TIMEOUT_S)
+            built = await asyncio.wait_for(assemble_report(pool, requested), timeout_s)
         except NoData as error:
             await db_reports.fail_report(pool, report_id, str(error))
             return
         except TimeoutError:
-            await db_reports.fail_report(
-                pool, report_id, f"did not finish within {REPORT_TIMEOUT_S:.0f} s"
-            )
+            await db_reports.fail_report(pool, report_id, f"did not finish within {timeout_s:g} s")
             return
         except DB_OUTAGE_ERRORS:
             raise

@@ -49,6 +49,8 @@ class Settings:
     batch_size: int = 5000
     batch_timeout_s: float = 0.5
     broker_session_timeout_s: float = 10.0
+    # A report job that has not finished by then ends Failed (never Running for ever).
+    report_timeout_s: float = 120.0
 
     def __repr__(self) -> str:
         shown = []
@@ -82,6 +84,7 @@ class Settings:
             batch_size=int(env.get("STOREMON_BATCH_SIZE", "5000")),
             batch_timeout_s=float(env.get("STOREMON_BATCH_TIMEOUT_S", "0.5")),
             broker_session_timeout_s=float(env.get("STOREMON_BROKER_SESSION_TIMEOUT_S", "10")),
+            report_timeout_s=float(env.get("STOREMON_REPORT_TIMEOUT_S", "120")),
         )
 
     def topic(self, name: str) -> str:

@@ -184,6 +184,7 @@ class Pipeline:
     worker: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
     pool: asyncpg.Pool | None = None
+    others: list[subprocess.Popen[bytes]] = dataclasses.field(default_factory=list)
 
     @classmethod
     async def create(cls, base: Settings, name: str, tmp: Path) -> Pipeline:
@@ -217,16 +218,28 @@ class Pipeline:
             "STOREMON_BROKER_SESSION_TIMEOUT_S": str(s.broker_session_timeout_s),
             "STOREMON_BATCH_TIMEOUT_S": str(s.batch_timeout_s),
             "STOREMON_PARTITIONS": str(s.partitions),
+            "STOREMON_REPORT_TIMEOUT_S": str(s.report_timeout_s),
         }
 
     def start_worker(self) -> None:
+        self.worker, self.log_path = self._spawn_worker(self.env())
+
+    def start_other_worker(self) -> tuple[subprocess.Popen[bytes], int]:
+        """A second worker in the same group (own web port, own RocksDB folder); the caller
+        stops it. Returns the process and its web port."""
+        port = free_port()
+        process, _ = self._spawn_worker({**self.env(), "STOREMON_WORKER_WEB_PORT": str(port)})
+        self.others.append(process)
+        return process, port
+
+    def _spawn_worker(self, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], Path]:
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
-        self.log_path = (
+        log_path = (
             self.settings.state_dir
             / f"worker-{len(list(self.settings.state_dir.glob('worker-*.log')))}.log"
         )
-        log = self.log_path.open("wb")
-        self.worker = subprocess.Popen(
+        log = log_path.open("wb")
+        process = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
@@ -235,11 +248,12 @@ class Pipeline:
                 "--loglevel",
                 os.environ.get("STOREMON_TEST_LOGLEVEL", "warning"),
             ],
-            env=self.env(),
+            env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=REPO,
         )
+        return process, log_path
 
     def stop_worker(self, sig: signal.Signals = signal.SIGTERM) -> None:
         if self.worker is None:
@@ -259,6 +273,10 @@ class Pipeline:
 
     async def close(self) -> None:
         self.stop_worker()
+        for process in self.others:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
         if self.pool is not None:
             await self.pool.close()
 

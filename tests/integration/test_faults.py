@@ -52,6 +52,34 @@ async def test_worker_restarted_without_its_rocksdb(pipeline: Pipeline, dataset:
     assert await pipeline.wait_report(report_id) == batch_csv(dataset)
 
 
+@pytest.mark.timeout(300)
+async def test_second_worker_takes_over_when_one_dies(pipeline: Pipeline, dataset: Path) -> None:
+    import aiohttp
+
+    reference, polls = read_messages(dataset)
+    pipeline.start_worker()
+    other, port = pipeline.start_other_worker()
+    await pipeline.publish(reference + polls)
+    # Wait until the second worker has ingested part of the stream (so it owned partitions).
+    async with aiohttp.ClientSession() as session:
+        for _ in range(600):
+            try:
+                async with session.get(f"http://127.0.0.1:{port}/storemon/") as response:
+                    if response.status == 200 and (await response.json())["events"] > 0:
+                        break
+            except aiohttp.ClientError:
+                pass
+            assert other.poll() is None
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("the second worker never got a partition")
+    other.send_signal(signal.SIGKILL)
+    other.wait()
+    await pipeline.wait_consumed()  # the survivor takes the dead worker's partitions over
+    report_id = await pipeline.request_report()
+    assert await pipeline.wait_report(report_id) == batch_csv(dataset)
+
+
 async def test_whole_replay_delivered_twice(pipeline: Pipeline, dataset: Path) -> None:
     reference, polls = read_messages(dataset)
     pipeline.start_worker()

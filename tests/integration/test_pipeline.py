@@ -149,6 +149,36 @@ async def test_bad_rows_go_to_dead_letters_and_the_rest_through(
     ]
 
 
+async def test_a_report_that_cannot_finish_ends_failed_in_bounded_time(
+    pipeline: Pipeline, dataset: Path
+) -> None:
+    import asyncio
+    import dataclasses
+    import time
+
+    pipeline.settings = dataclasses.replace(pipeline.settings, report_timeout_s=2.0)
+    reference, polls = read_messages(dataset)
+    pipeline.start_worker()
+    await pipeline.publish(reference + polls)
+    await pipeline.wait_consumed()
+    assert pipeline.pool is not None
+    async with pipeline.pool.acquire() as blocker, blocker.transaction():
+        await blocker.execute("LOCK TABLE store_days IN ACCESS EXCLUSIVE MODE")
+        report_id = await pipeline.request_report()
+        started = time.monotonic()
+        while True:
+            row = await pipeline.pool.fetchrow(
+                "SELECT status, error FROM reports WHERE report_id = $1", report_id
+            )
+            if row["status"] == "Failed" or time.monotonic() - started > 30:
+                break
+            await asyncio.sleep(0.1)
+        assert row["status"] == "Failed"
+        assert row["error"] == "did not finish within 2 s"
+    # The worker carries on: the next report completes.
+    assert await pipeline.wait_report(await pipeline.request_report()) == batch_csv(dataset)
+
+
 async def test_packed_replay_gives_the_batch_report(
     pipeline: Pipeline, dataset: Path, tmp_path: Path
 ) -> None:

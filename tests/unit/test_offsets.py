@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any
 
 from faust.utils.functional import consecutive_numbers
 from hypothesis import given
 from hypothesis import strategies as st
 from intervaltree import IntervalTree
 
-from storemon.streams.offsets import CommitWatchdog, commit_hole, merge_acknowledged
+from storemon.streams.offsets import (
+    CommitWatchdog,
+    DeliverEveryMessage,
+    commit_hole,
+    merge_acknowledged,
+)
 
 
 def first_run_end(acked: list[int]) -> int:
@@ -67,10 +71,15 @@ class _Consumer:
     _acked: dict[str, list[int]]
     _committed_offset: dict[str, int]
     _unacked_messages: set[_Message] = field(default_factory=set)
+    _commit_fut: object | None = None
     seeks: list[tuple[str, int]] = field(default_factory=list)
 
-    async def seek(self, tp: Any, offset: int) -> None:
-        self.seeks.append((tp, offset))
+    @property
+    def _thread(self) -> _Consumer:
+        return self
+
+    async def seek_wait(self, positions: dict[str, int]) -> None:
+        self.seeks.extend(positions.items())
 
 
 def test_watchdog_reads_again_only_after_the_hole_persisted() -> None:
@@ -90,6 +99,24 @@ def test_watchdog_skips_offsets_that_never_arrive() -> None:
     assert asyncio.run(watchdog.check()) == [("p0", 5, "skipped")]
     assert consumer._acked["p0"] == [5, 6, 7, 8, 9, 10]
     assert consumer.seeks == [("p0", 5), ("p0", 5)]
+
+
+def test_watchdog_waits_while_a_commit_is_under_way() -> None:
+    consumer = _Consumer({"p0": [9, 10]}, {"p0": 5})
+    watchdog = CommitWatchdog(consumer, patience=2)
+    assert asyncio.run(watchdog.check()) == []
+    consumer._commit_fut = object()  # offsets 5..8 taken off the list, not yet recorded
+    assert asyncio.run(watchdog.check()) == []
+    consumer._commit_fut = None
+    assert asyncio.run(watchdog.check()) == []  # counting starts again
+    assert asyncio.run(watchdog.check()) == [("p0", 5, "re-read")]
+
+
+def test_read_positions_never_drop_a_message() -> None:
+    positions = DeliverEveryMessage()
+    positions["p0"] = 120
+    assert positions["p0"] is None  # Faust's fetch loop then delivers offsets below 120 too
+    assert positions.get("p0") == 120
 
 
 def test_watchdog_forgets_a_hole_that_fills() -> None:
