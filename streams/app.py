@@ -153,8 +153,7 @@ def create_app(settings: Settings) -> faust.App:  # noqa: C901 (agents are closu
     inputs = _raw_topic(app, *(settings.topic(n) for n in messages.INPUT_TOPICS))
     report_requests = _raw_topic(app, settings.topic(messages.REPORT_REQUESTS))
     dead_letters = _raw_topic(app, settings.topic(messages.DEAD_LETTERS))
-    stores = _raw_table(app, "stores", settings, "store -> schedule, zone, first poll, cutoff")
-    days = _raw_table(app, "days", settings, "store|day -> polls, hourly up/down, daily totals")
+    stores = _raw_table(app, "stores", settings, "store -> schedule, zone, cutoff, polls kept")
 
     async def write_sink(batch: db_aggregates.SinkBatch) -> None:
         async def attempt() -> None:
@@ -171,7 +170,6 @@ def create_app(settings: Settings) -> faust.App:  # noqa: C901 (agents are closu
     ingestor = Ingestor(
         kind_of_topic=kind_of_topic,
         stores=stores,
-        days=days,
         write_sink=write_sink,
         send_dead_letter=send_dead_letter,
         horizon_us=settings.horizon_hours * HOUR_US,
@@ -281,7 +279,7 @@ def create_app(settings: Settings) -> faust.App:  # noqa: C901 (agents are closu
     @app.page("/storemon/tables/")
     async def table_sizes(web: Any, request: Any) -> Any:
         sizes = {}
-        for table in (stores, days):
+        for table in (stores,):
             sizes[table.name] = sum(1 for _ in table)
         return web.json({"local_keys": sizes, "longest_window_hours": LONGEST_WINDOW_US // HOUR_US})
 

@@ -7,15 +7,15 @@ holds, whose rows PostgreSQL also already has. Every write is idempotent, so at-
 delivery never counts anything twice.
 
 Table layout (keys and values are bytes; values orjson):
-- ``stores``  ``store_id`` -> schedule, zone, first poll, cutoff, anchor poll (written only
-  when it changes: about once a day)
-- ``days``    ``store_id|day_start_us`` -> the UTC day's polls, the up/down microseconds of
-  each of its hours, and the day's totals: the store's hourly and daily aggregates, one
-  entry (one changelog message) per store and day touched by a batch
-PostgreSQL gets the same store-days, with the runs of each hour (needed to clip report
-windows) added; in the tables they can always be recomputed from the polls.
-All keys of a store are written while an event of that store is current, so they land in
-the store's partition, the partition its messages come from.
+- ``stores``  ``store_id`` -> schedule, zone, first poll, cutoff and the polls kept (the
+  anchor before the cutoff among them): all a store's state is rebuilt from, in one entry,
+  so a batch writes one entry (one changelog message) per store it touched. Faust hands
+  changelog messages to the producer one at a time, which made one entry per store and
+  day the bottleneck of ingestion.
+PostgreSQL gets the store-days (totals, hours, runs, polls); in the table the hours and
+runs are recomputed from the polls when a state is rebuilt.
+A store's entry is written while an event of that store is current, so it lands in the
+store's partition, the partition its messages come from.
 """
 
 from __future__ import annotations
@@ -76,10 +76,6 @@ class IngestStats:
     seconds: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
 
 
-def day_key(store_id: str, day_start_us: int) -> bytes:
-    return f"{store_id}|{day_start_us}".encode()
-
-
 class Ingestor:
     """Owns the in-memory states of the stores of this worker's partitions."""
 
@@ -88,16 +84,12 @@ class Ingestor:
         *,
         kind_of_topic: dict[str, str],
         stores: Table,
-        days: Table,
         write_sink: Callable[[SinkBatch], Awaitable[None]],
         send_dead_letter: Callable[[Rejection, int | None, int | None], Awaitable[None]],
         horizon_us: int,
     ) -> None:
         self.kind_of_topic = kind_of_topic
         self.stores_table = stores
-        self.days_table = days
-        # The store entries as last written, so an unchanged one is not written again.
-        self.meta_written: dict[str, bytes] = {}
         self.write_sink = write_sink
         self.send_dead_letter = send_dead_letter
         self.horizon_us = horizon_us
@@ -108,7 +100,6 @@ class Ingestor:
     def forget(self) -> None:
         """Drop every cached state (partitions moved): they are rebuilt from the tables."""
         self.cache.clear()
-        self.meta_written.clear()
 
     # -- parsing -----------------------------------------------------------------------------
 
@@ -167,18 +158,7 @@ class Ingestor:
             state = StoreState(store_id, horizon_us=self.horizon_us)
         else:
             meta = orjson.loads(raw)
-            self.meta_written[store_id] = raw
-            polls: list[tuple[int, bool]] = []
-            if meta["anchor"] is not None:
-                polls.append((meta["anchor"][0], bool(meta["anchor"][1])))
-            if meta["first"] is not None:
-                # The cutoff trails the newest poll by the horizon, to within a day.
-                first_day = floor_to(max(meta["cutoff"], meta["first"]), DAY_US)
-                last_day = max(first_day, meta["cutoff"]) + self.horizon_us + 2 * DAY_US
-                for day in range(first_day, last_day, DAY_US):
-                    record = self.days_table.get(day_key(store_id, day))
-                    if record is not None:
-                        polls.extend((ts, bool(a)) for ts, a in orjson.loads(record)["polls"])
+            polls = [(ts, bool(a)) for ts, a in zip(meta["ts"], meta["active"], strict=True)]
             state = StoreState.restore(
                 store_id,
                 tuple(WeeklyInterval(*i) for i in meta["schedule"]),
@@ -293,35 +273,14 @@ class Ingestor:
             changes.hours.update(applied.hours)
             changes.days.update(applied.days)
             self.stats.polls += len(item.polls)
-        gone_days: list[int] = []
         if state.poll_ts:
-            # Whole days, so the store's table entry changes about once a day, not per poll.
-            _, gone_days = state.prune(floor_to(state.poll_ts[-1] - self.horizon_us, DAY_US))
-        # Rewrite the day of every poll received, changed or not: after a crash between
-        # the local store and the changelog, this puts a redelivered poll back in both.
+            # Whole days: the cutoff moves once a day, not with every poll.
+            state.prune(floor_to(state.poll_ts[-1] - self.horizon_us, DAY_US))
         days = set(changes.days)
         days.update(h - h % DAY_US for h in changes.hours)
         days.update(d for ts, _ in item.polls if (d := ts - ts % DAY_US) >= state.cutoff_us)
-        event = item.event
         for day in sorted(days):
-            record = state.day_record(day, changes.hours)
-            batch.days[(store_id, day)] = record
-            value = None
-            if record.poll_ts_us or day in state.day_hours:
-                value = orjson.dumps(
-                    {
-                        "polls": [
-                            [t, int(a)]
-                            for t, a in zip(record.poll_ts_us, record.poll_active, strict=True)
-                        ],
-                        "hours": list(state.day_hours.get(day, ())),  # up, down per hour
-                        "up": record.up_us,
-                        "down": record.down_us,
-                    }
-                )
-            table_writes.append((event, self.days_table, day_key(store_id, day), value))
-        for day in gone_days:
-            table_writes.append((event, self.days_table, day_key(store_id, day), None))
+            batch.days[(store_id, day)] = state.day_record(day, changes.hours)
         self.stats.day_rows += len(days)
         summary = state.summary()
         newest = state.poll_ts[-1] if state.poll_ts else None
@@ -336,21 +295,19 @@ class Ingestor:
             summary.last_active if summary.last_poll_us is not None else None,
             summary.tail_end_us if summary.last_poll_us is not None else None,
         )
-        anchor = None
-        if state.poll_ts and state.poll_ts[0] < state.cutoff_us:
-            anchor = [state.poll_ts[0], state.poll_active[0]]
-        meta = orjson.dumps(
+        # Written whenever the store had events, changed or not: after a crash between the
+        # local store and the changelog, a redelivered poll is put back in both.
+        entry = orjson.dumps(
             {
                 "schedule": schedule_rows,
                 "zone": state.zone_name,
                 "first": state.first_poll_us,
                 "cutoff": state.cutoff_us,
-                "anchor": anchor,
+                "ts": state.poll_ts.tolist(),
+                "active": list(state.poll_active),
             }
         )
-        if self.meta_written.get(store_id) != meta:
-            table_writes.append((event, self.stores_table, store_id.encode(), meta))
-            self.meta_written[store_id] = meta
+        table_writes.append((item.event, self.stores_table, store_id.encode(), entry))
 
 
 async def retry_forever(

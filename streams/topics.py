@@ -17,7 +17,7 @@ from storemon.streams.messages import ALL_TOPICS, DEAD_LETTERS
 
 # The worker's Faust tables; their changelog topics are created here too, before the worker
 # starts, so that Faust never meets a changelog topic it has no metadata for yet.
-TABLES = ("stores", "days")
+TABLES = ("stores",)
 
 
 class TopicMismatch(RuntimeError):
