@@ -153,7 +153,9 @@ def du_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
 
 
-async def main(stores: int, days: int, reports: int, pack_hours: int) -> dict[str, object]:
+async def main(
+    stores: int, days: int, reports: int, pack_hours: int, batch_size: int | None = None
+) -> dict[str, object]:
     base = Settings.from_env()
     if not base.kafka_bootstrap or not base.database_url:
         base = services.ensure_up(base).apply_to(base)
@@ -164,7 +166,9 @@ async def main(stores: int, days: int, reports: int, pack_hours: int) -> dict[st
         generate(data, stores=stores, days=days, seed=1)
     shutil.rmtree(work / "state", ignore_errors=True)
     pipeline = await Pipeline.create(base, "bench", work)
-    pipeline.settings = dataclasses.replace(pipeline.settings, batch_timeout_s=0.5)
+    pipeline.settings = dataclasses.replace(
+        pipeline.settings, batch_timeout_s=0.5, batch_size=batch_size or base.batch_size
+    )
     pipeline.start_worker()
     assert pipeline.worker is not None
     await wait_worker_ready(pipeline)
@@ -198,6 +202,7 @@ async def main(stores: int, days: int, reports: int, pack_hours: int) -> dict[st
         "polls": polls,
         "poll_messages": stats.poll_messages,
         "pack_hours": pack_hours,
+        "batch_size": pipeline.settings.batch_size,
         "replay_s": round(replay_s, 2),
         "end_to_end_s": round(end_to_end_s, 2),
         "end_to_end_polls_per_s": round(polls / end_to_end_s),
@@ -224,7 +229,10 @@ if __name__ == "__main__":
     parser.add_argument("--days", type=int, default=8)
     parser.add_argument("--reports", type=int, default=10)
     parser.add_argument("--pack-hours", type=int, default=DEFAULT_PACK_HOURS)
+    parser.add_argument("--batch-size", type=int, default=None, help="worker events per batch")
     args = parser.parse_args()
-    outcome = asyncio.run(main(args.stores, args.days, args.reports, args.pack_hours))
+    outcome = asyncio.run(
+        main(args.stores, args.days, args.reports, args.pack_hours, args.batch_size)
+    )
     for key, value in outcome.items():
         print(f"{key:<30} {value}")

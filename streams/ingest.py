@@ -53,6 +53,9 @@ from storemon.streams.messages import (
 log = logging.getLogger(__name__)
 
 ZONE_FIELDS = ("store_id", "timezone_str")
+# Stores per PostgreSQL write within a batch, and how often computing gives the loop a turn.
+CHUNK_STORES = 500
+YIELD_EVERY_STORES = 20
 
 Table = MutableMapping[bytes, bytes]
 
@@ -179,11 +182,23 @@ class Ingestor:
             self.stats.seconds["waiting for events"] += began - self._last_end
         work, rejected = self._collect(events)
         self.stats.events += len(events)
-        batch = SinkBatch()
         table_writes: list[tuple[Any, Table, bytes, bytes | None]] = []
-        for store_id, item in work.items():
+        # PostgreSQL works in another process: while it writes one chunk of stores, the
+        # next chunk is computed here (the loop is given a turn every few stores so the
+        # write moves on). Everything is written before the batch is acknowledged; each
+        # store's rows go in one transaction, with the store's row.
+        writing: asyncio.Task[None] | None = None
+        waited = 0.0
+        batch = SinkBatch()
+        for n, (store_id, item) in enumerate(work.items(), 1):
             bind_event(item.event)  # table reads of a rebuild go to the store's partition
             self._update_store(store_id, item, batch, table_writes)
+            if n % YIELD_EVERY_STORES == 0:
+                await asyncio.sleep(0)
+            if len(batch.stores) >= CHUNK_STORES:
+                waited += await self._finish(writing)
+                writing = asyncio.ensure_future(self.write_sink(batch))
+                batch = SinkBatch()
         index_in_message: Counter[tuple[int | None, int | None]] = Counter()
         for rejection, partition, offset in rejected:
             self.stats.rejected[(rejection.source, rejection.reason)] += 1
@@ -202,11 +217,12 @@ class Ingestor:
                 )
             )
         computed = time.perf_counter()
-        self.stats.seconds["computing"] += computed - began
+        waited += await self._finish(writing)
         if batch:
             await self.write_sink(batch)
         written = time.perf_counter()
-        self.stats.seconds["writing PostgreSQL"] += written - computed
+        self.stats.seconds["computing"] += computed - began - waited
+        self.stats.seconds["writing PostgreSQL"] += written - computed + waited
         for event, table, key, value in table_writes:
             bind_event(event)
             if value is None:
@@ -218,6 +234,15 @@ class Ingestor:
         self.stats.batches += 1
         self._last_end = time.perf_counter()
         self.stats.seconds["writing tables"] += self._last_end - written
+
+    @staticmethod
+    async def _finish(writing: asyncio.Task[None] | None) -> float:
+        """Wait for a chunk's write (raising its error); returns the seconds waited."""
+        if writing is None:
+            return 0.0
+        began = time.perf_counter()
+        await writing
+        return time.perf_counter() - began
 
     def _collect(
         self, events: Sequence[Any]

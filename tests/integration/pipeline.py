@@ -216,6 +216,7 @@ class Pipeline:
             "STOREMON_STATE_DIR": str(s.state_dir),
             "STOREMON_WORKER_WEB_PORT": str(s.worker_web_port),
             "STOREMON_BROKER_SESSION_TIMEOUT_S": str(s.broker_session_timeout_s),
+            "STOREMON_BATCH_SIZE": str(s.batch_size),
             "STOREMON_BATCH_TIMEOUT_S": str(s.batch_timeout_s),
             "STOREMON_PARTITIONS": str(s.partitions),
             "STOREMON_REPORT_TIMEOUT_S": str(s.report_timeout_s),

@@ -2,7 +2,8 @@
 
 Every write sets absolute values keyed by a natural key (store), (store, day), so a batch
 written twice, or replayed after a crash, changes nothing.
-A batch goes in one transaction: a report never sees half of one.
+A write goes in one transaction, and the worker puts all of a store's rows in the same
+write: a report never sees half of a store's update.
 """
 
 from __future__ import annotations
