@@ -83,7 +83,8 @@ def main() -> None:
     latency: dict[str, list[tuple[float, float]]] = {}
     memory: dict[str, list[tuple[float, float]]] = {}
     for row in rows:
-        name = f"{row['days']} days of polls"
+        days = row["days"]
+        name = "history within the 8-day horizon" if days <= 8 else f"{days} days of history"
         latency.setdefault(name, []).append((row["stores"], row["report_latency_median_s"]))
         memory.setdefault(name, []).append((row["stores"], row["worker_peak_rss_mb"]))
     body = panel(0, "report latency, median (s)", latency, "log scale")
