@@ -33,6 +33,7 @@ from storemon.settings import Settings
 from storemon.streams import messages
 from storemon.streams.ingest import Ingestor, retry_forever
 from storemon.streams.offsets import CommitWatchdog, guard_offset_commits
+from storemon.web.app import bearer_token_ok
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +148,8 @@ def create_app(settings: Settings) -> faust.App:  # noqa: C901 (agents are closu
     # (everything is still flushed before any offset is committed).
     app.producer.buffer.max_messages = 4 * settings.batch_size
     guard_offset_commits(app.consumer)
+    if settings.api_token:
+        _require_token(app, settings.api_token)
     watchdog = CommitWatchdog(app.consumer)
     database = Database(settings.database_url)
     kind_of_topic = {settings.topic(name): name for name in messages.INPUT_TOPICS}
@@ -284,6 +287,25 @@ def create_app(settings: Settings) -> faust.App:  # noqa: C901 (agents are closu
         return web.json({"local_keys": sizes, "longest_window_hours": LONGEST_WINDOW_US // HOUR_US})
 
     return app
+
+
+def _require_token(app: faust.App, token: str) -> None:
+    """Every web view of the worker, ours and Faust's own, answers 401 without the API's
+    bearer token (the views bind to loopback unless configured otherwise)."""
+    from aiohttp import web
+
+    @web.middleware
+    async def token_required(request: web.Request, handler: Any) -> web.StreamResponse:
+        if not bearer_token_ok(request.headers.get("Authorization"), token):
+            return web.json_response(
+                {"error": "missing or wrong bearer token"},
+                status=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    app.web.web_app.middlewares.append(token_required)  # type: ignore[attr-defined]
 
 
 async def run_report_job(database: Database, raw: bytes | None, timeout_s: float) -> None:

@@ -220,6 +220,7 @@ class Pipeline:
             "STOREMON_BATCH_TIMEOUT_S": str(s.batch_timeout_s),
             "STOREMON_PARTITIONS": str(s.partitions),
             "STOREMON_REPORT_TIMEOUT_S": str(s.report_timeout_s),
+            "STOREMON_API_TOKEN": s.api_token,
         }
 
     def start_worker(self) -> None:

@@ -229,3 +229,35 @@ async def test_operator_pages_show_a_store_and_the_tables(
     assert sum(1 for _, key, _ in polls if key == store_id) >= page["polls_kept"] > 0
     assert sizes["stores"] >= len({key for _, key, _ in polls})
     assert overview["polls"] == len(polls)
+
+
+async def test_worker_pages_need_the_token_when_one_is_set(pipeline: Pipeline) -> None:
+    import asyncio
+    import dataclasses
+
+    import aiohttp
+
+    pipeline.settings = dataclasses.replace(pipeline.settings, api_token="s3cret-token")
+    pipeline.start_worker()
+    base = f"http://127.0.0.1:{pipeline.settings.worker_web_port}"
+    good = {"Authorization": "Bearer s3cret-token"}
+    async with aiohttp.ClientSession() as session:
+        for _ in range(300):  # until the worker's web server is up
+            try:
+                async with session.get(f"{base}/storemon/", headers=good) as response:
+                    if response.status == 200:
+                        break
+            except aiohttp.ClientError:
+                pass
+            pipeline.check_worker_alive()
+            await asyncio.sleep(0.2)
+        for path in ("/storemon/", "/storemon/tables/", "/router/", "/table/"):
+            async with session.get(base + path) as response:
+                assert response.status == 401, path
+                assert response.headers["WWW-Authenticate"] == "Bearer"
+            async with session.get(
+                base + path, headers={"Authorization": "Bearer wrong"}
+            ) as response:
+                assert response.status == 401, path
+        async with session.get(f"{base}/storemon/tables/", headers=good) as response:
+            assert response.status == 200
