@@ -44,7 +44,6 @@ DB_OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.CannotConnectNowError,
     ConnectionError,
 )
-PRUNE_INTERVAL_S = 600.0
 COMMIT_CHECK_INTERVAL_S = 3.0
 
 
@@ -197,7 +196,7 @@ def create_app(settings: Settings) -> faust.App:  # noqa: C901 (agents are closu
     app.on_partitions_revoked.connect(forget_states)  # type: ignore[arg-type]  # mode types a keyword-only signal
     app.on_partitions_assigned.connect(forget_states)  # type: ignore[arg-type]
 
-    @app.timer(interval=PRUNE_INTERVAL_S, on_leader=True)  # type: ignore[untyped-decorator]
+    @app.timer(interval=settings.prune_interval_s, on_leader=True)  # type: ignore[untyped-decorator]
     async def prune_database() -> None:
         try:
             pool = await database.pool()

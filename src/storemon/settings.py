@@ -51,6 +51,8 @@ class Settings:
     broker_session_timeout_s: float = 10.0
     # A report job that has not finished by then ends Failed (never Running for ever).
     report_timeout_s: float = 120.0
+    # How often the worker deletes PostgreSQL rows older than the horizon.
+    prune_interval_s: float = 600.0
 
     def __repr__(self) -> str:
         shown = []
@@ -85,6 +87,7 @@ class Settings:
             batch_timeout_s=float(env.get("STOREMON_BATCH_TIMEOUT_S", "0.5")),
             broker_session_timeout_s=float(env.get("STOREMON_BROKER_SESSION_TIMEOUT_S", "10")),
             report_timeout_s=float(env.get("STOREMON_REPORT_TIMEOUT_S", "120")),
+            prune_interval_s=float(env.get("STOREMON_PRUNE_INTERVAL_S", "600")),
         )
 
     def topic(self, name: str) -> str:

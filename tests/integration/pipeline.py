@@ -221,6 +221,7 @@ class Pipeline:
             "STOREMON_PARTITIONS": str(s.partitions),
             "STOREMON_REPORT_TIMEOUT_S": str(s.report_timeout_s),
             "STOREMON_API_TOKEN": s.api_token,
+            "STOREMON_PRUNE_INTERVAL_S": str(s.prune_interval_s),
         }
 
     def start_worker(self) -> None:

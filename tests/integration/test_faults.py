@@ -10,6 +10,7 @@ import signal
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import orjson
 import pytest
 
 from .pipeline import Pipeline, TcpProxy, batch_csv, generate, read_messages
@@ -125,3 +126,39 @@ async def test_database_away_mid_replay_is_waited_out(pipeline: Pipeline, datase
     assert await pipeline.wait_report(report_id) == batch_csv(dataset)
     assert "retrying" in pipeline.worker_log()
     await proxy.cut()
+
+
+async def test_rows_past_the_horizon_are_pruned_across_a_restart(
+    pipeline: Pipeline, dataset: Path
+) -> None:
+    import time
+
+    from storemon.aggregates.timebase import DAY_US, HOUR_US, parse_poll_timestamp
+
+    pipeline.settings = dataclasses.replace(pipeline.settings, prune_interval_s=1.0)
+    reference, polls = read_messages(dataset)
+    stamps = [parse_poll_timestamp(orjson.loads(v)["timestamp_utc"]) for _, _, v in polls]
+    cutoff = max(stamps) - pipeline.settings.horizon_hours * HOUR_US
+    old_days = {ts - ts % DAY_US for ts in stamps if ts - ts % DAY_US + DAY_US <= cutoff}
+    assert old_days, "the data set must reach past the horizon"
+    pipeline.start_worker()
+    await pipeline.publish(reference + polls[: len(polls) // 2])
+    await pipeline.wait_consumed()
+    pipeline.stop_worker()  # a clean restart in the middle
+    pipeline.start_worker()
+    await pipeline.publish(polls[len(polls) // 2 :])
+    await pipeline.wait_consumed()
+    assert pipeline.pool is not None
+    deadline = time.monotonic() + 60
+    while True:
+        left = await pipeline.pool.fetchval(
+            "SELECT count(*) FROM store_days WHERE day_start_us + $1 <= $2", DAY_US, cutoff
+        )
+        if left == 0 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
+    assert left == 0
+    kept = await pipeline.pool.fetchval("SELECT count(*) FROM store_days")
+    assert kept > 0
+    report_id = await pipeline.request_report()
+    assert await pipeline.wait_report(report_id) == batch_csv(dataset)
