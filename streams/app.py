@@ -206,6 +206,9 @@ def create_app(settings: Settings) -> faust.App:  # noqa: C901 (agents are closu
                 cutoff = newest - settings.horizon_hours * HOUR_US
                 deleted = await db_aggregates.prune(pool, cutoff)
                 log.info("pruned rows before %s: %s", format_utc(cutoff), deleted)
+            reports = await db_reports.prune_reports(pool, settings.report_retention_hours)
+            if reports:
+                log.info("pruned %d finished reports", reports)
         except DB_OUTAGE_ERRORS as error:
             log.warning("prune skipped, database unavailable: %s", error)
 

@@ -53,6 +53,8 @@ class Settings:
     report_timeout_s: float = 120.0
     # How often the worker deletes PostgreSQL rows older than the horizon.
     prune_interval_s: float = 600.0
+    # Finished reports (status and CSV) are deleted this long after they were requested.
+    report_retention_hours: float = 168.0
 
     def __repr__(self) -> str:
         shown = []
@@ -88,6 +90,7 @@ class Settings:
             broker_session_timeout_s=float(env.get("STOREMON_BROKER_SESSION_TIMEOUT_S", "10")),
             report_timeout_s=float(env.get("STOREMON_REPORT_TIMEOUT_S", "120")),
             prune_interval_s=float(env.get("STOREMON_PRUNE_INTERVAL_S", "600")),
+            report_retention_hours=float(env.get("STOREMON_REPORT_RETENTION_HOURS", "168")),
         )
 
     def topic(self, name: str) -> str:

@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import shutil
 import signal
+import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -141,6 +142,15 @@ async def test_rows_past_the_horizon_are_pruned_across_a_restart(
     cutoff = max(stamps) - pipeline.settings.horizon_hours * HOUR_US
     old_days = {ts - ts % DAY_US for ts in stamps if ts - ts % DAY_US + DAY_US <= cutoff}
     assert old_days, "the data set must reach past the horizon"
+    assert pipeline.pool is not None
+    old_report, new_report = uuid.uuid4(), uuid.uuid4()
+    for report_id, age_days in ((old_report, 30), (new_report, 0)):
+        await pipeline.pool.execute(
+            "INSERT INTO reports (report_id, status, created_at, csv)"
+            " VALUES ($1, 'Complete', now() - make_interval(days => $2), 'x')",
+            report_id,
+            age_days,
+        )
     pipeline.start_worker()
     await pipeline.publish(reference + polls[: len(polls) // 2])
     await pipeline.wait_consumed()
@@ -150,15 +160,20 @@ async def test_rows_past_the_horizon_are_pruned_across_a_restart(
     await pipeline.wait_consumed()
     assert pipeline.pool is not None
     deadline = time.monotonic() + 60
-    while True:
+    while True:  # the timer deletes the old days, then the old reports
         left = await pipeline.pool.fetchval(
             "SELECT count(*) FROM store_days WHERE day_start_us + $1 <= $2", DAY_US, cutoff
         )
-        if left == 0 or time.monotonic() > deadline:
+        remaining = {
+            r["report_id"] for r in await pipeline.pool.fetch("SELECT report_id FROM reports")
+        }
+        if (left == 0 and old_report not in remaining) or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.5)
     assert left == 0
-    kept = await pipeline.pool.fetchval("SELECT count(*) FROM store_days")
-    assert kept > 0
+    assert await pipeline.pool.fetchval("SELECT count(*) FROM store_days") > 0
+    # Finished reports older than their retention (a week by default) went too.
+    assert old_report not in remaining
+    assert new_report in remaining
     report_id = await pipeline.request_report()
     assert await pipeline.wait_report(report_id) == batch_csv(dataset)

@@ -89,3 +89,16 @@ async def get_report_csv(pool: asyncpg.Pool, report_id: uuid.UUID) -> str | None
         "SELECT csv FROM reports WHERE report_id = $1 AND status = $2", report_id, COMPLETE
     )
     return value
+
+
+async def prune_reports(pool: asyncpg.Pool, keep_hours: float) -> int:
+    """Delete finished reports (and their CSVs) created more than ``keep_hours`` ago;
+    returns how many. Pending and Running ones stay: their jobs still answer for them."""
+    status: str = await pool.execute(
+        "DELETE FROM reports WHERE status IN ($1, $2)"
+        " AND created_at < now() - make_interval(secs => $3)",
+        COMPLETE,
+        FAILED,
+        keep_hours * 3600.0,
+    )
+    return int(status.split()[-1])
