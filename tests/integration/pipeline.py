@@ -283,6 +283,14 @@ class Pipeline:
         if self.pool is not None:
             await self.pool.close()
 
+    async def ingest_all(self, data_dir: Path) -> None:
+        """Start the worker, publish a data set (schedules and zones first) and wait until
+        the worker has committed all of it."""
+        reference, polls = read_messages(data_dir)
+        self.start_worker()
+        await self.publish(reference + polls)
+        await self.wait_consumed()
+
     async def publish(self, items: Iterable[tuple[str, str, bytes]]) -> int:
         producer = AIOKafkaProducer(
             bootstrap_servers=self.settings.kafka_bootstrap,

@@ -56,10 +56,7 @@ async def test_shuffled_polls_with_duplicates_give_the_same_report(
 async def test_report_status_moves_pending_running_complete(
     pipeline: Pipeline, dataset: Path
 ) -> None:
-    reference, polls = read_messages(dataset)
-    pipeline.start_worker()
-    await pipeline.publish(reference + polls)
-    await pipeline.wait_consumed()
+    await pipeline.ingest_all(dataset)
     assert pipeline.pool is not None
     async with pipeline.pool.acquire() as blocker, blocker.transaction():
         # Hold the aggregates so the job, once started, has to wait: it is seen Running.
@@ -157,10 +154,7 @@ async def test_a_report_that_cannot_finish_ends_failed_in_bounded_time(
     import time
 
     pipeline.settings = dataclasses.replace(pipeline.settings, report_timeout_s=2.0)
-    reference, polls = read_messages(dataset)
-    pipeline.start_worker()
-    await pipeline.publish(reference + polls)
-    await pipeline.wait_consumed()
+    await pipeline.ingest_all(dataset)
     assert pipeline.pool is not None
     async with pipeline.pool.acquire() as blocker, blocker.transaction():
         await blocker.execute("LOCK TABLE store_days IN ACCESS EXCLUSIVE MODE")

@@ -72,13 +72,13 @@ async def _window_sums(conn: Connection, plans: list[WindowPlan]) -> list[dict[s
     the runs of the edge hours (sliced out of each day's runs, at most four distinct hours),
     which are clipped to the window here."""
     pieces: list[tuple[int, int, int, int]] = []  # window, day, first hour, end hour (-1: all)
-    edges: dict[int, list[WindowPlan]] = defaultdict(list)  # edge hour -> windows it cuts
+    edges: dict[int, list[int]] = defaultdict(list)  # edge hour -> the windows it cuts
     for w, plan in enumerate(plans):
         if plan.day_range is not None:
             pieces.extend((w, day, -1, -1) for day in range(*plan.day_range, DAY_US))
         pieces.extend((w, day, a, b) for day, a, b in _split_by_day(plan.hour_ranges))
         for hour in plan.edge_hours:
-            edges[hour].append(plan)
+            edges[hour].append(w)
     totals: list[dict[str, list[int]]] = [defaultdict(lambda: [0, 0]) for _ in plans]
     if pieces:
         rows = await conn.fetch(
@@ -110,9 +110,9 @@ async def _window_sums(conn: Connection, plans: list[WindowPlan]) -> list[dict[s
         )
         for row in rows:
             flat = row["runs"]
-            for plan in edges[row["hour"]]:
-                lo, hi = plan.lo_us, plan.hi_us
-                sums = totals[plans.index(plan)][row["store_id"]]
+            for w in edges[row["hour"]]:
+                lo, hi = plans[w].lo_us, plans[w].hi_us
+                sums = totals[w][row["store_id"]]
                 for i in range(0, len(flat), 3):
                     overlap = min(flat[i + 1], hi) - max(flat[i], lo)
                     if overlap > 0:
