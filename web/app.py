@@ -4,7 +4,8 @@
 ``POST /trigger_report``    optional JSON body ``{"as_of": "YYYY-MM-DD HH:MM:SS[.ffffff]"}``
                             (UTC; ISO 8601 with an offset is accepted too). Stores a Pending
                             report, queues it on ``report-requests`` and answers **202**
-                            ``{"report_id": ...}`` once Kafka has acknowledged the request.
+                            ``{"report_id": ...}`` once Kafka has acknowledged the request;
+                            **429** while ``STOREMON_MAX_OPEN_REPORTS`` reports are open.
 ``GET /get_report``         ``?report_id=<uuid>``: ``{"status": "Pending"|"Running", ...}``,
                             ``{"status": "Failed", "error": ...}``, or the CSV itself (with
                             ``Content-Disposition`` and ``X-Report-As-Of``) once Complete.
@@ -13,8 +14,8 @@
 
 Every error is JSON, ``{"error": "..."}``: 400 bad input, 401 missing or wrong bearer token
 (when ``STOREMON_API_TOKEN`` is set; ``/healthz`` stays open), 404, 405, 413 (bodies over
-64 KiB), 503 when PostgreSQL or Kafka cannot be reached, 500 for anything else (the stack
-trace goes to the log, never to the client).
+64 KiB), 429 (report queue full), 503 when PostgreSQL or Kafka cannot be reached, 500 for
+anything else (the stack trace goes to the log, never to the client).
 
 The handlers are thin: they parse the request, call :mod:`storemon.db.reports` or the
 :class:`RequestPublisher`, and shape the answer. The database pool and the Kafka producer are
@@ -202,8 +203,15 @@ async def trigger_report(request: web.Request) -> web.Response:
         return error_response(400, str(error))
     pool, publisher = request.app[POOL], request.app[PUBLISHER]
     report_id = uuid.uuid4()
+    max_open = request.app[SETTINGS].max_open_reports
     async with asyncio.timeout(DB_TIMEOUT_S):
-        await db_reports.create_report(pool, report_id, as_of_us)
+        stored = await db_reports.create_report(pool, report_id, as_of_us, max_open)
+    if not stored:
+        return error_response(
+            429,
+            f"{max_open} reports are already waiting or running; try again shortly",
+            {"Retry-After": "2"},
+        )
     try:
         await publisher.publish(report_id, as_of_text)
     except (KafkaError, TimeoutError) as error:

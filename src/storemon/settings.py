@@ -55,6 +55,8 @@ class Settings:
     prune_interval_s: float = 600.0
     # Finished reports (status and CSV) are deleted this long after they were requested.
     report_retention_hours: float = 168.0
+    # The API refuses new reports (429) while this many are Pending or Running.
+    max_open_reports: int = 100
 
     def __repr__(self) -> str:
         shown = []
@@ -91,6 +93,7 @@ class Settings:
             report_timeout_s=float(env.get("STOREMON_REPORT_TIMEOUT_S", "120")),
             prune_interval_s=float(env.get("STOREMON_PRUNE_INTERVAL_S", "600")),
             report_retention_hours=float(env.get("STOREMON_REPORT_RETENTION_HOURS", "168")),
+            max_open_reports=int(env.get("STOREMON_MAX_OPEN_REPORTS", "100")),
         )
 
     def topic(self, name: str) -> str:

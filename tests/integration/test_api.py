@@ -321,3 +321,31 @@ async def test_database_outage_is_503(api_settings: Settings) -> None:
         response = await proxied.get("/get_report", params={"report_id": str(uuid.uuid4())})
         await assert_error(response, 503)
         await assert_error(await proxied.post("/trigger_report"), 503)
+
+
+async def test_triggers_are_refused_while_the_queue_is_full(
+    api_settings: Settings, pool: asyncpg.Pool
+) -> None:
+    # No worker runs in this module: every report triggered here stays Pending.
+    already_open = await pool.fetchval(
+        "SELECT count(*) FROM reports WHERE status IN ('Pending', 'Running')"
+    )
+    limit = already_open + 2
+    async with serve(dataclasses.replace(api_settings, max_open_reports=limit)) as bounded:
+        accepted = [await bounded.post("/trigger_report") for _ in range(2)]
+        assert [response.status for response in accepted] == [202, 202]
+        refused = await bounded.post("/trigger_report")
+        body = await assert_error(refused, 429)
+        assert str(limit) in body["error"]
+        assert refused.headers["Retry-After"] == "2"
+        assert (
+            await pool.fetchval(
+                "SELECT count(*) FROM reports WHERE status IN ('Pending', 'Running')"
+            )
+            == limit
+        )
+        # One report finishes: there is room for exactly one more.
+        finished = uuid.UUID((await json_of(accepted[0]))["report_id"])
+        await db_reports.fail_report(pool, finished, "done for the test")
+        assert (await bounded.post("/trigger_report")).status == 202
+        await assert_error(await bounded.post("/trigger_report"), 429)

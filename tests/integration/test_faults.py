@@ -14,6 +14,12 @@ from urllib.parse import urlsplit
 import orjson
 import pytest
 
+from storemon import services
+from storemon.aggregates.timebase import HOUR_US, format_utc, parse_poll_timestamp
+from storemon.db import reports as db_reports
+from storemon.services import ServiceEndpoints
+from storemon.settings import Settings
+
 from .pipeline import Pipeline, TcpProxy, batch_csv, generate, read_messages
 
 pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.timeout(900)]
@@ -102,6 +108,77 @@ async def test_whole_replay_delivered_twice(pipeline: Pipeline, dataset: Path) -
     assert second == first == batch_csv(dataset)
 
 
+@pytest.mark.timeout(400)
+async def test_broker_restarted_mid_replay(
+    pipeline: Pipeline,
+    dataset: Path,
+    services_base_settings: Settings,
+    service_endpoints: ServiceEndpoints,
+) -> None:
+    """The broker goes down (a clean shutdown) while the worker is ingesting and comes back
+    on the same port with the same data: the worker reconnects by itself and catches up."""
+    if service_endpoints.kafka_backend == services.EXTERNAL:
+        pytest.skip("the broker is not ours to restart (STOREMON_KAFKA_BOOTSTRAP)")
+    reference, polls = read_messages(dataset)
+    pipeline.start_worker()
+    await pipeline.publish(reference + polls[: len(polls) // 2])
+    await pipeline.wait_progress(0.3)
+    await asyncio.to_thread(services.down, services_base_settings, kafka=True, postgres=False)
+    await asyncio.sleep(3)
+    pipeline.check_worker_alive()
+    restarted = await services.ensure_up_async(services_base_settings)
+    assert restarted.kafka_bootstrap == pipeline.settings.kafka_bootstrap
+    await pipeline.publish(polls[len(polls) // 2 :])
+    await pipeline.wait_consumed()
+    pipeline.check_worker_alive()  # the same process all along
+    report_id = await pipeline.request_report()
+    assert await pipeline.wait_report(report_id) == batch_csv(dataset)
+
+
+async def test_report_job_whose_worker_dies_is_run_again(pipeline: Pipeline, dataset: Path) -> None:
+    """A request is acknowledged only once its report is stored: the worker is killed while
+    the job runs (held up by a lock), and the restarted worker runs the job again."""
+    await pipeline.ingest_all(dataset)
+    assert pipeline.pool is not None
+    async with pipeline.pool.acquire() as blocker:
+        async with blocker.transaction():
+            await blocker.execute("LOCK TABLE store_days IN ACCESS EXCLUSIVE MODE")
+            report_id = await pipeline.request_report()
+            for _ in range(300):
+                record = await db_reports.get_report(pipeline.pool, report_id)
+                assert record is not None
+                if record.status == db_reports.RUNNING:
+                    break
+                await asyncio.sleep(0.1)
+            assert record.status == db_reports.RUNNING
+            pipeline.stop_worker(signal.SIGKILL)
+        # The lock is gone with the transaction; the job is still Running, its worker dead.
+        record = await db_reports.get_report(pipeline.pool, report_id)
+        assert record is not None
+        assert record.status == db_reports.RUNNING
+    pipeline.start_worker()
+    assert await pipeline.wait_report(report_id) == batch_csv(dataset)
+    record = await db_reports.get_report(pipeline.pool, report_id)
+    assert record is not None
+    assert record.attempts == 2
+
+
+async def test_concurrent_reports_each_get_their_own_answer(
+    pipeline: Pipeline, dataset: Path
+) -> None:
+    """Several reports triggered at once, each as of a different moment: every one equals the
+    batch command's report as of that moment (no job sees another's window or snapshot)."""
+    await pipeline.ingest_all(dataset)
+    _, polls = read_messages(dataset)
+    newest = max(parse_poll_timestamp(orjson.loads(value)["timestamp_utc"]) for *_, value in polls)
+    moments = [format_utc(newest - k * 29 * HOUR_US - k * 60_000_000)[:19] for k in range(5)]
+    report_ids = await asyncio.gather(*(pipeline.request_report(m) for m in moments))
+    answers = await asyncio.gather(*(pipeline.wait_report(r) for r in report_ids))
+    expected = [batch_csv(dataset, moment) for moment in moments]
+    assert len(set(expected)) == len(moments)  # the moments really differ
+    assert answers == expected
+
+
 async def test_database_away_mid_replay_is_waited_out(pipeline: Pipeline, dataset: Path) -> None:
     """The worker reaches PostgreSQL through a proxy that the test cuts for some seconds in
     the middle of the replay: it retries with backoff and catches up; nothing is lost."""
@@ -134,7 +211,7 @@ async def test_rows_past_the_horizon_are_pruned_across_a_restart(
 ) -> None:
     import time
 
-    from storemon.aggregates.timebase import DAY_US, HOUR_US, parse_poll_timestamp
+    from storemon.aggregates.timebase import DAY_US
 
     pipeline.settings = dataclasses.replace(pipeline.settings, prune_interval_s=1.0)
     reference, polls = read_messages(dataset)

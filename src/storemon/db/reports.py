@@ -26,14 +26,27 @@ class ReportRecord:
 
 
 async def create_report(
-    pool: asyncpg.Pool, report_id: uuid.UUID, requested_as_of_us: int | None
-) -> None:
-    await pool.execute(
-        "INSERT INTO reports (report_id, status, requested_as_of_us) VALUES ($1, $2, $3)",
+    pool: asyncpg.Pool,
+    report_id: uuid.UUID,
+    requested_as_of_us: int | None,
+    max_open: int | None = None,
+) -> bool:
+    """Store a Pending report. With ``max_open``, only while fewer than that many reports
+    are Pending or Running; returns False (nothing stored) when the queue is full. The
+    count and the insert are one statement, so concurrent triggers overshoot by at most the
+    number of API connections."""
+    row = await pool.fetchval(
+        "INSERT INTO reports (report_id, status, requested_as_of_us)"
+        " SELECT $1, $2, $3 WHERE $4::integer IS NULL OR"
+        " (SELECT count(*) FROM reports WHERE status IN ($2, $5)) < $4::integer"
+        " RETURNING 1",
         report_id,
         PENDING,
         requested_as_of_us,
+        max_open,
+        RUNNING,
     )
+    return row is not None
 
 
 async def start_report(pool: asyncpg.Pool, report_id: uuid.UUID) -> int | bool | None:
