@@ -185,6 +185,7 @@ class Pipeline:
     log_path: Path | None = None
     pool: asyncpg.Pool | None = None
     others: list[subprocess.Popen[bytes]] = dataclasses.field(default_factory=list)
+    loglevel: str = os.environ.get("STOREMON_TEST_LOGLEVEL", "warning")
 
     @classmethod
     async def create(cls, base: Settings, name: str, tmp: Path) -> Pipeline:
@@ -249,7 +250,7 @@ class Pipeline:
                 "storemon",
                 "worker",
                 "--loglevel",
-                os.environ.get("STOREMON_TEST_LOGLEVEL", "warning"),
+                self.loglevel,
             ],
             env=env,
             stdout=log,

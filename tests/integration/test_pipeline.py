@@ -232,6 +232,7 @@ async def test_worker_pages_need_the_token_when_one_is_set(pipeline: Pipeline) -
     import aiohttp
 
     pipeline.settings = dataclasses.replace(pipeline.settings, api_token="s3cret-token")
+    pipeline.loglevel = "debug"  # the chattiest log must still hold no secret
     pipeline.start_worker()
     base = f"http://127.0.0.1:{pipeline.settings.worker_web_port}"
     good = {"Authorization": "Bearer s3cret-token"}
@@ -255,3 +256,8 @@ async def test_worker_pages_need_the_token_when_one_is_set(pipeline: Pipeline) -
                 assert response.status == 401, path
         async with session.get(f"{base}/storemon/tables/", headers=good) as response:
             assert response.status == 200
+    pipeline.stop_worker()
+    assert pipeline.log_path is not None
+    log_text = pipeline.log_path.read_text(errors="replace")
+    assert "DEBUG" in log_text
+    assert "s3cret-token" not in log_text
