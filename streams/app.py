@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 import uuid
 import weakref
 from collections.abc import AsyncIterator
@@ -21,6 +22,7 @@ import asyncpg
 import faust
 from aiokafka.errors import KafkaError
 from faust.streams import _current_event
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from storemon.aggregates.records import Rejection
 from storemon.aggregates.report import LONGEST_WINDOW_US
@@ -29,11 +31,12 @@ from storemon.db import aggregates as db_aggregates
 from storemon.db import reports as db_reports
 from storemon.db.assemble import NoData, assemble_report, newest_poll_us
 from storemon.db.migrate import connect
+from storemon.metrics import ReportMetrics, WorkerCollector
 from storemon.settings import Settings
 from storemon.streams import messages
 from storemon.streams.ingest import Ingestor, retry_forever
 from storemon.streams.offsets import CommitWatchdog, guard_offset_commits
-from storemon.web.app import bearer_token_ok
+from storemon.web.security import bearer_token_ok
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +180,27 @@ def create_app(settings: Settings) -> faust.App:  # noqa: C901 (agents are closu
         horizon_us=settings.horizon_hours * HOUR_US,
     )
     app.storemon_ingestor = ingestor  # type: ignore[attr-defined]  # for the operator pages
+    registry = CollectorRegistry()
+    report_metrics = ReportMetrics(registry)
+    own_topics = {*kind_of_topic, settings.topic(messages.REPORT_REQUESTS)}
+
+    def consumer_lag() -> dict[tuple[str, int], int]:
+        lag: dict[tuple[str, int], int] = {}
+        for tp in app.consumer.assignment():
+            if tp.topic not in own_topics:
+                continue  # table changelogs are read at recovery only
+            end = app.consumer.highwater(tp)
+            if end is None:
+                continue  # nothing fetched from this partition yet
+            # Faust's committed offset of a partition is the next offset to process.
+            committed = app.consumer._committed_offset.get(tp)  # type: ignore[attr-defined]
+            lag[(tp.topic, tp.partition)] = max(0, end - (committed or 0))
+        return lag
+
+    def table_keys() -> dict[str, int]:
+        return {table.name: sum(1 for _ in table) for table in (stores,)}
+
+    registry.register(WorkerCollector(lambda: ingestor.stats, consumer_lag, table_keys))
 
     @app.agent(inputs)
     async def ingest(stream: Any) -> None:
@@ -188,7 +212,9 @@ def create_app(settings: Settings) -> faust.App:  # noqa: C901 (agents are closu
     async def report_jobs(stream: Any) -> None:
         async for event in stream.events():
             async with stop_unless_done("running a report job"):
-                await run_report_job(database, event.value, settings.report_timeout_s)
+                await run_report_job(
+                    database, event.value, settings.report_timeout_s, report_metrics
+                )
 
     async def forget_states(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         ingestor.forget()  # partitions moved: states are rebuilt from the tables on demand
@@ -281,12 +307,16 @@ def create_app(settings: Settings) -> faust.App:  # noqa: C901 (agents are closu
             }
         )
 
+    @app.page("/metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        # aiohttp refuses a charset inside content_type: the full header goes in as is.
+        return web.bytes(generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
     @app.page("/storemon/tables/")
     async def table_sizes(web: Any, request: Any) -> Any:
-        sizes = {}
-        for table in (stores,):
-            sizes[table.name] = sum(1 for _ in table)
-        return web.json({"local_keys": sizes, "longest_window_hours": LONGEST_WINDOW_US // HOUR_US})
+        return web.json(
+            {"local_keys": table_keys(), "longest_window_hours": LONGEST_WINDOW_US // HOUR_US}
+        )
 
     return app
 
@@ -310,7 +340,9 @@ def _require_token(app: faust.App, token: str) -> None:
     app.web.web_app.middlewares.append(token_required)  # type: ignore[attr-defined]
 
 
-async def run_report_job(database: Database, raw: bytes | None, timeout_s: float) -> None:
+async def run_report_job(
+    database: Database, raw: bytes | None, timeout_s: float, metrics: ReportMetrics | None = None
+) -> None:
     """Answer one report request. The request is acknowledged (by returning) only once the
     report is stored as Complete or Failed; a database outage is waited out, so a request
     whose worker dies is picked up again by the next owner of its partition."""
@@ -326,23 +358,33 @@ async def run_report_job(database: Database, raw: bytes | None, timeout_s: float
         if started is False:
             return  # unknown, or already finished: a redelivery
         requested = started if isinstance(started, int) and not isinstance(started, bool) else None
+        began = time.monotonic()
+
+        def finished(status: str) -> None:
+            if metrics is not None:
+                metrics.observe(status, time.monotonic() - began)
+
         try:
             built = await asyncio.wait_for(assemble_report(pool, requested), timeout_s)
         except NoData as error:
             await db_reports.fail_report(pool, report_id, str(error))
+            finished(db_reports.FAILED)
             return
         except TimeoutError:
             await db_reports.fail_report(pool, report_id, f"did not finish within {timeout_s:g} s")
+            finished(db_reports.FAILED)
             return
         except DB_OUTAGE_ERRORS:
             raise
         except Exception as error:  # a bug must fail the report, not the worker
             log.exception("report %s failed", report_id)
             await db_reports.fail_report(pool, report_id, f"{error.__class__.__name__}: {error}")
+            finished(db_reports.FAILED)
             return
         await db_reports.complete_report(
             pool, report_id, built.as_of_us, built.csv_text, built.row_count
         )
+        finished(db_reports.COMPLETE)
         log.info(
             "report %s complete: %d stores as of %s",
             report_id,

@@ -6,8 +6,10 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import logging.config
 import sys
 
+from storemon import logs
 from storemon.settings import Settings
 
 
@@ -33,8 +35,9 @@ def run(args: argparse.Namespace) -> int:
     except TopicMismatch as error:
         print(f"storemon worker: {error}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=args.loglevel.upper())
+    log_config = logs.logging_config(args.loglevel, settings.log_format)
+    logging.config.dictConfig(log_config)
     app = create_app(settings)
-    worker = Worker(app, loglevel=args.loglevel, quiet=True)
+    worker = Worker(app, loglevel=args.loglevel, quiet=True, logging_config=log_config)
     worker.execute_from_commandline()
     return 0

@@ -6,10 +6,13 @@
                             report, queues it on ``report-requests`` and answers **202**
                             ``{"report_id": ...}`` once Kafka has acknowledged the request;
                             **429** while ``STOREMON_MAX_OPEN_REPORTS`` reports are open.
-``GET /get_report``         ``?report_id=<uuid>``: ``{"status": "Pending"|"Running", ...}``,
-                            ``{"status": "Failed", "error": ...}``, or the CSV itself (with
-                            ``Content-Disposition`` and ``X-Report-As-Of``) once Complete.
+``GET /get_report``         ``?report_id=<uuid>[&format=csv|json|parquet]``: ``{"status":
+                            "Pending"|"Running", ...}``, ``{"status": "Failed", "error":
+                            ...}``, or the report itself (with ``Content-Disposition`` and
+                            ``X-Report-As-Of``) once Complete: the CSV by default; gzip
+                            when the client accepts it (not for Parquet, compressed inside).
 ``GET /healthz``            200 ``{"status": "ok"}`` when PostgreSQL answers, else 503.
+``GET /metrics``            Prometheus metrics (:mod:`storemon.metrics`).
 ==========================  ==================================================================
 
 Every error is JSON, ``{"error": "..."}``: 400 bad input, 401 missing or wrong bearer token
@@ -27,9 +30,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import hmac
 import logging
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -37,15 +40,22 @@ from typing import Any
 import asyncpg
 import orjson
 from aiohttp import web
+from aiohttp.web_response import ContentCoding
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from storemon import logs
 from storemon.aggregates.timebase import format_utc, parse_as_of
 from storemon.db import reports as db_reports
 from storemon.db.migrate import connect
+from storemon.metrics import ApiMetrics
 from storemon.settings import Settings
 from storemon.streams import messages
 from storemon.streams.topics import TopicMismatch, ensure_topics
+from storemon.web import dashboard, formats
+from storemon.web.keys import POOL, SETTINGS
+from storemon.web.security import TOKEN_COOKIE, bearer_token_ok, token_matches
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +65,7 @@ HEALTH_TIMEOUT_S = 3.0
 PUBLISH_TIMEOUT_S = 30.0
 POOL_MAX_SIZE = 10
 PUBLIC_PATHS = frozenset({"/healthz"})
+MEASURED_TABLES = ("stores", "store_days", "reports", "dead_letters")
 
 # What "the database cannot be reached" looks like (TimeoutError and ConnectionError are
 # OSErrors): answered with 503, not 500.
@@ -102,9 +113,9 @@ class RequestPublisher:
             await self._producer.send_and_wait(self.topic, value, key=str(report_id).encode())
 
 
-SETTINGS = web.AppKey("settings", Settings)
-POOL = web.AppKey("pool", asyncpg.Pool)
 PUBLISHER = web.AppKey("publisher", RequestPublisher)
+REGISTRY = web.AppKey("registry", CollectorRegistry)
+METRICS = web.AppKey("metrics", ApiMetrics)
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
@@ -183,14 +194,12 @@ def parse_report_id(text: str | None) -> uuid.UUID:
         raise BadRequest(f"report_id {text[:100]!r} is not a UUID") from None
 
 
-def bearer_token_ok(header: str | None, token: str) -> bool:
-    """Whether an ``Authorization`` header carries ``Bearer <token>`` (constant-time)."""
-    if not header:
-        return False
-    scheme, _, given = header.strip().partition(" ")
-    if scheme.lower() != "bearer":
-        return False
-    return hmac.compare_digest(given.strip().encode(), token.encode())
+def parse_format(text: str | None) -> str:
+    if text is None or not text.strip():
+        return "csv"
+    if text.strip().lower() not in formats.FORMATS:
+        raise BadRequest(f"format {text[:20]!r} is not one of {', '.join(formats.FORMATS)}")
+    return text.strip().lower()
 
 
 # ------------------------------------------------------------------------------ handlers
@@ -226,6 +235,7 @@ async def trigger_report(request: web.Request) -> web.Response:
 async def get_report(request: web.Request) -> web.Response:
     try:
         report_id = parse_report_id(request.query.get("report_id"))
+        report_format = parse_format(request.query.get("format"))
     except BadRequest as error:
         return error_response(400, str(error))
     pool = request.app[POOL]
@@ -238,13 +248,26 @@ async def get_report(request: web.Request) -> web.Response:
         csv_text = await db_reports.get_report_csv(pool, report_id)
     if csv_text is None or record.as_of_us is None:
         raise RuntimeError(f"report {report_id} is Complete without a CSV or an as_of")
+    as_of = format_utc(record.as_of_us)
     headers = {
-        "Content-Disposition": f'attachment; filename="report-{report_id}.csv"',
-        "X-Report-As-Of": format_utc(record.as_of_us),
+        "Content-Disposition": f'attachment; filename="report-{report_id}.{report_format}"',
+        "X-Report-As-Of": as_of,
     }
     if record.row_count is not None:
         headers["X-Report-Rows"] = str(record.row_count)
-    return web.Response(text=csv_text, content_type="text/csv", charset="utf-8", headers=headers)
+    if report_format == "csv":
+        body = csv_text.encode()
+    elif report_format == "json":
+        body = formats.report_json(report_id, as_of, csv_text)
+    else:
+        body = await asyncio.to_thread(formats.report_parquet, report_id, as_of, csv_text)
+    response = web.Response(body=body, headers=headers)
+    response.content_type = formats.CONTENT_TYPES[report_format]
+    if report_format != "parquet":
+        response.charset = "utf-8"
+        if "gzip" in request.headers.get("Accept-Encoding", "").lower():
+            response.enable_compression(ContentCoding.gzip)
+    return response
 
 
 def _status_response(record: db_reports.ReportRecord) -> web.Response:
@@ -252,6 +275,31 @@ def _status_response(record: db_reports.ReportRecord) -> web.Response:
     if record.status == db_reports.FAILED:
         body["error"] = record.error or "unknown error"
     return json_response(body)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text format; the gauges read from PostgreSQL are refreshed first."""
+    api_metrics = request.app[METRICS]
+    pool = request.app[POOL]
+    async with asyncio.timeout(DB_TIMEOUT_S), pool.acquire() as conn:
+        by_status = dict(await conn.fetch("SELECT status, count(*) FROM reports GROUP BY status"))
+        store_count, newest = await conn.fetchrow(
+            "SELECT count(*), max(newest_poll_us) FROM stores"
+        ) or (0, None)
+        sizes = await conn.fetch(
+            "SELECT relname, pg_total_relation_size(oid) AS bytes FROM pg_class"
+            " WHERE relkind = 'r' AND relname = ANY($1::text[])",
+            list(MEASURED_TABLES),
+        )
+    for status in db_reports.STATUSES:
+        api_metrics.reports.labels(status).set(by_status.get(status, 0))
+    api_metrics.stores.set(store_count)
+    if newest is not None:
+        api_metrics.newest_poll.set(newest / 1e6)
+    for row in sizes:
+        api_metrics.table_bytes.labels(row["relname"]).set(row["bytes"])
+    body = generate_latest(request.app[REGISTRY])
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -298,12 +346,33 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
 
 
 @web.middleware
+async def request_metrics(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count and time every request by route (the route's pattern, never the raw path, so
+    the label set stays small)."""
+    began = time.monotonic()
+    response = await handler(request)
+    route = request.match_info.route.resource
+    label = route.canonical if route is not None else "unmatched"
+    request.app[METRICS].observe_request(
+        label, request.method, response.status, time.monotonic() - began
+    )
+    return response
+
+
+@web.middleware
 async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     token = request.app[SETTINGS].api_token
-    needs_token = bool(token) and request.path not in PUBLIC_PATHS
-    if needs_token and not bearer_token_ok(request.headers.get("Authorization"), token):
-        return error_response(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
-    return await handler(request)
+    if not token or request.path in PUBLIC_PATHS or dashboard.is_public(request.path):
+        return await handler(request)
+    if bearer_token_ok(request.headers.get("Authorization"), token):
+        return await handler(request)
+    # The dashboard's cookie counts for reading only: a report is triggered with the header.
+    cookie = request.cookies.get(TOKEN_COOKIE)
+    if request.method in {"GET", "HEAD"} and cookie and token_matches(cookie, token):
+        return await handler(request)
+    if request.path.startswith("/dashboard") and request.method == "GET":
+        raise web.HTTPSeeOther("/dashboard/login")
+    return error_response(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
 
 
 # ------------------------------------------------------------------------------ application
@@ -311,14 +380,19 @@ async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamRespo
 
 def build_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[errors_as_json, bearer_auth], client_max_size=CLIENT_MAX_SIZE
+        middlewares=[request_metrics, errors_as_json, bearer_auth],
+        client_max_size=CLIENT_MAX_SIZE,
     )
     app[SETTINGS] = settings
+    app[REGISTRY] = CollectorRegistry()
+    app[METRICS] = ApiMetrics(app[REGISTRY])
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_kafka)
     app.router.add_post("/trigger_report", trigger_report)
     app.router.add_get("/get_report", get_report)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    dashboard.add_routes(app, settings.api_token)
     return app
 
 
@@ -333,10 +407,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from storemon import services
 
-    logging.basicConfig(
-        level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     settings = Settings.from_env()
+    logs.configure(args.loglevel, settings.log_format)
     if args.host is not None:
         settings = dataclasses.replace(settings, api_host=args.host)
     if args.port is not None:

@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "worker": ("storemon.streams.worker", "run the Faust stream worker"),
     "api": ("storemon.web.app", "run the aiohttp report API"),
     "demo": ("storemon.demo", "end to end: services, sample data, replay, report"),
+    "status": ("storemon.status", "services, consumer lag, newest poll and last report"),
+    "assets": ("storemon.web.assets", "fetch the dashboard's charting library (once)"),
 }
 
 

@@ -57,6 +57,8 @@ class Settings:
     report_retention_hours: float = 168.0
     # The API refuses new reports (429) while this many are Pending or Running.
     max_open_reports: int = 100
+    # "text" or "json" (one object per line) for every command's log.
+    log_format: str = "text"
 
     def __repr__(self) -> str:
         shown = []
@@ -94,6 +96,7 @@ class Settings:
             prune_interval_s=float(env.get("STOREMON_PRUNE_INTERVAL_S", "600")),
             report_retention_hours=float(env.get("STOREMON_REPORT_RETENTION_HOURS", "168")),
             max_open_reports=int(env.get("STOREMON_MAX_OPEN_REPORTS", "100")),
+            log_format=env.get("STOREMON_LOG_FORMAT", "text").strip().lower(),
         )
 
     def topic(self, name: str) -> str:

@@ -349,3 +349,111 @@ async def test_triggers_are_refused_while_the_queue_is_full(
         await db_reports.fail_report(pool, finished, "done for the test")
         assert (await bounded.post("/trigger_report")).status == 202
         await assert_error(await bounded.post("/trigger_report"), 429)
+
+
+REPORT_CSV = (
+    "store_id,uptime_last_hour,uptime_last_day,uptime_last_week,"
+    "downtime_last_hour,downtime_last_day,downtime_last_week\n"
+    "a-store,60.00,12.50,80.25,0.00,3.50,19.75\n"
+    "b-store,0.00,0.00,1.01,60.00,24.00,100.99\n"
+)
+
+
+async def complete_report(pool: asyncpg.Pool, csv_text: str) -> uuid.UUID:
+    report_id = uuid.uuid4()
+    await db_reports.create_report(pool, report_id, None)
+    await db_reports.start_report(pool, report_id)
+    await db_reports.complete_report(
+        pool, report_id, parse_as_of("2023-01-25 18:13:22"), csv_text, csv_text.count("\n") - 1
+    )
+    return report_id
+
+
+async def test_report_formats(client: TestClient[Any, Any], pool: asyncpg.Pool) -> None:
+    import io
+
+    import pyarrow.parquet as pq
+
+    report_id = await complete_report(pool, REPORT_CSV)
+    query = {"report_id": str(report_id)}
+
+    response = await client.get("/get_report", params={**query, "format": "json"})
+    assert response.status == 200
+    assert response.headers["Content-Disposition"].endswith(f'report-{report_id}.json"')
+    body = await json_of(response)
+    assert body["as_of"] == "2023-01-25 18:13:22.000000 UTC"
+    assert body["columns"][0] == "store_id"
+    assert body["rows"] == [
+        {
+            "store_id": "a-store",
+            "uptime_last_hour": 60.0,
+            "uptime_last_day": 12.5,
+            "uptime_last_week": 80.25,
+            "downtime_last_hour": 0.0,
+            "downtime_last_day": 3.5,
+            "downtime_last_week": 19.75,
+        },
+        {
+            "store_id": "b-store",
+            "uptime_last_hour": 0.0,
+            "uptime_last_day": 0.0,
+            "uptime_last_week": 1.01,
+            "downtime_last_hour": 60.0,
+            "downtime_last_day": 24.0,
+            "downtime_last_week": 100.99,
+        },
+    ]
+
+    response = await client.get("/get_report", params={**query, "format": "parquet"})
+    assert response.status == 200
+    assert response.content_type == "application/vnd.apache.parquet"
+    table = pq.read_table(io.BytesIO(await response.read()))
+    assert table.column_names == body["columns"]
+    assert table.to_pylist() == body["rows"]
+    assert table.schema.metadata[b"storemon.report_id"] == str(report_id).encode()
+
+    # gzip when asked for (the client decompresses; the header shows what travelled)
+    for fmt, expected in (("csv", REPORT_CSV), ("json", None)):
+        response = await client.get(
+            "/get_report", params={**query, "format": fmt}, headers={"Accept-Encoding": "gzip"}
+        )
+        assert response.headers["Content-Encoding"] == "gzip"
+        if expected is not None:
+            assert await response.text() == expected
+    response = await client.get("/get_report", params=query, headers={"Accept-Encoding": ""})
+    assert "Content-Encoding" not in response.headers
+    assert response.content_type == "text/csv"
+    assert await response.text() == REPORT_CSV
+
+    body = await assert_error(
+        await client.get("/get_report", params={**query, "format": "xlsx"}), 400
+    )
+    assert "csv, json, parquet" in body["error"]
+
+
+async def test_metrics_endpoint_parses_and_counts(
+    client: TestClient[Any, Any], pool: asyncpg.Pool
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    await client.get("/get_report", params={"report_id": str(uuid.uuid4())})  # a 404
+    response = await client.get("/metrics")
+    assert response.status == 200
+    assert response.content_type == "text/plain"
+    families = {f.name: f for f in text_string_to_metric_families(await response.text())}
+
+    counts = dict(await pool.fetch("SELECT status, count(*) FROM reports GROUP BY status"))
+    reports = {s.labels["status"]: s.value for s in families["storemon_reports"].samples}
+    assert reports == {status: counts.get(status, 0) for status in db_reports.STATUSES}
+
+    requests = {
+        (s.labels["route"], s.labels["status"]): s.value
+        for s in families["storemon_http_requests"].samples
+        if s.name == "storemon_http_requests_total"
+    }
+    assert requests[("/get_report", "404")] >= 1
+    latency = families["storemon_http_request_duration_seconds"]
+    assert any(s.labels.get("route") == "/get_report" for s in latency.samples)
+    sizes = {s.labels["table"]: s.value for s in families["storemon_table_bytes"].samples}
+    assert set(sizes) == {"stores", "store_days", "reports", "dead_letters"}
+    assert sizes["reports"] > 0

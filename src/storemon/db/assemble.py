@@ -45,6 +45,7 @@ class AssembledReport:
     as_of_us: int
     csv_text: str
     row_count: int
+    rows: tuple[StoreWindows, ...] = ()
 
 
 async def newest_poll_us(conn: Connection) -> int | None:
@@ -64,13 +65,19 @@ def _split_by_day(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int, int
     return pieces
 
 
-async def _window_sums(conn: Connection, plans: list[WindowPlan]) -> list[dict[str, list[int]]]:
+async def _window_sums(
+    conn: Connection, plans: list[WindowPlan], only_store: str | None = None
+) -> list[dict[str, list[int]]]:
     """Per window, store -> [up_us, down_us] of its buckets.
 
     One statement adds whole days (their totals) and whole hours (two running sums of their
     day subtracted), joining each piece to its store-days by the day; a second one fetches
     the runs of the edge hours (sliced out of each day's runs, at most four distinct hours),
-    which are clipped to the window here."""
+    which are clipped to the window here. With ``only_store``, that store's rows alone."""
+    # A separate statement text per case: a store filter written as "$n IS NULL OR ..."
+    # would give the whole-fleet statement a plan made for one store.
+    store_filter = " AND d.store_id = $5" if only_store is not None else ""
+    store_arg = [only_store] if only_store is not None else []
     pieces: list[tuple[int, int, int, int]] = []  # window, day, first hour, end hour (-1: all)
     edges: dict[int, list[int]] = defaultdict(list)  # edge hour -> the windows it cuts
     for w, plan in enumerate(plans):
@@ -89,8 +96,10 @@ async def _window_sums(conn: Connection, plans: list[WindowPlan]) -> list[dict[s
             "   ELSE d.down_before_us[p.b + 1] - d.down_before_us[p.a + 1] END)::bigint AS down"
             " FROM unnest($1::int[], $2::bigint[], $3::int[], $4::int[]) AS p(w, day, a, b)"
             " JOIN store_days d ON d.day_start_us = p.day"
-            " GROUP BY d.store_id, p.w",
+            + store_filter
+            + " GROUP BY d.store_id, p.w",
             *(list(column) for column in zip(*pieces, strict=True)),
+            *store_arg,
         )
         for row in rows:
             sums = totals[row["w"]][row["store_id"]]
@@ -103,10 +112,12 @@ async def _window_sums(conn: Connection, plans: list[WindowPlan]) -> list[dict[s
             " d.runs[d.run_bounds[r.h + 1] + 1 : d.run_bounds[r.h + 2]] AS runs"
             " FROM unnest($1::bigint[], $2::bigint[], $3::int[]) AS r(hour, day, h)"
             " JOIN store_days d ON d.day_start_us = r.day"
-            " WHERE d.run_bounds[r.h + 2] > d.run_bounds[r.h + 1]",
+            " WHERE d.run_bounds[r.h + 2] > d.run_bounds[r.h + 1]"
+            + store_filter.replace("$5", "$4"),
             hours,
             [floor_to(h, DAY_US) for h in hours],
             [(h - floor_to(h, DAY_US)) // HOUR_US for h in hours],
+            *store_arg,
         )
         for row in rows:
             flat = row["runs"]
@@ -173,7 +184,11 @@ async def _as_of_fixes(
     return fixes
 
 
-async def assemble_report(pool: asyncpg.Pool, requested_as_of_us: int | None) -> AssembledReport:
+async def assemble_report(
+    pool: asyncpg.Pool, requested_as_of_us: int | None, only_store: str | None = None
+) -> AssembledReport:
+    """The report as of ``requested_as_of_us`` (None: the newest poll), of every store or,
+    with ``only_store``, of that one (its row, computed exactly as in the full report)."""
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         # The statements read every store's days once: JIT compilation (triggered by the
         # planner's guess for generate_series) cost more than the query, and the sorts and
@@ -187,10 +202,12 @@ async def assemble_report(pool: asyncpg.Pool, requested_as_of_us: int | None) ->
         plans = plan_report(as_of_us)
         stores = await conn.fetch(
             "SELECT store_id, first_poll_us, last_poll_us, last_active, tail_end_us, schedule::text"
-            " AS schedule, zone FROM stores WHERE first_poll_us <= $1",
+            " AS schedule, zone FROM stores WHERE first_poll_us <= $1"
+            + (" AND store_id = $2" if only_store is not None else ""),
             as_of_us,
+            *([only_store] if only_store is not None else []),
         )
-        per_window = await _window_sums(conn, plans)
+        per_window = await _window_sums(conn, plans, only_store)
         fixes = await _as_of_fixes(conn, list(stores), as_of_us)
     rows: list[StoreWindows] = []
     for store in stores:
@@ -207,4 +224,4 @@ async def assemble_report(pool: asyncpg.Pool, requested_as_of_us: int | None) ->
                 store_id, as_of_us, [(s[0], s[1]) for s in sums], summary, fixes.get(store_id)
             )
         )
-    return AssembledReport(as_of_us, render_csv(rows), len(rows))
+    return AssembledReport(as_of_us, render_csv(rows), len(rows), tuple(rows))

@@ -9,6 +9,7 @@ from datetime import datetime
 import asyncpg
 
 PENDING, RUNNING, COMPLETE, FAILED = "Pending", "Running", "Complete", "Failed"
+STATUSES = (PENDING, RUNNING, COMPLETE, FAILED)
 
 
 @dataclass(frozen=True, slots=True)

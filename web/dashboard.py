@@ -1,0 +1,456 @@
+"""The dashboard, served by the API under ``/dashboard/``: plain HTML pages rendered here,
+charts drawn in the browser by uPlot (fetched once by ``storemon assets``) and a small script
+of ours, ``static/dashboard.js``. No build step.
+
+===============================  ============================================================
+``/dashboard/``                  the fleet: stores, business-hours uptime over the last day
+                                 and week, a heatmap of uptime by UTC hour over the last
+                                 week, a chart of the same, the stores with most downtime
+``/dashboard/stores/{id}``       one store's week: business hours shaded, up and down bands,
+                                 each poll a dot, its report numbers beside the chart
+``/dashboard/reports``           the newest reports, their status and download links
+``/dashboard/login``             a form for the API token; it is kept in an HttpOnly,
+                                 SameSite=Strict cookie that GET requests accept
+===============================  ============================================================
+
+Each page carries its chart data as JSON in a ``<script type="application/json">`` element;
+every text that came from data is HTML-escaped. The fleet's report numbers come from the
+same assembly as a report job, cached for ``FLEET_CACHE_S`` and rebuilt by one request at a
+time (a 100,000-store fleet takes seconds to assemble).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+from urllib.parse import quote
+
+import asyncpg
+import orjson
+from aiohttp import web
+
+from storemon.aggregates.report import WINDOWS, StoreWindows, format_hundredths
+from storemon.aggregates.schedule import Schedule
+from storemon.aggregates.timebase import DAY_US, HOUR_US, MINUTE_US, floor_to, us_to_datetime
+from storemon.db import dashboard as queries
+from storemon.db.assemble import AssembledReport, assemble_report, newest_poll_us
+from storemon.web import assets
+from storemon.web.keys import POOL, SETTINGS
+from storemon.web.security import TOKEN_COOKIE, token_matches
+
+FLEET_CACHE_S = 60.0
+WORST_STORES = 15
+REPORTS_LISTED = 50
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+OWN_ASSETS = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
+VENDOR_TYPES = {".js": "text/javascript", ".css": "text/css", ".txt": "text/plain"}
+
+
+# ------------------------------------------------------------------------------ formatting
+
+
+def esc(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def when(ts_us: int | None) -> str:
+    if ts_us is None:
+        return "\u2013"
+    return us_to_datetime(ts_us).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def percent(up_us: int, down_us: int) -> str:
+    total = up_us + down_us
+    return f"{100 * up_us / total:.1f} %" if total else "\u2013"
+
+
+def heat_colour(up_us: int, down_us: int) -> str:
+    """Red (all down) through yellow to green (all up); grey without business time."""
+    total = up_us + down_us
+    if not total:
+        return "#e5e7eb"
+    return f"hsl({round(120 * up_us / total)}, 70%, 45%)"
+
+
+def json_for_script(value: Any) -> str:
+    """JSON safe inside a <script> element (no "</" can close it early)."""
+    return orjson.dumps(value).decode().replace("</", "<\\/")
+
+
+def schedule_text(schedule: Schedule) -> list[str]:
+    if not schedule:
+        return ["open around the clock (no business hours given)"]
+    lines = []
+    for interval in schedule:
+        start, end = interval.start_s, interval.end_s
+        next_day = " (next day)" if end >= 24 * 3600 else ""
+        lines.append(
+            f"{WEEKDAYS[interval.weekday]} {start // 3600:02d}:{start % 3600 // 60:02d}"
+            f"\u2013{end // 3600 % 24:02d}:{end % 3600 // 60:02d}{next_day}"
+        )
+    return lines
+
+
+def page(title: str, body: str, *, charts: bool = False, logout: bool = False) -> web.Response:
+    vendor = ""
+    if charts and assets.vendor_ready():
+        vendor = (
+            '<link rel="stylesheet" href="/dashboard/assets/vendor/uPlot.min.css">'
+            '<script src="/dashboard/assets/vendor/uPlot.iife.min.js"></script>'
+        )
+    elif charts:
+        body = (
+            '<p class="notice" id="no-charts">Charts are off: the charting library is missing'
+            " (run <code>storemon assets</code> on the API's machine).</p>" + body
+        )
+    nav = (
+        '<nav><a href="/dashboard/">Fleet</a><a href="/dashboard/reports">Reports</a>'
+        '<form method="get" action="/dashboard/store"><input name="store_id" '
+        'placeholder="store id" aria-label="store id"><button>Open</button></form>'
+        + ('<a href="/dashboard/logout">Log out</a>' if logout else "")
+        + "</nav>"
+    )
+    document = (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{esc(title)}'
+        ' · storemon</title><link rel="stylesheet" href="/dashboard/assets/dashboard.css">'
+        f"{vendor}</head><body><header><h1>storemon</h1>{nav}</header><main>"
+        f'{body}</main><script src="/dashboard/assets/dashboard.js"></script></body></html>'
+    )
+    return web.Response(
+        text=document,
+        content_type="text/html",
+        headers={
+            "Cache-Control": "no-store",
+            "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline';"
+            " img-src 'self' data:; frame-ancestors 'none'",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
+
+
+# ------------------------------------------------------------------------------ fleet cache
+
+
+@dataclass
+class FleetCache:
+    """The last fleet-wide assembly, rebuilt when older than FLEET_CACHE_S or when a newer
+    poll has arrived, by one request at a time."""
+
+    built_at: float = float("-inf")
+    newest_us: int | None = None
+    report: AssembledReport | None = None
+    lock: asyncio.Lock | None = None
+
+    async def get(self, pool: asyncpg.Pool, newest_us: int) -> AssembledReport:
+        if self.lock is None:
+            self.lock = asyncio.Lock()
+        async with self.lock:
+            fresh = time.monotonic() - self.built_at < FLEET_CACHE_S
+            if self.report is None or not fresh or self.newest_us != newest_us:
+                self.report = await assemble_report(pool, newest_us)
+                self.newest_us = newest_us
+                self.built_at = time.monotonic()
+            return self.report
+
+
+FLEET = web.AppKey("fleet_cache", FleetCache)
+TOKEN_WANTED = web.AppKey("dashboard_token_wanted", bool)
+
+
+def _pool(request: web.Request) -> asyncpg.Pool:
+    return request.app[POOL]
+
+
+# ------------------------------------------------------------------------------ fleet page
+
+
+def fleet_totals(rows: Iterable[StoreWindows]) -> tuple[list[int], list[int]]:
+    """Sums over the fleet of up and down per window (hour, day, week)."""
+    up, down = [0, 0, 0], [0, 0, 0]
+    for row in rows:
+        for w in range(3):
+            up[w] += row.up_us[w]
+            down[w] += row.down_us[w]
+    return up, down
+
+
+def worst_stores(rows: Iterable[StoreWindows], count: int) -> list[StoreWindows]:
+    """The stores with most downtime over the week (then the day), ties by id."""
+    ranked = sorted(rows, key=lambda r: (-r.down_us[2], -r.down_us[1], r.store_id))
+    return [r for r in ranked[:count] if r.down_us[2] > 0]
+
+
+def heatmap_html(hours: list[tuple[int, int, int]]) -> str:
+    by_day: dict[int, dict[int, tuple[int, int]]] = {}
+    for hour, up, down in hours:
+        day = floor_to(hour, DAY_US)
+        by_day.setdefault(day, {})[(hour - day) // HOUR_US] = (up, down)
+    head = "".join(f"<th>{h:02d}</th>" for h in range(24))
+    lines = [f'<table class="heatmap" id="heatmap"><tr><th>UTC</th>{head}</tr>']
+    for day in sorted(by_day):
+        cells = []
+        for h in range(24):
+            if h not in by_day[day]:
+                cells.append('<td class="outside"></td>')
+                continue
+            up, down = by_day[day][h]
+            label = f"{when(day + h * HOUR_US)}: {percent(up, down)} up"
+            if up + down:
+                label += f" ({(up + down) / HOUR_US:.1f} store-hours open)"
+            cells.append(
+                f'<td style="background:{heat_colour(up, down)}" title="{esc(label)}"></td>'
+            )
+        lines.append(
+            f"<tr><th>{us_to_datetime(day).strftime('%a %d %b')}</th>{''.join(cells)}</tr>"
+        )
+    lines.append("</table>")
+    return "".join(lines)
+
+
+async def fleet_page(request: web.Request) -> web.Response:
+    pool = _pool(request)
+    async with pool.acquire() as conn:
+        newest = await newest_poll_us(conn)
+    logout = request.app[TOKEN_WANTED]
+    if newest is None:
+        body = (
+            '<h2>Fleet</h2><p id="empty">No poll has been ingested yet. Replay the files'
+            " (<code>storemon replay</code>) or publish polls, then come back.</p>"
+        )
+        return page("Fleet", body, logout=logout)
+    report = await request.app[FLEET].get(pool, newest)
+    week_start = floor_to(newest, HOUR_US) - 167 * HOUR_US
+    async with pool.acquire() as conn:
+        hours = await queries.fleet_hours(conn, week_start, floor_to(newest, HOUR_US) + HOUR_US)
+    up, down = fleet_totals(report.rows)
+    worst = worst_stores(report.rows, WORST_STORES)
+    worst_rows = "".join(
+        f'<tr><td><a href="/dashboard/stores/{quote(r.store_id, safe="")}">{esc(r.store_id)}'
+        f"</a></td><td>{format_hundredths(r.down_us[2], HOUR_US)}</td>"
+        f"<td>{format_hundredths(r.up_us[2], HOUR_US)}</td>"
+        f"<td>{format_hundredths(r.down_us[1], HOUR_US)}</td>"
+        f"<td>{format_hundredths(r.down_us[0], MINUTE_US)}</td></tr>"
+        for r in worst
+    )
+    chart = {
+        "x": [h // 1_000_000 for h, _, _ in hours],
+        "uptime": [round(100 * u / (u + d), 2) if u + d else None for _, u, d in hours],
+    }
+    body = f"""
+<h2>Fleet</h2>
+<p class="as-of">Report time: <strong id="as-of">{esc(when(report.as_of_us))}</strong>
+(the newest poll); numbers are business-hours time, as in the report.</p>
+<div class="kpis">
+  <div class="kpi"><span class="value" id="kpi-stores">{report.row_count}</span>
+    <span class="label">stores</span></div>
+  <div class="kpi"><span class="value" id="kpi-day">{percent(up[1], down[1])}</span>
+    <span class="label">uptime, last 24 h</span></div>
+  <div class="kpi"><span class="value" id="kpi-week">{percent(up[2], down[2])}</span>
+    <span class="label">uptime, last 7 days</span></div>
+  <div class="kpi"><span class="value">{format_hundredths(down[2], HOUR_US)} h</span>
+    <span class="label">downtime, last 7 days (all stores)</span></div>
+</div>
+<h3>Uptime by hour, last week</h3>
+<p class="hint">Share of the fleet's open store-hours that were up, per UTC hour; grey: no
+store open.</p>
+{heatmap_html(hours)}
+<div class="chart" id="fleet-chart" data-chart="fleet"></div>
+<script type="application/json" id="chart-data">{json_for_script(chart)}</script>
+<h3>Most downtime, last 7 days</h3>
+<table class="numbers" id="worst-stores"><tr><th>store</th><th>down, week (h)</th>
+<th>up, week (h)</th><th>down, day (h)</th><th>down, hour (min)</th></tr>{worst_rows}</table>
+"""
+    return page("Fleet", body, charts=True, logout=logout)
+
+
+# ------------------------------------------------------------------------------ store page
+
+
+def numbers_table(row: StoreWindows | None) -> str:
+    if row is None:
+        return '<p id="store-numbers">Not in the report yet (no poll before the report time).</p>'
+    names = ("last hour", "last day", "last week")
+    lines = ['<table class="numbers" id="store-numbers"><tr><th></th><th>up</th><th>down</th>']
+    for w, (name, (_, unit)) in enumerate(zip(names, WINDOWS, strict=True)):
+        unit_name = "min" if unit == MINUTE_US else "h"
+        lines.append(
+            f"<tr><th>{name}</th><td>{format_hundredths(row.up_us[w], unit)} {unit_name}</td>"
+            f"<td>{format_hundredths(row.down_us[w], unit)} {unit_name}</td></tr>"
+        )
+    lines.append("</table>")
+    return "".join(lines)
+
+
+async def store_page(request: web.Request) -> web.Response:
+    store_id = request.match_info["store_id"]
+    pool = _pool(request)
+    async with pool.acquire() as conn:
+        newest = await newest_poll_us(conn)
+    logout = request.app[TOKEN_WANTED]
+    hi = newest if newest is not None else 0
+    lo = hi - 7 * DAY_US
+    async with pool.acquire() as conn:
+        week = await queries.store_week(conn, store_id, lo, hi) if newest is not None else None
+    if week is None:
+        body = f'<h2>Store {esc(store_id)}</h2><p id="not-found">No such store.</p>'
+        response = page("Store", body, logout=logout)
+        response.set_status(404)
+        return response
+    report = await assemble_report(pool, newest, only_store=store_id)
+    row = report.rows[0] if report.rows else None
+    up_polls = sum(1 for _, active in week.polls if active)
+    chart = {
+        "lo": lo // 1_000_000,
+        "hi": hi // 1_000_000,
+        "sessions": [[a // 1_000_000, b // 1_000_000] for a, b in week.sessions],
+        "runs": [[a // 1_000_000, b // 1_000_000, int(up)] for a, b, up in week.runs],
+        "polls": [[ts // 1_000_000, int(active)] for ts, active in week.polls],
+    }
+    schedule = "".join(f"<li>{esc(line)}</li>" for line in schedule_text(week.schedule))
+    body = f"""
+<h2>Store <span id="store-id">{esc(store_id)}</span></h2>
+<p class="as-of">Week ending <strong>{esc(when(hi))}</strong> (the newest poll) · time zone
+<strong>{esc(week.zone)}</strong></p>
+<div class="store">
+  <div class="timeline">
+    <div class="chart" id="store-chart" data-chart="store"></div>
+    <p class="legend"><span class="swatch open"></span>business hours
+    <span class="swatch up"></span>up <span class="swatch down"></span>down
+    <span class="dot up"></span>poll: active <span class="dot down"></span>poll: inactive</p>
+    <p id="poll-count">{len(week.polls)} polls this week, {up_polls} active.</p>
+  </div>
+  <aside>
+    <h3>Report numbers</h3>
+    {numbers_table(row)}
+    <h3>Business hours (local time)</h3>
+    <ul class="schedule">{schedule}</ul>
+  </aside>
+</div>
+<script type="application/json" id="chart-data">{json_for_script(chart)}</script>
+"""
+    return page(f"Store {store_id}", body, charts=True, logout=logout)
+
+
+async def store_lookup(request: web.Request) -> web.Response:
+    store_id = request.query.get("store_id", "").strip()
+    target = f"/dashboard/stores/{quote(store_id, safe='')}" if store_id else "/dashboard/"
+    raise web.HTTPSeeOther(target)
+
+
+# ------------------------------------------------------------------------------ reports page
+
+
+async def reports_page(request: web.Request) -> web.Response:
+    async with _pool(request).acquire() as conn:
+        listed = await queries.recent_reports(conn, REPORTS_LISTED)
+    lines = []
+    for r in listed:
+        links = ""
+        if r.status == "Complete":
+            links = " ".join(
+                f'<a href="/get_report?report_id={r.report_id}&amp;format={fmt}">{fmt}</a>'
+                for fmt in ("csv", "json", "parquet")
+            )
+        lines.append(
+            f'<tr class="{esc(r.status.lower())}"><td><code>{r.report_id}</code></td>'
+            f"<td>{esc(r.status)}</td><td>{esc(when(r.as_of_us or r.requested_as_of_us))}</td>"
+            f"<td>{r.created_at.strftime('%Y-%m-%d %H:%M:%S UTC')}</td>"
+            f"<td>{r.row_count if r.row_count is not None else ''}</td>"
+            f"<td>{esc(r.error or '')}</td><td>{links}</td></tr>"
+        )
+    body = (
+        "<h2>Reports</h2><p>The newest reports first. Start one with <code>POST "
+        '/trigger_report</code>.</p><table class="numbers" id="reports"><tr><th>report</th>'
+        "<th>status</th><th>as of</th><th>requested</th><th>stores</th><th>error</th>"
+        f"<th>download</th></tr>{''.join(lines)}</table>"
+    )
+    return page("Reports", body, logout=request.app[TOKEN_WANTED])
+
+
+# ------------------------------------------------------------------------------ login, assets
+
+
+async def login_form(request: web.Request) -> web.Response:
+    failed = request.query.get("failed") == "1"
+    body = (
+        "<h2>Log in</h2>"
+        + ('<p class="notice">That token is not right.</p>' if failed else "")
+        + '<form method="post" action="/dashboard/login" class="login">'
+        '<label>API token <input type="password" name="token" autocomplete="current-password">'
+        "</label><button>Log in</button></form>"
+    )
+    return page("Log in", body)
+
+
+async def login_submit(request: web.Request) -> web.Response:
+    form = await request.post()
+    given = form.get("token")
+    if not isinstance(given, str) or not token_matches(given, request.app[SETTINGS].api_token):
+        raise web.HTTPSeeOther("/dashboard/login?failed=1")
+    response = web.HTTPSeeOther("/dashboard/")
+    response.set_cookie(
+        TOKEN_COOKIE, given, httponly=True, samesite="Strict", path="/", max_age=12 * 3600
+    )
+    raise response
+
+
+async def logout(request: web.Request) -> web.Response:
+    response = web.HTTPSeeOther("/dashboard/login")
+    response.del_cookie(TOKEN_COOKIE, path="/")
+    raise response
+
+
+async def own_asset(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    if name not in OWN_ASSETS:
+        raise web.HTTPNotFound()
+    data = (resources.files("storemon.web") / "static" / name).read_bytes()
+    return web.Response(body=data, content_type=OWN_ASSETS[name])
+
+
+async def vendor_asset(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    if name not in assets.VENDOR_FILES.values():  # fixed names: no path from the client
+        raise web.HTTPNotFound()
+    path = assets.vendor_dir() / name
+    if not path.is_file():
+        raise web.HTTPNotFound()
+    suffix = name[name.rfind(".") :]
+    return web.Response(
+        body=path.read_bytes(),
+        content_type=VENDOR_TYPES[suffix],
+        headers={"Cache-Control": "max-age=86400"},
+    )
+
+
+PUBLIC_PATHS = frozenset({"/dashboard/login"})
+PUBLIC_PREFIXES = ("/dashboard/assets/",)
+
+
+def is_public(path: str) -> bool:
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+
+
+def add_routes(app: web.Application, token: str) -> None:
+    app[FLEET] = FleetCache()
+    app[TOKEN_WANTED] = bool(token)
+    app.router.add_get("/dashboard/", fleet_page)
+    app.router.add_get("/dashboard", lambda _: _redirect("/dashboard/"))
+    app.router.add_get("/dashboard/store", store_lookup)
+    app.router.add_get("/dashboard/stores/{store_id}", store_page)
+    app.router.add_get("/dashboard/reports", reports_page)
+    app.router.add_get("/dashboard/login", login_form)
+    app.router.add_post("/dashboard/login", login_submit)
+    app.router.add_get("/dashboard/logout", logout)
+    app.router.add_get("/dashboard/assets/vendor/{name}", vendor_asset)
+    app.router.add_get("/dashboard/assets/{name}", own_asset)
+
+
+async def _redirect(target: str) -> web.Response:
+    raise web.HTTPSeeOther(target)
