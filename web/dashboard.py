@@ -70,11 +70,13 @@ def percent(up_us: int, down_us: int) -> str:
 
 
 def heat_colour(up_us: int, down_us: int) -> str:
-    """Red (all down) through yellow to green (all up); grey without business time."""
+    """Red (half the time down or worse) through yellow to green (all up); grey without
+    business time. The scale starts at 50 % so the hours that matter stand apart."""
     total = up_us + down_us
     if not total:
         return "#e5e7eb"
-    return f"hsl({round(120 * up_us / total)}, 70%, 45%)"
+    share = max(0.0, (up_us / total - 0.5) * 2)
+    return f"hsl({round(120 * share)}, 70%, 45%)"
 
 
 def json_for_script(value: Any) -> str:
@@ -88,10 +90,14 @@ def schedule_text(schedule: Schedule) -> list[str]:
     lines = []
     for interval in schedule:
         start, end = interval.start_s, interval.end_s
-        next_day = " (next day)" if end >= 24 * 3600 else ""
+        if end - start >= 24 * 3600:
+            lines.append(f"{WEEKDAYS[interval.weekday]} all day")
+            continue
+        next_day = " (next day)" if end > 24 * 3600 else ""
+        end_text = "24:00" if end == 24 * 3600 else f"{end // 3600 % 24:02d}:{end % 3600 // 60:02d}"
         lines.append(
             f"{WEEKDAYS[interval.weekday]} {start // 3600:02d}:{start % 3600 // 60:02d}"
-            f"\u2013{end // 3600 % 24:02d}:{end % 3600 // 60:02d}{next_day}"
+            f"\u2013{end_text}{next_day}"
         )
     return lines
 
@@ -257,8 +263,8 @@ async def fleet_page(request: web.Request) -> web.Response:
     <span class="label">downtime, last 7 days (all stores)</span></div>
 </div>
 <h3>Uptime by hour, last week</h3>
-<p class="hint">Share of the fleet's open store-hours that were up, per UTC hour; grey: no
-store open.</p>
+<p class="hint">Share of the fleet's open store-hours that were up, per UTC hour: green 100 %,
+yellow 75 %, red 50 % or less; grey: no store open.</p>
 {heatmap_html(hours)}
 <div class="chart" id="fleet-chart" data-chart="fleet"></div>
 <script type="application/json" id="chart-data">{json_for_script(chart)}</script>

@@ -76,7 +76,7 @@
         { label: "poll: inactive", ...dots("#7f1d1d"), value: (u, v) => (v == null ? "" : "poll") },
       ],
       axes: [{}, { show: false }],
-      legend: { show: true },
+      legend: { show: false }, // the page has its own legend under the chart
     };
     const series = [
       x,

@@ -70,6 +70,27 @@ def merge_runs(
     return merged
 
 
+def with_open_tail(
+    runs: list[tuple[int, int, bool]],
+    last_poll_us: int | None,
+    last_active: bool | None,
+    tail_end_us: int | None,
+    lo_us: int,
+    hi_us: int,
+) -> list[tuple[int, int, bool]]:
+    """The stored runs end at the last poll in business hours; a report extends that poll's
+    status to the end of its session or to the report time (the open tail). So does the
+    chart, to show what the report counts."""
+    if last_poll_us is None or last_active is None or tail_end_us is None:
+        return runs
+    start, end = max(last_poll_us, lo_us), min(tail_end_us, hi_us)
+    if end <= start:
+        return runs
+    if runs and runs[-1][1] == start and runs[-1][2] == last_active:
+        return [*runs[:-1], (runs[-1][0], end, last_active)]
+    return [*runs, (start, end, last_active)]
+
+
 def clipped_sessions(
     schedule: Schedule, zone: str, lo_us: int, hi_us: int
 ) -> list[tuple[int, int]]:
@@ -111,8 +132,8 @@ class StoreWeek:
 
 async def store_week(conn: Connection, store_id: str, lo_us: int, hi_us: int) -> StoreWeek | None:
     store = await conn.fetchrow(
-        "SELECT schedule::text AS schedule, zone, first_poll_us, newest_poll_us"
-        " FROM stores WHERE store_id = $1",
+        "SELECT schedule::text AS schedule, zone, first_poll_us, newest_poll_us,"
+        " last_poll_us, last_active, tail_end_us FROM stores WHERE store_id = $1",
         store_id,
     )
     if store is None:
@@ -139,7 +160,14 @@ async def store_week(conn: Connection, store_id: str, lo_us: int, hi_us: int) ->
         first_poll_us=store["first_poll_us"],
         newest_poll_us=store["newest_poll_us"],
         sessions=clipped_sessions(schedule, store["zone"], lo_us, hi_us),
-        runs=merge_runs((day["runs"] for day in days), lo_us, hi_us),
+        runs=with_open_tail(
+            merge_runs((day["runs"] for day in days), lo_us, hi_us),
+            store["last_poll_us"],
+            store["last_active"],
+            store["tail_end_us"],
+            lo_us,
+            hi_us,
+        ),
         polls=polls,
     )
 

@@ -1,0 +1,370 @@
+"""The operator's and owner's views against a live pipeline (real broker, real database, a
+worker process, the API in this process): the dashboard pages, checked against the batch
+command's report and opened in real headless Chromium (screenshots kept as CI artifacts),
+both Prometheus endpoints parsed with the Prometheus client's parser, and `storemon status`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import dataclasses
+import io
+import os
+import re
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp.test_utils import TestServer
+from prometheus_client.parser import text_string_to_metric_families
+
+from storemon.aggregates.timebase import format_utc, parse_poll_timestamp
+from storemon.settings import Settings
+from storemon.streams import messages
+from storemon.web import assets
+from storemon.web.app import build_app
+
+from .browser import chromium_binary, headless_chromium
+from .pipeline import REPO, Pipeline, batch_csv, generate, read_messages
+
+pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.timeout(300)]
+
+TOKEN = "dash-board-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+ARTIFACTS = Path(os.environ.get("STOREMON_TEST_ARTIFACTS", REPO / "out" / "test-artifacts"))
+BAD_POLL = (
+    b'{"store_id": "s-bad", "status": "sleeping", "timestamp_utc": "2023-01-20 10:00:00 UTC"}'
+)
+
+
+@dataclasses.dataclass
+class Live:
+    pipeline: Pipeline
+    dataset: Path
+    base: str  # the API's address
+    report_id: str
+    batch: dict[str, list[str]]  # store_id -> the batch report's fields
+    polls: list[tuple[str, str, bytes]]
+
+
+@pytest.fixture(scope="module")
+async def live(
+    service_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Live]:
+    tmp = tmp_path_factory.mktemp("dashboard")
+    dataset = generate(tmp / "set", stores=40, days=9, seed=41)
+    pipeline = await Pipeline.create(service_settings, "dashboard", tmp)
+    pipeline.settings = dataclasses.replace(pipeline.settings, api_token=TOKEN)
+    server = TestServer(build_app(pipeline.settings), host="127.0.0.1")
+    try:
+        reference, polls = read_messages(dataset)
+        pipeline.start_worker()
+        await pipeline.publish([*reference, *polls, (messages.POLLS, "s-bad", BAD_POLL)])
+        await pipeline.wait_consumed()
+        await server.start_server()
+        base = str(server.make_url("")).rstrip("/")
+        async with (
+            aiohttp.ClientSession(headers=AUTH) as session,
+            session.post(f"{base}/trigger_report") as response,
+        ):
+            assert response.status == 202
+            report_id = (await response.json())["report_id"]
+        await pipeline.wait_report(uuid.UUID(report_id))
+        rows = list(csv.reader(io.StringIO(batch_csv(dataset))))[1:]
+        yield Live(pipeline, dataset, base, report_id, {r[0]: r for r in rows}, polls)
+    finally:
+        await server.close()
+        await pipeline.close()
+
+
+async def fetch(live: Live, path: str, **kwargs: Any) -> tuple[int, str, Any]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(live.base + path, allow_redirects=False, **kwargs) as response,
+    ):
+        return response.status, (await response.read()).decode(errors="replace"), response.headers
+
+
+def most_down(batch: dict[str, list[str]], count: int) -> list[str]:
+    def key(row: list[str]) -> tuple[float, float, str]:
+        return (-float(row[6]), -float(row[5]), row[0])
+
+    return [r[0] for r in sorted(batch.values(), key=key) if float(r[6]) > 0][:count]
+
+
+# ------------------------------------------------------------------------------ pages
+
+
+async def test_dashboard_needs_the_token(live: Live) -> None:
+    status, _, headers = await fetch(live, "/dashboard/")
+    assert status == 303
+    assert headers["Location"] == "/dashboard/login"
+    status, body, _ = await fetch(live, "/dashboard/login")
+    assert status == 200
+    assert 'type="password"' in body
+    assert (await fetch(live, "/dashboard/assets/dashboard.js"))[0] == 200  # public
+
+    # unsafe=True: keep cookies of an IP address (the API listens on 127.0.0.1)
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+        async with browser.post(
+            f"{live.base}/dashboard/login", data={"token": "wrong"}, allow_redirects=False
+        ) as response:
+            assert response.status == 303
+            assert response.headers["Location"] == "/dashboard/login?failed=1"
+        async with browser.post(
+            f"{live.base}/dashboard/login", data={"token": TOKEN}, allow_redirects=False
+        ) as response:
+            assert response.status == 303
+            cookie = response.cookies["storemon_token"]
+            assert cookie["httponly"]
+            assert cookie["samesite"] == "Strict"
+        async with browser.get(f"{live.base}/dashboard/", allow_redirects=False) as response:
+            assert response.status == 200  # the cookie opens the pages...
+        async with browser.get(
+            f"{live.base}/get_report", params={"report_id": live.report_id}
+        ) as response:
+            assert response.status == 200  # ...and the downloads,
+        async with browser.post(f"{live.base}/trigger_report") as response:
+            assert response.status == 401  # but cannot trigger a report
+
+
+async def test_fleet_page_agrees_with_the_batch_report(live: Live) -> None:
+    status, body, headers = await fetch(live, "/dashboard/", headers=AUTH)
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/html")
+    assert "default-src 'self'" in headers["Content-Security-Policy"]
+    assert re.search(r'id="kpi-stores">(\d+)<', body).group(1) == str(len(live.batch))  # type: ignore[union-attr]
+    up = sum(float(r[3]) for r in live.batch.values())
+    down = sum(float(r[6]) for r in live.batch.values())
+    shown = float(re.search(r'id="kpi-week">([\d.]+) %<', body).group(1))  # type: ignore[union-attr]
+    assert abs(shown - 100 * up / (up + down)) <= 0.1
+    table = body[body.index('id="worst-stores"') :]
+    listed = re.findall(r'<a href="/dashboard/stores/[^"]+">([^<]+)</a>', table)
+    assert listed == most_down(live.batch, 15)
+    # The heatmap: a row per UTC day of the week, 24 hours each, every hour labelled.
+    heatmap = body[body.index('id="heatmap"') : body.index("</table>", body.index('id="heatmap"'))]
+    rows = heatmap.count("<tr>") - 1
+    assert 7 <= rows <= 8
+    assert heatmap.count("<td") == 24 * rows
+    assert heatmap.count(" up") == 168  # the week's hours; the rest lie outside it
+
+
+async def test_store_page_shows_its_report_row_and_its_week(live: Live) -> None:
+    store_id = most_down(live.batch, 1)[0]
+    status, body, _ = await fetch(live, f"/dashboard/stores/{store_id}", headers=AUTH)
+    assert status == 200
+    numbers = body[
+        body.index('id="store-numbers"') : body.index("</table>", body.index('id="store-numbers"'))
+    ]
+    cells = re.findall(r"<td>([\d.]+) (?:min|h)</td>", numbers)
+    row = live.batch[store_id]
+    # report columns: up hour, day, week, down hour, day, week; the table: (up, down) per window
+    assert cells == [row[1], row[4], row[2], row[5], row[3], row[6]]
+
+    chart = orjson.loads(re.search(r'id="chart-data">(.*?)</script>', body, re.S).group(1))  # type: ignore[union-attr]
+    assert chart["hi"] - chart["lo"] == 7 * 24 * 3600
+    # The bands are the report's week: the window is exactly the chart's span.
+    up_s = sum(b - a for a, b, active in chart["runs"] if active)
+    down_s = sum(b - a for a, b, active in chart["runs"] if not active)
+    assert abs(up_s / 3600 - float(row[3])) <= 0.01 + len(chart["runs"]) / 3600
+    assert abs(down_s / 3600 - float(row[6])) <= 0.01 + len(chart["runs"]) / 3600
+    # Every poll of the week is a dot.
+    lo_us, hi_us = chart["lo"] * 1_000_000, (chart["hi"] + 1) * 1_000_000
+    stamps = [
+        parse_poll_timestamp(orjson.loads(value)["timestamp_utc"])
+        for _, key, value in live.polls
+        if key == store_id
+    ]
+    expected = sorted(ts // 1_000_000 for ts in stamps if lo_us <= ts < hi_us)
+    assert sorted(t for t, _ in chart["polls"]) == expected
+    for a, b in chart["sessions"]:
+        assert chart["lo"] <= a < b <= chart["hi"]
+
+    status, body, _ = await fetch(live, "/dashboard/stores/no-such-store", headers=AUTH)
+    assert status == 404
+    assert 'id="not-found"' in body
+    status, body, _ = await fetch(live, "/dashboard/stores/%3Cscript%3E", headers=AUTH)
+    assert "<script>" not in body.split("</header>", 1)[1].split("<script", 1)[0]
+
+
+async def test_reports_page_lists_reports_with_downloads(live: Live) -> None:
+    status, body, _ = await fetch(live, "/dashboard/reports", headers=AUTH)
+    assert status == 200
+    assert live.report_id in body
+    for fmt in ("csv", "json", "parquet"):
+        link = f"/get_report?report_id={live.report_id}&amp;format={fmt}"
+        assert link in body
+        status, _, headers = await fetch(live, link.replace("&amp;", "&"), headers=AUTH)
+        assert status == 200
+        assert headers["Content-Disposition"].endswith(f'.{fmt}"')
+
+
+async def test_assets_are_served_by_fixed_name_only(live: Live) -> None:
+    assert assets.vendor_ready(), "run `storemon assets` (scripts/setup does)"
+    status, body, headers = await fetch(live, "/dashboard/assets/vendor/uPlot.iife.min.js")
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/javascript")
+    assert "uPlot" in body
+    for path in (
+        "/dashboard/assets/vendor/package.json",
+        "/dashboard/assets/vendor/..%2F..%2Fsettings.py",
+        "/dashboard/assets/..%2Fapp.py",
+    ):
+        assert (await fetch(live, path))[0] == 404, path
+
+
+# ------------------------------------------------------------------------------ browser
+
+
+@pytest.mark.skipif(chromium_binary() is None, reason="no chromium (scripts/setup installs it)")
+async def test_pages_render_in_headless_chromium(live: Live, tmp_path: Path) -> None:
+    # A store with short business hours and some downtime shows every part of the chart.
+    open_hours: dict[str, float] = {}
+    with (live.dataset / "menu_hours.csv").open() as handle:
+        for row in csv.DictReader(handle):
+            start, end = (
+                sum(int(p) * f for p, f in zip(row[k].split(":"), (3600, 60, 1), strict=True))
+                for k in ("start_time_local", "end_time_local")
+            )
+            open_hours[row["store_id"]] = open_hours.get(row["store_id"], 0) + (end - start) / 3600
+    store_id = min(most_down(live.batch, len(live.batch)), key=lambda s: open_hours.get(s, 168))
+    async with headless_chromium(tmp_path / "profile") as page:
+        await page.open(f"{live.base}/dashboard/stores/{store_id}", headers=AUTH)
+        assert await page.wait_for("document.body.dataset.charts") == "drawn"
+        assert await page.evaluate("document.querySelectorAll('#store-chart canvas').length") >= 1
+        legend = await page.evaluate("document.querySelector('.legend').innerText")
+        assert "business hours" in legend
+        assert "poll: active" in legend
+        assert await page.evaluate("document.querySelectorAll('.schedule li').length") >= 1
+        text = await page.evaluate("document.querySelector('#store-numbers').innerText")
+        row = live.batch[store_id]
+        assert f"{row[6]} h" in text  # the week's downtime, as in the report
+        assert await page.evaluate("document.getElementById('store-id').textContent") == store_id
+        shot = await page.screenshot(ARTIFACTS / "store-page.png")
+        assert shot.stat().st_size > 10_000
+
+        await page.open(f"{live.base}/dashboard/", headers=AUTH)
+        assert await page.wait_for("document.body.dataset.charts") == "drawn"
+        cells = await page.evaluate("document.querySelectorAll('#heatmap td').length")
+        assert cells >= 7 * 24
+        stores = await page.evaluate("document.getElementById('kpi-stores').textContent")
+        assert stores == str(len(live.batch))
+        await page.screenshot(ARTIFACTS / "fleet-page.png")
+
+        await page.open(f"{live.base}/dashboard/reports", headers=AUTH)
+        assert live.report_id in await page.evaluate("document.getElementById('reports').innerText")
+        await page.screenshot(ARTIFACTS / "reports-page.png")
+
+
+# ------------------------------------------------------------------------------ metrics
+
+
+def families(text: str) -> dict[str, Any]:
+    return {family.name: family for family in text_string_to_metric_families(text)}
+
+
+def sample(family: Any, suffix: str = "", **labels: str) -> float:
+    matching = [
+        s.value
+        for s in family.samples
+        if s.name == family.name + suffix and all(s.labels.get(k) == v for k, v in labels.items())
+    ]
+    assert len(matching) == 1, (family.name, labels, family.samples)
+    return float(matching[0])
+
+
+async def test_worker_metrics(live: Live) -> None:
+    port = live.pipeline.settings.worker_web_port
+    url = f"http://127.0.0.1:{port}/metrics"
+    async with aiohttp.ClientSession() as session:
+        async with session.get(url) as response:
+            assert response.status == 401  # the token guards the worker's views too
+        for _ in range(100):  # the report request is committed on the next commit tick
+            async with session.get(url, headers=AUTH) as response:
+                assert response.status == 200
+                found = families(await response.text())
+            lag = found["storemon_consumer_lag"]
+            if lag.samples and sum(s.value for s in lag.samples) == 0:
+                break
+            await asyncio.sleep(0.2)
+    assert {s.labels["topic"] for s in lag.samples} >= {
+        live.pipeline.settings.topic(name) for name in messages.INPUT_TOPICS
+    }
+    assert sum(s.value for s in lag.samples) == 0, lag.samples  # all consumed and committed
+    assert sample(found["storemon_polls_consumed"], "_total") == len(live.polls)
+    rejected = found["storemon_records_rejected"]
+    assert sample(rejected, "_total", source="polls", reason="bad status") == 1
+    assert sample(found["storemon_table_keys"], table="stores") == len(live.batch)
+    assert sample(found["storemon_aggregate_rows_written"], "_total") > 0
+    durations = found["storemon_report_duration_seconds"]
+    assert sample(durations, "_count", status="Complete") >= 1
+    assert sample(found["storemon_reports_finished"], "_total", status="Complete") >= 1
+
+
+async def test_api_metrics(live: Live) -> None:
+    status, text, headers = await fetch(live, "/metrics")
+    assert status == 401
+    status, text, headers = await fetch(live, "/metrics", headers=AUTH)
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/plain")
+    found = families(text)
+    assert sample(found["storemon_stores"]) == len(live.batch)
+    assert sample(found["storemon_reports"], status="Complete") >= 1
+    newest = max(parse_poll_timestamp(orjson.loads(v)["timestamp_utc"]) for *_, v in live.polls)
+    assert sample(found["storemon_newest_poll_timestamp_seconds"]) == newest / 1e6
+    assert sample(found["storemon_table_bytes"], table="store_days") > 0
+    requests = found["storemon_http_requests"]
+    assert sample(requests, "_total", route="/trigger_report", method="POST", status="202") >= 1
+
+
+# ------------------------------------------------------------------------------ status command
+
+
+async def test_status_command(live: Live) -> None:
+    s = live.pipeline.settings
+    env = {
+        **os.environ,
+        "STOREMON_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
+        "STOREMON_DATABASE_URL": s.database_url,
+        "STOREMON_TOPIC_PREFIX": s.topic_prefix,
+        "STOREMON_APP_ID": s.faust_app_id,
+        "STOREMON_WORKER_WEB_PORT": str(s.worker_web_port),
+        "STOREMON_API_PORT": live.base.rsplit(":", 1)[1],
+        "STOREMON_API_TOKEN": TOKEN,
+    }
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "storemon", "status", "--json"],
+        env=env,
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    status = orjson.loads(done.stdout)
+    assert status["kafka"] is True
+    assert status["postgres"] is True
+    assert status["api"] is True
+    assert status["worker"] is True
+    assert status["total_lag"] == 0
+    assert set(status["lag"]) >= {s.topic(messages.POLLS), s.topic(messages.HOURS)}
+    newest = max(parse_poll_timestamp(orjson.loads(v)["timestamp_utc"]) for *_, v in live.polls)
+    assert status["newest_poll"] == format_utc(newest)
+    assert status["stores"] == len(live.batch)
+    assert status["last_report"]["report_id"] == live.report_id
+    assert status["last_report"]["status"] == "Complete"
+    # The plain form says the same to a person.
+    done = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "storemon", "status"], env=env,
+        capture_output=True, timeout=60,
+    )  # fmt: skip
+    text = done.stdout.decode()
+    assert re.search(r"^kafka\s+up", text, re.M)
+    assert re.search(r"^lag\s+0 messages", text, re.M)
+    assert live.report_id in text
