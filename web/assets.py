@@ -65,7 +65,10 @@ def unpack(data: bytes, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
         for member_name, target in VENDOR_FILES.items():
-            member = archive.extractfile(member_name)
+            try:
+                member = archive.extractfile(member_name)
+            except KeyError:
+                member = None
             if member is None:
                 raise AssetError(f"{member_name} missing from the tarball")
             partial = folder / f".{target}.part"
