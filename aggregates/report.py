@@ -51,11 +51,32 @@ def report_fields(row: StoreWindows) -> list[str]:
     return [row.store_id, *ups, *downs]
 
 
+# A store id with none of these characters is written as is; others are quoted by csv.
+_NEEDS_QUOTING = frozenset(',"\r\n')
+
+
 def render_csv(rows: Iterable[StoreWindows]) -> str:
-    """The report CSV: header, then one line per store sorted by ``store_id``."""
+    """The report CSV: header, then one line per store sorted by ``store_id``.
+
+    Lines are joined directly (the numbers never need quoting); a store id that the csv
+    module would quote, or an empty one, goes through it, so the bytes are the same."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(REPORT_HEADER)
+    lines = [buffer.getvalue()]
+    units = [unit for _, unit in WINDOWS]
     for row in sorted(rows, key=lambda r: r.store_id):
-        writer.writerow(report_fields(row))
-    return buffer.getvalue()
+        store_id = row.store_id
+        if not store_id or not _NEEDS_QUOTING.isdisjoint(store_id):
+            buffer.seek(0)
+            buffer.truncate()
+            writer.writerow(report_fields(row))
+            lines.append(buffer.getvalue())
+            continue
+        up, down = row.up_us, row.down_us
+        lines.append(
+            f"{store_id},{format_hundredths(up[0], units[0])},{format_hundredths(up[1], units[1])},"
+            f"{format_hundredths(up[2], units[2])},{format_hundredths(down[0], units[0])},"
+            f"{format_hundredths(down[1], units[1])},{format_hundredths(down[2], units[2])}\n"
+        )
+    return "".join(lines)

@@ -12,7 +12,6 @@ All reads run in one REPEATABLE READ transaction: one consistent snapshot.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -65,69 +64,76 @@ def _split_by_day(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int, int
     return pieces
 
 
+def _pivoted_columns(windows: int, edge_hours: int) -> str:
+    """The select list of one store: up and down per window, then the runs of each edge
+    hour (window and hour numbers are constants of the code, never input).
+
+    A piece (see :func:`_window_sums`) with b = -1 adds a day's totals, with b >= 0 the
+    hours a to b - 1 (two running sums subtracted); a piece of window -1 - k carries edge
+    hour k (hour a of its day), whose runs are sliced out of the day's flat runs; each
+    store has one day per edge hour, so ``max`` just picks its slice."""
+    columns = []
+    for w in range(windows):
+        for total, before in (("up_us", "up_before_us"), ("down_us", "down_before_us")):
+            columns.append(
+                f"coalesce(sum(CASE WHEN p.b < 0 THEN d.{total}"
+                f" ELSE d.{before}[p.b + 1] - d.{before}[p.a + 1] END)"
+                f" FILTER (WHERE p.w = {w}), 0)::bigint"
+            )
+    for k in range(edge_hours):
+        columns.append(
+            "max(d.runs[d.run_bounds[p.a + 1] + 1 : d.run_bounds[p.a + 2]])"
+            f" FILTER (WHERE p.w = {-1 - k})"
+        )
+    return ", ".join(columns)
+
+
 async def _window_sums(
     conn: Connection, plans: list[WindowPlan], only_store: str | None = None
-) -> list[dict[str, list[int]]]:
-    """Per window, store -> [up_us, down_us] of its buckets.
+) -> dict[str, list[int]]:
+    """store -> [up_0, down_0, up_1, down_1, ...]: its buckets' sums in each window.
 
-    One statement adds whole days (their totals) and whole hours (two running sums of their
-    day subtracted), joining each piece to its store-days by the day; a second one fetches
-    the runs of the edge hours (sliced out of each day's runs, at most four distinct hours),
-    which are clipped to the window here. With ``only_store``, that store's rows alone."""
+    One statement, one pass over the store-days the windows touch, one row per store: per
+    window the database adds whole days (their totals) and whole hours (two running sums of
+    their day subtracted); the runs of the at most four hours that windows cut come along,
+    and are clipped to their windows here. With ``only_store``, that store's rows alone."""
+    pieces: list[tuple[int, int, int, int]] = []  # window, day, a, b: see _pivoted_columns
+    for w, plan in enumerate(plans):
+        if plan.day_range is not None:
+            pieces.extend((w, day, 0, -1) for day in range(*plan.day_range, DAY_US))
+        pieces.extend((w, day, a, b) for day, a, b in _split_by_day(plan.hour_ranges))
+    edge_hours = sorted({hour for plan in plans for hour in plan.edge_hours})
+    for k, hour in enumerate(edge_hours):
+        day = floor_to(hour, DAY_US)
+        pieces.append((-1 - k, day, (hour - day) // HOUR_US, -2))
+    if not pieces:
+        return {}
     # A separate statement text per case: a store filter written as "$n IS NULL OR ..."
     # would give the whole-fleet statement a plan made for one store.
     store_filter = " AND d.store_id = $5" if only_store is not None else ""
-    store_arg = [only_store] if only_store is not None else []
-    pieces: list[tuple[int, int, int, int]] = []  # window, day, first hour, end hour (-1: all)
-    edges: dict[int, list[int]] = defaultdict(list)  # edge hour -> the windows it cuts
-    for w, plan in enumerate(plans):
-        if plan.day_range is not None:
-            pieces.extend((w, day, -1, -1) for day in range(*plan.day_range, DAY_US))
-        pieces.extend((w, day, a, b) for day, a, b in _split_by_day(plan.hour_ranges))
-        for hour in plan.edge_hours:
-            edges[hour].append(w)
-    totals: list[dict[str, list[int]]] = [defaultdict(lambda: [0, 0]) for _ in plans]
-    if pieces:
-        rows = await conn.fetch(
-            "SELECT d.store_id, p.w,"
-            " sum(CASE WHEN p.a < 0 THEN d.up_us"
-            "   ELSE d.up_before_us[p.b + 1] - d.up_before_us[p.a + 1] END)::bigint AS up,"
-            " sum(CASE WHEN p.a < 0 THEN d.down_us"
-            "   ELSE d.down_before_us[p.b + 1] - d.down_before_us[p.a + 1] END)::bigint AS down"
-            " FROM unnest($1::int[], $2::bigint[], $3::int[], $4::int[]) AS p(w, day, a, b)"
-            " JOIN store_days d ON d.day_start_us = p.day"
-            + store_filter
-            + " GROUP BY d.store_id, p.w",
-            *(list(column) for column in zip(*pieces, strict=True)),
-            *store_arg,
-        )
-        for row in rows:
-            sums = totals[row["w"]][row["store_id"]]
-            sums[0] += row["up"]
-            sums[1] += row["down"]
-    if edges:
-        hours = sorted(edges)
-        rows = await conn.fetch(
-            "SELECT d.store_id, r.hour,"
-            " d.runs[d.run_bounds[r.h + 1] + 1 : d.run_bounds[r.h + 2]] AS runs"
-            " FROM unnest($1::bigint[], $2::bigint[], $3::int[]) AS r(hour, day, h)"
-            " JOIN store_days d ON d.day_start_us = r.day"
-            " WHERE d.run_bounds[r.h + 2] > d.run_bounds[r.h + 1]"
-            + store_filter.replace("$5", "$4"),
-            hours,
-            [floor_to(h, DAY_US) for h in hours],
-            [(h - floor_to(h, DAY_US)) // HOUR_US for h in hours],
-            *store_arg,
-        )
-        for row in rows:
-            flat = row["runs"]
-            for w in edges[row["hour"]]:
-                lo, hi = plans[w].lo_us, plans[w].hi_us
-                sums = totals[w][row["store_id"]]
+    rows = await conn.fetch(
+        f"SELECT d.store_id, {_pivoted_columns(len(plans), len(edge_hours))}"
+        " FROM unnest($1::int[], $2::bigint[], $3::int[], $4::int[]) AS p(w, day, a, b)"
+        " JOIN store_days d ON d.day_start_us = p.day" + store_filter + " GROUP BY d.store_id",
+        *(list(column) for column in zip(*pieces, strict=True)),
+        *([only_store] if only_store is not None else []),
+    )
+    cuts = [[w for w, plan in enumerate(plans) if hour in plan.edge_hours] for hour in edge_hours]
+    bounds = [(plan.lo_us, plan.hi_us) for plan in plans]
+    totals: dict[str, list[int]] = {}
+    sums_end = 2 * len(plans) + 1
+    for row in rows:
+        sums = list(row[1:sums_end])
+        for k, flat in enumerate(row[sums_end:]):
+            if not flat:
+                continue
+            for w in cuts[k]:
+                lo, hi = bounds[w]
                 for i in range(0, len(flat), 3):
                     overlap = min(flat[i + 1], hi) - max(flat[i], lo)
                     if overlap > 0:
-                        sums[0 if flat[i + 2] else 1] += overlap
+                        sums[2 * w + (0 if flat[i + 2] else 1)] += overlap
+        totals[row[0]] = sums
     return totals
 
 
@@ -200,28 +206,24 @@ async def assemble_report(
         if as_of_us is None:
             raise NoData("no poll has been ingested yet")
         plans = plan_report(as_of_us)
+        # The schedule is needed only where the report time lies before the last poll.
         stores = await conn.fetch(
-            "SELECT store_id, first_poll_us, last_poll_us, last_active, tail_end_us, schedule::text"
-            " AS schedule, zone FROM stores WHERE first_poll_us <= $1"
+            "SELECT store_id, first_poll_us, last_poll_us, last_active, tail_end_us,"
+            " CASE WHEN last_poll_us > $1 THEN schedule::text END AS schedule, zone"
+            " FROM stores WHERE first_poll_us <= $1"
             + (" AND store_id = $2" if only_store is not None else ""),
             as_of_us,
             *([only_store] if only_store is not None else []),
         )
-        per_window = await _window_sums(conn, plans, only_store)
+        per_store = await _window_sums(conn, plans, only_store)
         fixes = await _as_of_fixes(conn, list(stores), as_of_us)
     rows: list[StoreWindows] = []
-    for store in stores:
-        store_id = store["store_id"]
+    nothing = [0] * (2 * len(plans))
+    for store_id, first_poll, last_poll, last_active, tail_end, _, _ in stores:
         summary = StoreSummary(
-            store["first_poll_us"],
-            store["last_poll_us"],
-            bool(store["last_active"]),
-            store["tail_end_us"] if store["tail_end_us"] is not None else 0,
+            first_poll, last_poll, bool(last_active), tail_end if tail_end is not None else 0
         )
-        sums = [tuple(w.get(store_id, (0, 0))) for w in per_window]
-        rows.append(
-            windows_from_buckets(
-                store_id, as_of_us, [(s[0], s[1]) for s in sums], summary, fixes.get(store_id)
-            )
-        )
+        sums = per_store.get(store_id, nothing)
+        buckets = [(sums[i], sums[i + 1]) for i in range(0, len(sums), 2)]
+        rows.append(windows_from_buckets(store_id, as_of_us, buckets, summary, fixes.get(store_id)))
     return AssembledReport(as_of_us, render_csv(rows), len(rows), tuple(rows))
