@@ -365,7 +365,9 @@ async def run_report_job(
                 metrics.observe(status, time.monotonic() - began)
 
         try:
-            built = await asyncio.wait_for(assemble_report(pool, requested), timeout_s)
+            built = await asyncio.wait_for(
+                assemble_report(pool, requested, find_alike=True), timeout_s
+            )
         except NoData as error:
             await db_reports.fail_report(pool, report_id, str(error))
             finished(db_reports.FAILED)
@@ -381,10 +383,12 @@ async def run_report_job(
             await db_reports.fail_report(pool, report_id, f"{error.__class__.__name__}: {error}")
             finished(db_reports.FAILED)
             return
-        await db_reports.complete_report(
-            pool, report_id, built.as_of_us, built.csv_text, built.row_count
+        shared = await db_reports.complete_report(
+            pool, report_id, built.as_of_us, built.csv_text, built.row_count, built.alike_pending
         )
         finished(db_reports.COMPLETE)
+        if metrics is not None and shared:
+            metrics.shared.inc(shared)
         log.info(
             "report %s complete: %d stores as of %s",
             report_id,

@@ -40,7 +40,6 @@ from typing import Any
 import asyncpg
 import orjson
 from aiohttp import web
-from aiohttp.web_response import ContentCoding
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -54,6 +53,7 @@ from storemon.settings import Settings
 from storemon.streams import messages
 from storemon.streams.topics import TopicMismatch, ensure_topics
 from storemon.web import dashboard, formats
+from storemon.web.bodies import BodyCache
 from storemon.web.keys import POOL, SETTINGS
 from storemon.web.security import TOKEN_COOKIE, bearer_token_ok, token_matches
 
@@ -116,6 +116,8 @@ class RequestPublisher:
 PUBLISHER = web.AppKey("publisher", RequestPublisher)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
 METRICS = web.AppKey("metrics", ApiMetrics)
+BODIES = web.AppKey("bodies", BodyCache)
+BODY_CACHE_BYTES = 64 * 1024 * 1024
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
@@ -241,32 +243,43 @@ async def get_report(request: web.Request) -> web.Response:
     pool = request.app[POOL]
     async with asyncio.timeout(DB_TIMEOUT_S):
         record = await db_reports.get_report(pool, report_id)
-        if record is None:
-            return error_response(404, f"no report {report_id}")
-        if record.status != db_reports.COMPLETE:
-            return _status_response(record)
-        csv_text = await db_reports.get_report_csv(pool, report_id)
-    if csv_text is None or record.as_of_us is None:
-        raise RuntimeError(f"report {report_id} is Complete without a CSV or an as_of")
+    if record is None:
+        return error_response(404, f"no report {report_id}")
+    if record.status != db_reports.COMPLETE:
+        return _status_response(record)
+    if record.as_of_us is None:
+        raise RuntimeError(f"report {report_id} is Complete without an as_of")
     as_of = format_utc(record.as_of_us)
+    # Parquet is compressed inside; the text formats travel gzipped when the client says so.
+    gzipped = (
+        report_format != "parquet" and "gzip" in request.headers.get("Accept-Encoding", "").lower()
+    )
+
+    async def render() -> bytes:
+        async with asyncio.timeout(DB_TIMEOUT_S):
+            csv_text = await db_reports.get_report_csv(pool, report_id)
+        if csv_text is None:
+            raise RuntimeError(f"report {report_id} is Complete without a CSV")
+        if report_format == "csv":
+            return csv_text.encode()
+        if report_format == "json":
+            return formats.report_json(report_id, as_of, csv_text)
+        return await asyncio.to_thread(formats.report_parquet, report_id, as_of, csv_text)
+
+    body = await request.app[BODIES].body((str(report_id), report_format, gzipped), render)
     headers = {
         "Content-Disposition": f'attachment; filename="report-{report_id}.{report_format}"',
         "X-Report-As-Of": as_of,
+        "Vary": "Accept-Encoding",
     }
     if record.row_count is not None:
         headers["X-Report-Rows"] = str(record.row_count)
-    if report_format == "csv":
-        body = csv_text.encode()
-    elif report_format == "json":
-        body = formats.report_json(report_id, as_of, csv_text)
-    else:
-        body = await asyncio.to_thread(formats.report_parquet, report_id, as_of, csv_text)
+    if gzipped:
+        headers["Content-Encoding"] = "gzip"
     response = web.Response(body=body, headers=headers)
     response.content_type = formats.CONTENT_TYPES[report_format]
     if report_format != "parquet":
         response.charset = "utf-8"
-        if "gzip" in request.headers.get("Accept-Encoding", "").lower():
-            response.enable_compression(ContentCoding.gzip)
     return response
 
 
@@ -386,6 +399,7 @@ def build_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[REGISTRY] = CollectorRegistry()
     app[METRICS] = ApiMetrics(app[REGISTRY])
+    app[BODIES] = BodyCache(BODY_CACHE_BYTES)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_kafka)
     app.router.add_post("/trigger_report", trigger_report)

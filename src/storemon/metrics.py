@@ -11,7 +11,7 @@ polls per second), ``storemon_records_rejected_total{source,reason}``,
 ``storemon_aggregate_rows_written_total``, ``storemon_batches_total``,
 ``storemon_worker_seconds_total{activity}``, ``storemon_consumer_lag{topic,partition}``,
 ``storemon_table_keys{table}``, ``storemon_report_duration_seconds{status}`` (histogram) and
-``storemon_reports_finished_total{status}``.
+``storemon_reports_finished_total{status}``, ``storemon_reports_answered_alike_total``.
 
 API: ``storemon_http_requests_total{route,method,status}``,
 ``storemon_http_request_duration_seconds{route}``, and, read from PostgreSQL at scrape time,
@@ -110,6 +110,11 @@ class ReportMetrics:
         )
         self.finished = Counter(
             "storemon_reports_finished", "Report jobs finished", ["status"], registry=registry
+        )
+        self.shared = Counter(
+            "storemon_reports_answered_alike",
+            "Pending reports for the same report time answered by another report's job",
+            registry=registry,
         )
 
     def observe(self, status: str, seconds: float) -> None:

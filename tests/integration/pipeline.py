@@ -223,6 +223,7 @@ class Pipeline:
             "STOREMON_REPORT_TIMEOUT_S": str(s.report_timeout_s),
             "STOREMON_API_TOKEN": s.api_token,
             "STOREMON_PRUNE_INTERVAL_S": str(s.prune_interval_s),
+            "STOREMON_LOG_FORMAT": s.log_format,
         }
 
     def start_worker(self) -> None:

@@ -179,6 +179,33 @@ async def test_concurrent_reports_each_get_their_own_answer(
     assert answers == expected
 
 
+async def test_a_burst_of_alike_requests_is_answered_by_one_job(
+    pipeline: Pipeline, dataset: Path
+) -> None:
+    """Requests waiting for the same report time share the first job's answer (it reads a
+    snapshot taken after all of them were stored); another report time gets its own."""
+    await pipeline.ingest_all(dataset)
+    pipeline.stop_worker()
+    _, polls = read_messages(dataset)
+    newest = max(parse_poll_timestamp(orjson.loads(value)["timestamp_utc"]) for *_, value in polls)
+    earlier = format_utc(newest - 5 * HOUR_US)[:19]
+    burst = [await pipeline.request_report() for _ in range(6)]
+    other = await pipeline.request_report(earlier)
+    pipeline.start_worker()
+    answers = [await pipeline.wait_report(report_id) for report_id in burst]
+    assert answers == [batch_csv(dataset)] * len(burst)
+    assert await pipeline.wait_report(other) == batch_csv(dataset, earlier)
+    assert pipeline.pool is not None
+    attempts = dict(
+        await pipeline.pool.fetch(
+            "SELECT report_id, attempts FROM reports WHERE report_id = ANY($1::uuid[])",
+            [*burst, other],
+        )
+    )
+    assert sum(attempts[r] for r in burst) == 1  # one job ran; its answer served all six
+    assert attempts[other] == 1
+
+
 async def test_database_away_mid_replay_is_waited_out(pipeline: Pipeline, dataset: Path) -> None:
     """The worker reaches PostgreSQL through a proxy that the test cuts for some seconds in
     the middle of the replay: it retries with backoff and catches up; nothing is lost."""

@@ -261,3 +261,21 @@ async def test_worker_pages_need_the_token_when_one_is_set(pipeline: Pipeline) -
     log_text = pipeline.log_path.read_text(errors="replace")
     assert "DEBUG" in log_text
     assert "s3cret-token" not in log_text
+
+
+async def test_worker_logs_json_lines_when_asked(pipeline: Pipeline, dataset: Path) -> None:
+    import dataclasses
+
+    import orjson
+
+    pipeline.settings = dataclasses.replace(pipeline.settings, log_format="json")
+    pipeline.loglevel = "info"
+    await pipeline.ingest_all(dataset)
+    pipeline.stop_worker()
+    assert pipeline.log_path is not None
+    lines = [line for line in pipeline.log_path.read_text().splitlines() if line.strip()]
+    assert len(lines) > 5
+    entries = [orjson.loads(line) for line in lines]  # every line is one JSON object
+    for entry in entries:
+        assert {"ts", "level", "logger", "msg"} <= set(entry)
+    assert any(entry["logger"].startswith("faust") for entry in entries)

@@ -10,6 +10,7 @@ import logging
 import tarfile
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -182,3 +183,36 @@ def test_worker_collector_reads_its_sources_at_each_scrape() -> None:
     again = scrape()
     assert again[("storemon_polls_consumed_total", ())] == 45
     assert again[("storemon_consumer_lag", (("partition", "0"), ("topic", "p.polls")))] == 0
+
+
+# ------------------------------------------------------------------------------ body cache
+
+
+async def test_body_cache_renders_once_and_stays_within_its_size() -> None:
+    import gzip
+
+    from storemon.web.bodies import BodyCache
+
+    cache = BodyCache(max_bytes=100)
+    calls: list[str] = []
+
+    def renderer(text: str) -> Callable[[], Awaitable[bytes]]:
+        async def render() -> bytes:
+            calls.append(text)
+            return text.encode()
+
+        return render
+
+    assert await cache.body(("r1", "csv", False), renderer("a" * 40)) == b"a" * 40
+    assert await cache.body(("r1", "csv", False), renderer("other")) == b"a" * 40  # kept
+    assert calls == ["a" * 40]
+    zipped = await cache.body(("r1", "csv", True), renderer("b" * 40))
+    assert gzip.decompress(zipped) == b"b" * 40
+    assert (cache.hits, cache.misses) == (1, 2)
+    await cache.body(("r2", "csv", False), renderer("c" * 60))  # evicts the oldest
+    assert cache.size_bytes <= 100
+    assert cache.get(("r1", "csv", False)) is None
+    assert cache.get(("r2", "csv", False)) == b"c" * 60
+    await cache.body(("r3", "csv", False), renderer("d" * 500))  # too big to keep
+    assert cache.get(("r3", "csv", False)) is None
+    assert cache.size_bytes <= 100

@@ -12,6 +12,7 @@ All reads run in one REPEATABLE READ transaction: one consistent snapshot.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -45,6 +46,9 @@ class AssembledReport:
     csv_text: str
     row_count: int
     rows: tuple[StoreWindows, ...] = ()
+    # Pending reports asked for the same report time and committed before this snapshot:
+    # this report answers them too (see assemble_report).
+    alike_pending: tuple[uuid.UUID, ...] = ()
 
 
 async def newest_poll_us(conn: Connection) -> int | None:
@@ -191,10 +195,19 @@ async def _as_of_fixes(
 
 
 async def assemble_report(
-    pool: asyncpg.Pool, requested_as_of_us: int | None, only_store: str | None = None
+    pool: asyncpg.Pool,
+    requested_as_of_us: int | None,
+    only_store: str | None = None,
+    *,
+    find_alike: bool = False,
 ) -> AssembledReport:
     """The report as of ``requested_as_of_us`` (None: the newest poll), of every store or,
-    with ``only_store``, of that one (its row, computed exactly as in the full report)."""
+    with ``only_store``, of that one (its row, computed exactly as in the full report).
+
+    With ``find_alike``, also the ids of the Pending reports that asked for the same report
+    time and are visible in this snapshot. They were stored before the snapshot began, so
+    this report, read from data at least as new as each of their requests, is a right
+    answer to them too: under a burst of triggers one job answers many."""
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         # The statements read every store's days once: JIT compilation (triggered by the
         # planner's guess for generate_series) cost more than the query, and the sorts and
@@ -217,6 +230,16 @@ async def assemble_report(
         )
         per_store = await _window_sums(conn, plans, only_store)
         fixes = await _as_of_fixes(conn, list(stores), as_of_us)
+        alike: tuple[uuid.UUID, ...] = ()
+        if find_alike:
+            alike = tuple(
+                r[0]
+                for r in await conn.fetch(
+                    "SELECT report_id FROM reports WHERE status = 'Pending'"
+                    " AND requested_as_of_us IS NOT DISTINCT FROM $1",
+                    requested_as_of_us,
+                )
+            )
     rows: list[StoreWindows] = []
     nothing = [0] * (2 * len(plans))
     for store_id, first_poll, last_poll, last_active, tail_end, _, _ in stores:
@@ -226,4 +249,4 @@ async def assemble_report(
         sums = per_store.get(store_id, nothing)
         buckets = [(sums[i], sums[i + 1]) for i in range(0, len(sums), 2)]
         rows.append(windows_from_buckets(store_id, as_of_us, buckets, summary, fixes.get(store_id)))
-    return AssembledReport(as_of_us, render_csv(rows), len(rows), tuple(rows))
+    return AssembledReport(as_of_us, render_csv(rows), len(rows), tuple(rows), alike)

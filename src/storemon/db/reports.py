@@ -67,17 +67,40 @@ async def start_report(pool: asyncpg.Pool, report_id: uuid.UUID) -> int | bool |
 
 
 async def complete_report(
-    pool: asyncpg.Pool, report_id: uuid.UUID, as_of_us: int, csv_text: str, row_count: int
-) -> None:
-    await pool.execute(
-        "UPDATE reports SET status = $2, as_of_us = $3, csv = $4, row_count = $5,"
-        " finished_at = now(), error = NULL WHERE report_id = $1",
-        report_id,
-        COMPLETE,
-        as_of_us,
-        csv_text,
-        row_count,
-    )
+    pool: asyncpg.Pool,
+    report_id: uuid.UUID,
+    as_of_us: int,
+    csv_text: str,
+    row_count: int,
+    also_pending: tuple[uuid.UUID, ...] = (),
+) -> int:
+    """Store the report as Complete, and the same answer for ``also_pending`` reports that
+    are still Pending (their own jobs then find them finished). Returns how many of those."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "UPDATE reports SET status = $2, as_of_us = $3, csv = $4, row_count = $5,"
+            " finished_at = now(), error = NULL WHERE report_id = $1",
+            report_id,
+            COMPLETE,
+            as_of_us,
+            csv_text,
+            row_count,
+        )
+        others = [r for r in also_pending if r != report_id]
+        if not others:
+            return 0
+        status: str = await conn.execute(
+            "UPDATE reports SET status = $2, as_of_us = $3, csv = $4, row_count = $5,"
+            " started_at = now(), finished_at = now(), error = NULL"
+            " WHERE report_id = ANY($1::uuid[]) AND status = $6",
+            others,
+            COMPLETE,
+            as_of_us,
+            csv_text,
+            row_count,
+            PENDING,
+        )
+        return int(status.split()[-1])
 
 
 async def fail_report(pool: asyncpg.Pool, report_id: uuid.UUID, error: str) -> None:
