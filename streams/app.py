@@ -3,7 +3,7 @@
 One agent reads the three input topics as one stream, so a store's schedule, zone and polls
 are applied by one coroutine in the order they arrive and never race; batches of events
 (``take_events``) let it write each table key and each database row once per batch.
-A second agent runs report jobs.
+Report requests have a consumer of their own (:mod:`storemon.streams.report_jobs`).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from storemon.settings import Settings
 from storemon.streams import messages
 from storemon.streams.ingest import Ingestor, retry_forever
 from storemon.streams.offsets import CommitWatchdog, guard_offset_commits
+from storemon.streams.report_jobs import ReportRequestConsumer
 from storemon.web.security import bearer_token_ok
 
 log = logging.getLogger(__name__)
@@ -156,7 +157,6 @@ def create_app(settings: Settings) -> faust.App:  # noqa: C901 (agents are closu
     database = Database(settings.database_url)
     kind_of_topic = {settings.topic(name): name for name in messages.INPUT_TOPICS}
     inputs = _raw_topic(app, *(settings.topic(n) for n in messages.INPUT_TOPICS))
-    report_requests = _raw_topic(app, settings.topic(messages.REPORT_REQUESTS))
     dead_letters = _raw_topic(app, settings.topic(messages.DEAD_LETTERS))
     stores = _raw_table(app, "stores", settings, "store -> schedule, zone, cutoff, polls kept")
 
@@ -182,7 +182,12 @@ def create_app(settings: Settings) -> faust.App:  # noqa: C901 (agents are closu
     app.storemon_ingestor = ingestor  # type: ignore[attr-defined]  # for the operator pages
     registry = CollectorRegistry()
     report_metrics = ReportMetrics(registry)
-    own_topics = {*kind_of_topic, settings.topic(messages.REPORT_REQUESTS)}
+    own_topics = set(kind_of_topic)
+
+    async def answer(raw: bytes | None) -> None:
+        await run_report_job(database, raw, settings.report_timeout_s, report_metrics)
+
+    report_requests = ReportRequestConsumer(settings, answer, stop_unless_done)
 
     def consumer_lag() -> dict[tuple[str, int], int]:
         lag: dict[tuple[str, int], int] = {}
@@ -195,6 +200,7 @@ def create_app(settings: Settings) -> faust.App:  # noqa: C901 (agents are closu
             # Faust's committed offset of a partition is the next offset to process.
             committed = app.consumer._committed_offset.get(tp)  # type: ignore[attr-defined]
             lag[(tp.topic, tp.partition)] = max(0, end - (committed or 0))
+        lag.update(report_requests.lag())
         return lag
 
     def table_keys() -> dict[str, int]:
@@ -208,13 +214,9 @@ def create_app(settings: Settings) -> faust.App:  # noqa: C901 (agents are closu
             async with stop_unless_done("ingesting a batch"):
                 await ingestor.process(events, bind_event)
 
-    @app.agent(report_requests)
-    async def report_jobs(stream: Any) -> None:
-        async for event in stream.events():
-            async with stop_unless_done("running a report job"):
-                await run_report_job(
-                    database, event.value, settings.report_timeout_s, report_metrics
-                )
+    @app.task  # type: ignore[untyped-decorator]
+    async def serve_report_requests() -> None:
+        await report_requests.run()
 
     async def forget_states(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         ingestor.forget()  # partitions moved: states are rebuilt from the tables on demand

@@ -2,7 +2,7 @@
 
 Prints, or with ``--json`` emits as one object: Kafka and PostgreSQL (reachable or not), the
 API and the worker's web views (``/healthz`` and ``/storemon/`` answer or not), the worker
-group's consumer lag per input topic and partition (end offset minus committed offset), the
+groups' consumer lag per topic and partition (input topics and report requests) (end offset minus committed offset), the
 newest poll ingested, and the last report. Nothing is started. Exit status 0 when Kafka and
 PostgreSQL answer, 1 otherwise.
 """
@@ -64,6 +64,7 @@ async def _lag(settings: Settings) -> dict[str, dict[str, int]]:
     from aiokafka.admin import AIOKafkaAdminClient
 
     from storemon.streams import messages
+    from storemon.streams.report_jobs import report_group
 
     names = [*messages.INPUT_TOPICS, messages.REPORT_REQUESTS]
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=5000)
@@ -80,7 +81,9 @@ async def _lag(settings: Settings) -> dict[str, dict[str, int]]:
             for p in range(settings.partitions)
         ]
         ends = await consumer.end_offsets(tps) if tps else {}
-        committed = await admin.list_consumer_group_offsets(settings.faust_app_id)
+        committed = dict(await admin.list_consumer_group_offsets(settings.faust_app_id))
+        # Report requests have a consumer group of their own (streams/report_jobs.py).
+        committed.update(await admin.list_consumer_group_offsets(report_group(settings)))
         lag: dict[str, dict[str, int]] = {}
         for tp in tps:
             done = committed[tp].offset if tp in committed and committed[tp].offset >= 0 else 0
