@@ -1,9 +1,9 @@
 """``storemon status``: is everything up, how far behind is the worker, how fresh is the data.
 
 Prints, or with ``--json`` emits as one object: Kafka and PostgreSQL (reachable or not), the
-API and the worker's web views (``/healthz`` and ``/storemon/`` answer or not), the worker
-groups' consumer lag per topic and partition (input topics and report requests) (end offset minus committed offset), the
-newest poll ingested, and the last report. Nothing is started. Exit status 0 when Kafka and
+API and the worker's web views (``/healthz`` and ``/storemon/`` answer or not), the lag of
+the worker's consumer groups per topic and partition (end offset minus committed offset; the
+input topics and the report requests), the newest poll ingested, and the last report. Nothing is started. Exit status 0 when Kafka and
 PostgreSQL answer, 1 otherwise.
 """
 
