@@ -196,6 +196,19 @@ def parse_report_id(text: str | None) -> uuid.UUID:
         raise BadRequest(f"report_id {text[:100]!r} is not a UUID") from None
 
 
+def accepts_gzip(header: str | None) -> bool:
+    """Whether an ``Accept-Encoding`` header allows gzip (``gzip;q=0`` refuses it)."""
+    for part in (header or "").lower().split(","):
+        coding, _, params = part.strip().partition(";")
+        if coding.strip() in {"gzip", "*"}:
+            quality = params.strip().removeprefix("q=")
+            try:
+                return not params or float(quality) > 0
+            except ValueError:
+                return True
+    return False
+
+
 def parse_format(text: str | None) -> str:
     if text is None or not text.strip():
         return "csv"
@@ -251,9 +264,7 @@ async def get_report(request: web.Request) -> web.Response:
         raise RuntimeError(f"report {report_id} is Complete without an as_of")
     as_of = format_utc(record.as_of_us)
     # Parquet is compressed inside; the text formats travel gzipped when the client says so.
-    gzipped = (
-        report_format != "parquet" and "gzip" in request.headers.get("Accept-Encoding", "").lower()
-    )
+    gzipped = report_format != "parquet" and accepts_gzip(request.headers.get("Accept-Encoding"))
 
     async def render() -> bytes:
         async with asyncio.timeout(DB_TIMEOUT_S):

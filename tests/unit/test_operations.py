@@ -216,3 +216,15 @@ async def test_body_cache_renders_once_and_stays_within_its_size() -> None:
     await cache.body(("r3", "csv", False), renderer("d" * 500))  # too big to keep
     assert cache.get(("r3", "csv", False)) is None
     assert cache.size_bytes <= 100
+
+
+def test_accept_encoding_parsing() -> None:
+    from storemon.web.app import accepts_gzip
+
+    assert accepts_gzip("gzip, deflate")
+    assert accepts_gzip("br;q=1.0, GZIP;q=0.5")
+    assert accepts_gzip("*")
+    assert not accepts_gzip("gzip;q=0")
+    assert not accepts_gzip("deflate, br")
+    assert not accepts_gzip("")
+    assert not accepts_gzip(None)
