@@ -64,7 +64,9 @@ def render_csv(rows: Iterable[StoreWindows]) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(REPORT_HEADER)
     lines = [buffer.getvalue()]
-    units = [unit for _, unit in WINDOWS]
+    (_, hour_unit), (_, day_unit), (_, week_unit) = WINDOWS
+    # format_hundredths written out: (value * 200 + unit) // (2 * unit) hundredths.
+    hour_2, day_2, week_2 = 2 * hour_unit, 2 * day_unit, 2 * week_unit
     for row in sorted(rows, key=lambda r: r.store_id):
         store_id = row.store_id
         if not store_id or not _NEEDS_QUOTING.isdisjoint(store_id):
@@ -74,9 +76,15 @@ def render_csv(rows: Iterable[StoreWindows]) -> str:
             lines.append(buffer.getvalue())
             continue
         up, down = row.up_us, row.down_us
+        a = (up[0] * 200 + hour_unit) // hour_2
+        b = (up[1] * 200 + day_unit) // day_2
+        c = (up[2] * 200 + week_unit) // week_2
+        d = (down[0] * 200 + hour_unit) // hour_2
+        e = (down[1] * 200 + day_unit) // day_2
+        f = (down[2] * 200 + week_unit) // week_2
         lines.append(
-            f"{store_id},{format_hundredths(up[0], units[0])},{format_hundredths(up[1], units[1])},"
-            f"{format_hundredths(up[2], units[2])},{format_hundredths(down[0], units[0])},"
-            f"{format_hundredths(down[1], units[1])},{format_hundredths(down[2], units[2])}\n"
+            f"{store_id},{a // 100}.{a % 100:02d},{b // 100}.{b % 100:02d},"
+            f"{c // 100}.{c % 100:02d},{d // 100}.{d % 100:02d},{e // 100}.{e % 100:02d},"
+            f"{f // 100}.{f % 100:02d}\n"
         )
     return "".join(lines)

@@ -134,6 +134,45 @@ def windows_from_buckets(
     return StoreWindows(store_id, (ups[0], ups[1], ups[2]), (downs[0], downs[1], downs[2]))
 
 
+_HOUR_LO, _DAY_LO, _WEEK_LO = (length for length, _ in WINDOWS)
+
+
+def finish_store(
+    store_id: str,
+    as_of_us: int,
+    sums: Sequence[int],
+    last_poll_us: int | None,
+    last_active: bool,
+    tail_end_us: int,
+    fix: AsOfFix | None,
+) -> StoreWindows:
+    """:func:`windows_from_buckets` for flat ``sums`` (up, down of the hour, day and week
+    windows), written out for the common case of a report without an as-of fix: this runs
+    once per store in every report, so no list or summary is built. The property tests hold
+    it equal to :func:`windows_from_buckets`."""
+    if fix is not None:
+        summary = StoreSummary(None, last_poll_us, last_active, tail_end_us)
+        pairs = [(sums[0], sums[1]), (sums[2], sums[3]), (sums[4], sums[5])]
+        return windows_from_buckets(store_id, as_of_us, pairs, summary, fix)
+    up_h, down_h, up_d, down_d, up_w, down_w = sums
+    if last_poll_us is not None and last_poll_us <= as_of_us:
+        # The open tail [max(last poll, window start), min(session end, T)) in each window.
+        tail_end = tail_end_us if tail_end_us < as_of_us else as_of_us
+        if last_poll_us < tail_end:
+            hour = tail_end - max(last_poll_us, as_of_us - _HOUR_LO)
+            day = tail_end - max(last_poll_us, as_of_us - _DAY_LO)
+            week = tail_end - max(last_poll_us, as_of_us - _WEEK_LO)
+            if last_active:
+                up_h += hour if hour > 0 else 0
+                up_d += day if day > 0 else 0
+                up_w += week if week > 0 else 0
+            else:
+                down_h += hour if hour > 0 else 0
+                down_d += day if day > 0 else 0
+                down_w += week if week > 0 else 0
+    return StoreWindows(store_id, (up_h, up_d, up_w), (down_h, down_d, down_w))
+
+
 def sum_plan(
     plan: WindowPlan,
     hour_sum: Callable[[int, int], tuple[int, int]],

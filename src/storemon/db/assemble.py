@@ -13,7 +13,7 @@ All reads run in one REPEATABLE READ transaction: one consistent snapshot.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -22,14 +22,13 @@ import orjson
 
 from storemon.aggregates.report import StoreWindows, render_csv
 from storemon.aggregates.schedule import Schedule, Sessions, WeeklyInterval, sessions_between
-from storemon.aggregates.state import StoreSummary
 from storemon.aggregates.timebase import DAY_US, HOUR_US, floor_to
 from storemon.aggregates.windows import (
     AsOfFix,
     WindowPlan,
     as_of_fix,
+    finish_store,
     plan_report,
-    windows_from_buckets,
 )
 
 if TYPE_CHECKING:
@@ -94,7 +93,7 @@ def _pivoted_columns(windows: int, edge_hours: int) -> str:
 
 async def _window_sums(
     conn: Connection, plans: list[WindowPlan], only_store: str | None = None
-) -> dict[str, list[int]]:
+) -> dict[str, Sequence[int]]:
     """store -> [up_0, down_0, up_1, down_1, ...]: its buckets' sums in each window.
 
     One statement, one pass over the store-days the windows touch, one row per store: per
@@ -124,19 +123,24 @@ async def _window_sums(
     )
     cuts = [[w for w, plan in enumerate(plans) if hour in plan.edge_hours] for hour in edge_hours]
     bounds = [(plan.lo_us, plan.hi_us) for plan in plans]
-    totals: dict[str, list[int]] = {}
+    totals: dict[str, Sequence[int]] = {}
     sums_end = 2 * len(plans) + 1
     for row in rows:
-        sums = list(row[1:sums_end])
-        for k, flat in enumerate(row[sums_end:]):
-            if not flat:
-                continue
-            for w in cuts[k]:
-                lo, hi = bounds[w]
-                for i in range(0, len(flat), 3):
-                    overlap = min(flat[i + 1], hi) - max(flat[i], lo)
-                    if overlap > 0:
-                        sums[2 * w + (0 if flat[i + 2] else 1)] += overlap
+        sums: Sequence[int] = row[1:sums_end]
+        edge_runs = row[sums_end:]
+        if any(edge_runs):
+            clipped = list(sums)
+            for k, flat in enumerate(edge_runs):
+                if not flat:
+                    continue
+                triples = list(zip(flat[0::3], flat[1::3], flat[2::3], strict=True))
+                for w in cuts[k]:
+                    lo, hi = bounds[w]
+                    for start, end, active in triples:
+                        overlap = (end if end < hi else hi) - (start if start > lo else lo)
+                        if overlap > 0:
+                            clipped[2 * w + (0 if active else 1)] += overlap
+            sums = clipped
         totals[row[0]] = sums
     return totals
 
@@ -240,13 +244,17 @@ async def assemble_report(
                     requested_as_of_us,
                 )
             )
-    rows: list[StoreWindows] = []
     nothing = [0] * (2 * len(plans))
-    for store_id, first_poll, last_poll, last_active, tail_end, _, _ in stores:
-        summary = StoreSummary(
-            first_poll, last_poll, bool(last_active), tail_end if tail_end is not None else 0
+    rows = [
+        finish_store(
+            store_id,
+            as_of_us,
+            per_store.get(store_id, nothing),
+            last_poll,
+            bool(last_active),
+            tail_end if tail_end is not None else 0,
+            fixes.get(store_id),
         )
-        sums = per_store.get(store_id, nothing)
-        buckets = [(sums[i], sums[i + 1]) for i in range(0, len(sums), 2)]
-        rows.append(windows_from_buckets(store_id, as_of_us, buckets, summary, fixes.get(store_id)))
+        for store_id, _, last_poll, last_active, tail_end, _, _ in stores
+    ]
     return AssembledReport(as_of_us, render_csv(rows), len(rows), tuple(rows), alike)
