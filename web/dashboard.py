@@ -447,7 +447,7 @@ def add_routes(app: web.Application, token: str) -> None:
     app[FLEET] = FleetCache()
     app[TOKEN_WANTED] = bool(token)
     app.router.add_get("/dashboard/", fleet_page)
-    app.router.add_get("/dashboard", lambda _: _redirect("/dashboard/"))
+    app.router.add_get("/dashboard", to_fleet_page)
     app.router.add_get("/dashboard/store", store_lookup)
     app.router.add_get("/dashboard/stores/{store_id}", store_page)
     app.router.add_get("/dashboard/reports", reports_page)
@@ -458,5 +458,5 @@ def add_routes(app: web.Application, token: str) -> None:
     app.router.add_get("/dashboard/assets/{name}", own_asset)
 
 
-async def _redirect(target: str) -> web.Response:
-    raise web.HTTPSeeOther(target)
+async def to_fleet_page(request: web.Request) -> web.Response:
+    raise web.HTTPSeeOther("/dashboard/")

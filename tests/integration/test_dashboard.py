@@ -103,6 +103,8 @@ def most_down(batch: dict[str, list[str]], count: int) -> list[str]:
 
 
 async def test_dashboard_needs_the_token(live: Live) -> None:
+    status, _, headers = await fetch(live, "/dashboard", headers=AUTH)
+    assert (status, headers["Location"]) == (303, "/dashboard/")
     status, _, headers = await fetch(live, "/dashboard/")
     assert status == 303
     assert headers["Location"] == "/dashboard/login"

@@ -69,13 +69,15 @@ async def test_second_worker_takes_over_when_one_dies(pipeline: Pipeline, datase
     other, port = pipeline.start_other_worker()
     await pipeline.publish(reference + polls)
     # Wait until the second worker has ingested part of the stream (so it owned partitions).
-    async with aiohttp.ClientSession() as session:
+    # A short timeout per request: a worker busy recovering its tables may leave a request
+    # unanswered for a while, and the default (five minutes) would outlast the test.
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as session:
         for _ in range(600):
             try:
                 async with session.get(f"http://127.0.0.1:{port}/storemon/") as response:
                     if response.status == 200 and (await response.json())["events"] > 0:
                         break
-            except aiohttp.ClientError:
+            except (aiohttp.ClientError, TimeoutError):
                 pass
             assert other.poll() is None
             await asyncio.sleep(0.1)
