@@ -86,7 +86,7 @@ async def live(
 
 async def fetch(live: Live, path: str, **kwargs: Any) -> tuple[int, str, Any]:
     async with (
-        aiohttp.ClientSession() as session,
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session,
         session.get(live.base + path, allow_redirects=False, **kwargs) as response,
     ):
         return response.status, (await response.read()).decode(errors="replace"), response.headers
@@ -288,7 +288,7 @@ def sample(family: Any, suffix: str = "", **labels: str) -> float:
 async def test_worker_metrics(live: Live) -> None:
     port = live.pipeline.settings.worker_web_port
     url = f"http://127.0.0.1:{port}/metrics"
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
         async with session.get(url) as response:
             assert response.status == 401  # the token guards the worker's views too
         for _ in range(100):  # the report request is committed on the next commit tick

@@ -208,7 +208,7 @@ async def test_operator_pages_show_a_store_and_the_tables(
     await pipeline.wait_consumed()
     store_id = polls[-1][1]
     base = f"http://127.0.0.1:{pipeline.settings.worker_web_port}"
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
         async with session.get(f"{base}/storemon/stores/{store_id}/") as response:
             assert response.status == 200
             page = await response.json()
@@ -236,13 +236,13 @@ async def test_worker_pages_need_the_token_when_one_is_set(pipeline: Pipeline) -
     pipeline.start_worker()
     base = f"http://127.0.0.1:{pipeline.settings.worker_web_port}"
     good = {"Authorization": "Bearer s3cret-token"}
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
         for _ in range(300):  # until the worker's web server is up
             try:
                 async with session.get(f"{base}/storemon/", headers=good) as response:
                     if response.status == 200:
                         break
-            except aiohttp.ClientError:
+            except (aiohttp.ClientError, TimeoutError):
                 pass
             pipeline.check_worker_alive()
             await asyncio.sleep(0.2)
