@@ -296,12 +296,11 @@ def numbers_table(row: StoreWindows | None) -> str:
 async def store_page(request: web.Request) -> web.Response:
     store_id = request.match_info["store_id"]
     pool = _pool(request)
+    logout = request.app[TOKEN_WANTED]
     async with pool.acquire() as conn:
         newest = await newest_poll_us(conn)
-    logout = request.app[TOKEN_WANTED]
-    hi = newest if newest is not None else 0
-    lo = hi - 7 * DAY_US
-    async with pool.acquire() as conn:
+        hi = newest if newest is not None else 0
+        lo = hi - 7 * DAY_US
         week = await queries.store_week(conn, store_id, lo, hi) if newest is not None else None
     if week is None:
         body = f'<h2>Store {esc(store_id)}</h2><p id="not-found">No such store.</p>'

@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
@@ -25,7 +26,7 @@ from aiokafka.errors import KafkaError
 from storemon.aggregates.batch import compute_report, load_dataset
 from storemon.aggregates.files import find_input, open_text
 from storemon.aggregates.report import render_csv
-from storemon.aggregates.timebase import parse_as_of
+from storemon.aggregates.timebase import parse_as_of, parse_poll_timestamp
 from storemon.db import reports as db_reports
 from storemon.db.migrate import connect
 from storemon.settings import Settings
@@ -81,6 +82,11 @@ def batch_csv(data_dir: Path, as_of: str | None = None) -> str:
     as_of_us = parse_as_of(as_of) if as_of else data.newest_poll_us
     assert as_of_us is not None
     return render_csv(compute_report(data, as_of_us))
+
+
+def newest_poll_us(polls: Iterable[tuple[str, str, bytes]]) -> int:
+    """The newest poll time of messages from :func:`read_messages` (the default report time)."""
+    return max(parse_poll_timestamp(orjson.loads(value)["timestamp_utc"]) for *_, value in polls)
 
 
 def read_messages(

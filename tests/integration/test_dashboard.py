@@ -32,7 +32,7 @@ from storemon.web import assets
 from storemon.web.app import build_app
 
 from .browser import chromium_binary, headless_chromium
-from .pipeline import REPO, Pipeline, batch_csv, generate, read_messages
+from .pipeline import REPO, Pipeline, batch_csv, generate, newest_poll_us, read_messages
 
 pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -322,7 +322,7 @@ async def test_api_metrics(live: Live) -> None:
     found = families(text)
     assert sample(found["storemon_stores"]) == len(live.batch)
     assert sample(found["storemon_reports"], status="Complete") >= 1
-    newest = max(parse_poll_timestamp(orjson.loads(v)["timestamp_utc"]) for *_, v in live.polls)
+    newest = newest_poll_us(live.polls)
     assert sample(found["storemon_newest_poll_timestamp_seconds"]) == newest / 1e6
     assert sample(found["storemon_table_bytes"], table="store_days") > 0
     requests = found["storemon_http_requests"]
@@ -359,7 +359,7 @@ async def test_status_command(live: Live) -> None:
     assert status["worker"] is True
     assert status["total_lag"] == 0
     assert set(status["lag"]) >= {s.topic(messages.POLLS), s.topic(messages.HOURS)}
-    newest = max(parse_poll_timestamp(orjson.loads(v)["timestamp_utc"]) for *_, v in live.polls)
+    newest = newest_poll_us(live.polls)
     assert status["newest_poll"] == format_utc(newest)
     assert status["stores"] == len(live.batch)
     assert status["last_report"]["report_id"] == live.report_id

@@ -20,7 +20,7 @@ from storemon.db import reports as db_reports
 from storemon.services import ServiceEndpoints
 from storemon.settings import Settings
 
-from .pipeline import Pipeline, TcpProxy, batch_csv, generate, read_messages
+from .pipeline import Pipeline, TcpProxy, batch_csv, generate, newest_poll_us, read_messages
 
 pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -172,7 +172,7 @@ async def test_concurrent_reports_each_get_their_own_answer(
     batch command's report as of that moment (no job sees another's window or snapshot)."""
     await pipeline.ingest_all(dataset)
     _, polls = read_messages(dataset)
-    newest = max(parse_poll_timestamp(orjson.loads(value)["timestamp_utc"]) for *_, value in polls)
+    newest = newest_poll_us(polls)
     moments = [format_utc(newest - k * 29 * HOUR_US - k * 60_000_000)[:19] for k in range(5)]
     report_ids = await asyncio.gather(*(pipeline.request_report(m) for m in moments))
     answers = await asyncio.gather(*(pipeline.wait_report(r) for r in report_ids))
@@ -189,7 +189,7 @@ async def test_a_burst_of_alike_requests_is_answered_by_one_job(
     await pipeline.ingest_all(dataset)
     pipeline.stop_worker()
     _, polls = read_messages(dataset)
-    newest = max(parse_poll_timestamp(orjson.loads(value)["timestamp_utc"]) for *_, value in polls)
+    newest = newest_poll_us(polls)
     earlier = format_utc(newest - 5 * HOUR_US)[:19]
     burst = [await pipeline.request_report() for _ in range(6)]
     other = await pipeline.request_report(earlier)
