@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import core_apply as ca
 
-from storemon.aggregates.batch import compute_report, load_dataset
+from storemon.batch import compute_report, load_dataset
 from storemon.aggregates.report import render_csv
 
 

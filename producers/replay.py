@@ -38,7 +38,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
-from storemon.aggregates.files import add_data_argument, find_input, open_text
+from storemon.sources import add_data_argument, find_input, open_text
 from storemon.aggregates.records import Rejection
 from storemon.aggregates.timebase import HOUR_US, format_utc, parse_poll_timestamp
 from storemon.settings import Settings

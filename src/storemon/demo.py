@@ -42,7 +42,7 @@ from aiohttp import web
 from aiokafka.admin import AIOKafkaAdminClient
 
 from storemon import services
-from storemon.aggregates.batch import load_dataset
+from storemon.batch import load_dataset
 from storemon.aggregates.timebase import format_utc
 from storemon.db.migrate import connect
 from storemon.producers.generate import DEFAULT_END, build_dataset, parse_end, write_dataset
@@ -355,7 +355,7 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(paths.worker_state, ignore_errors=True)
         generate_data(paths.data, args.stores, args.days, args.seed)
         data = load_dataset(paths.data)
-        expected = {s: max(ts for ts, _ in polls) for s, polls in data.polls_by_store.items()}
+        expected = {s: max(ts for ts, _ in polls) for s, polls in data.polls_by_store().items()}
         if not expected:
             raise DemoError(f"no valid poll in {paths.data}")
         tag = f"storemon-demo-{uuid.uuid4().hex[:8]}"

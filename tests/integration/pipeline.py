@@ -23,8 +23,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from storemon.aggregates.batch import compute_report, load_dataset
-from storemon.aggregates.files import find_input, open_text
+from storemon.batch import compute_report, load_dataset
+from storemon.sources import find_input, open_text
 from storemon.aggregates.report import render_csv
 from storemon.aggregates.timebase import parse_as_of, parse_poll_timestamp
 from storemon.db import reports as db_reports

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from storemon.aggregates.batch import dedupe_polls
+from storemon.aggregates.timeline import dedupe_polls
 from storemon.aggregates.records import HoursRow, parse_time_of_day
 from storemon.aggregates.report import LONGEST_WINDOW_US, StoreWindows
 from storemon.aggregates.schedule import Schedule, build_schedule, sessions_between

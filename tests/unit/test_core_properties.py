@@ -8,7 +8,7 @@ from bisect import bisect_right
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from storemon.aggregates.batch import dedupe_polls
+from storemon.aggregates.timeline import dedupe_polls
 from storemon.aggregates.records import HoursRow
 from storemon.aggregates.report import LONGEST_WINDOW_US, WINDOWS
 from storemon.aggregates.schedule import Schedule, build_schedule, sessions_between

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from storemon.aggregates.files import find_input, open_text, read_hours, read_polls, read_zones
+from storemon.sources import find_input, open_text, read_hours, read_polls, read_zones
 from storemon.aggregates.records import HoursRow, Poll, Rejection, ZoneRow
 
 US = 1_000_000

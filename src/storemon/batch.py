@@ -17,84 +17,84 @@ from pathlib import Path
 
 import orjson
 
-from storemon.aggregates.files import (
+from storemon.aggregates.fleet import fleet_windows
+from storemon.aggregates.records import DEFAULT_ZONE, HoursRow, Rejection
+from storemon.aggregates.report import LONGEST_WINDOW_US, StoreWindows, render_csv
+from storemon.aggregates.schedule import Schedule, Sessions, build_schedule, sessions_between
+from storemon.aggregates.timebase import format_utc, parse_as_of
+from storemon.sources import (
+    PollTable,
     add_data_argument,
     find_input,
     read_hours,
-    read_polls,
+    read_poll_table,
     read_zones,
 )
-from storemon.aggregates.records import DEFAULT_ZONE, HoursRow, Rejection
-from storemon.aggregates.report import LONGEST_WINDOW_US, StoreWindows, render_csv
-from storemon.aggregates.schedule import Schedule, build_schedule, sessions_between
-from storemon.aggregates.timebase import format_utc, parse_as_of
-from storemon.aggregates.windows import windows_from_polls
 
 
 @dataclass
 class Dataset:
-    polls_by_store: dict[str, list[tuple[int, bool]]] = field(default_factory=dict)
+    polls: PollTable
     schedules: dict[str, Schedule] = field(default_factory=dict)
     zones: dict[str, str] = field(default_factory=dict)
     rejections: list[Rejection] = field(default_factory=list)
-    poll_count: int = 0
-    newest_poll_us: int | None = None
+
+    @property
+    def poll_count(self) -> int:
+        return len(self.polls)
+
+    @property
+    def newest_poll_us(self) -> int | None:
+        return int(self.polls.ts_us.max()) if len(self.polls) else None
+
+    def polls_by_store(self) -> dict[str, list[tuple[int, bool]]]:
+        """Each store's polls as (timestamp, active), in no particular order."""
+        grouped: dict[str, list[tuple[int, bool]]] = {}
+        for poll in self.polls.polls():
+            grouped.setdefault(poll.store_id, []).append((poll.ts_us, poll.active))
+        return grouped
 
 
 def load_dataset(directory: Path) -> Dataset:
-    data = Dataset()
+    hours_path = find_input(directory, "menu_hours")
+    zones_path = find_input(directory, "timezones")
+    polls_path = find_input(directory, "store_status")
+    rejections: list[Rejection] = []
     hours_rows: dict[str, list[HoursRow]] = {}
-    for hours in read_hours(find_input(directory, "menu_hours")):
+    for hours in read_hours(hours_path):
         if isinstance(hours, Rejection):
-            data.rejections.append(hours)
+            rejections.append(hours)
         else:
             hours_rows.setdefault(hours.store_id, []).append(hours)
-    data.schedules = {store: build_schedule(rows) for store, rows in hours_rows.items()}
-    for zone in read_zones(find_input(directory, "timezones")):
+    zones: dict[str, str] = {}
+    for zone in read_zones(zones_path):
         if isinstance(zone, Rejection):
-            data.rejections.append(zone)
+            rejections.append(zone)
         else:
-            data.zones[zone.store_id] = zone.zone_name  # the last valid row wins
-    polls_by_store = data.polls_by_store
-    newest = None
-    for poll in read_polls(find_input(directory, "store_status")):
-        if isinstance(poll, Rejection):
-            data.rejections.append(poll)
-            continue
-        data.poll_count += 1
-        polls = polls_by_store.get(poll.store_id)
-        if polls is None:
-            polls = polls_by_store[poll.store_id] = []
-        polls.append((poll.ts_us, poll.active))
-        if newest is None or poll.ts_us > newest:
-            newest = poll.ts_us
-    data.newest_poll_us = newest
-    return data
-
-
-def dedupe_polls(polls: Iterable[tuple[int, bool]]) -> tuple[list[int], list[bool]]:
-    """Sorted timestamps and statuses; one timestamp twice counts once, inactive winning."""
-    merged: dict[int, bool] = {}
-    for ts, active in polls:
-        merged[ts] = merged.get(ts, True) and active
-    ordered = sorted(merged)
-    return ordered, [merged[ts] for ts in ordered]
+            zones[zone.store_id] = zone.zone_name  # the last valid row wins
+    polls = read_poll_table(polls_path)
+    rejections += polls.rejections()
+    schedules = {store: build_schedule(rows) for store, rows in hours_rows.items()}
+    return Dataset(polls, schedules, zones, rejections)
 
 
 def compute_report(data: Dataset, as_of_us: int) -> list[StoreWindows]:
-    rows: list[StoreWindows] = []
-    for store_id, polls in data.polls_by_store.items():
-        poll_ts, poll_active = dedupe_polls(polls)
-        if not poll_ts or poll_ts[0] > as_of_us:
-            continue  # a store enters the report with its first poll at or before T
-        sessions = sessions_between(
-            data.schedules.get(store_id, ()),
-            data.zones.get(store_id, DEFAULT_ZONE),
-            as_of_us - LONGEST_WINDOW_US,
-            as_of_us,
-        )
-        rows.append(windows_from_polls(store_id, sessions, poll_ts, poll_active, as_of_us))
-    return rows
+    """One row per store with a poll at or before ``as_of_us`` (in no particular order)."""
+    known: dict[tuple[Schedule, str], Sessions] = {}  # stores share schedules and zones
+    store_ids = data.polls.store_ids
+
+    def sessions_of(number: int) -> Sessions:
+        store_id = store_ids[number]
+        key = (data.schedules.get(store_id, ()), data.zones.get(store_id, DEFAULT_ZONE))
+        sessions = known.get(key)
+        if sessions is None:
+            sessions = known[key] = sessions_between(
+                key[0], key[1], as_of_us - LONGEST_WINDOW_US, as_of_us
+            )
+        return sessions
+
+    polls = data.polls
+    return fleet_windows(store_ids, polls.store, polls.ts_us, polls.active, sessions_of, as_of_us)
 
 
 def write_rejections(path: Path, rejections: Iterable[Rejection]) -> None:

@@ -1,0 +1,548 @@
+"""The one reader of the three input files: ``store_status``, ``menu_hours`` and
+``timezones``, ``.csv`` or ``.csv.gz``, as they really come (byte-order mark or not, LF or
+CRLF, blank lines, ``day`` or ``dayOfWeek``).
+
+pyarrow reads the CSV (in C, on every core) and its columns are checked a whole column at
+a time: timestamps of the real files' form are parsed from the bytes with numpy, store ids
+and statuses are validated once per distinct value. Only a row that this cannot take goes
+through the validators of :mod:`storemon.aggregates.records`, one row at a time, so each
+rejection keeps its exact reason and the good rows around it go through. Rows pyarrow
+itself refuses (a wrong number of fields) are rejected with the fields Python's ``csv``
+finds in them; a file pyarrow cannot read at all is read again with ``csv`` alone.
+
+Used by the batch command, the replay producer, the generator and the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import io
+import re
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+
+from storemon.aggregates.records import (
+    BadField,
+    HoursRow,
+    Poll,
+    Rejection,
+    ZoneRow,
+    parse_hours,
+    parse_store_id,
+    parse_zone,
+    poll_from_fields,
+)
+from storemon.aggregates.timebase import US_PER_SECOND
+
+POLL_COLUMNS = ("store_id", "status", "timestamp_utc")
+_SURROGATE = re.compile("[\udc80-\udcff]")
+
+Int64s = npt.NDArray[np.int64]
+Bools = npt.NDArray[np.bool_]
+_T = TypeVar("_T")
+
+
+def add_data_argument(parser: argparse.ArgumentParser) -> None:
+    """The ``--data DIR`` option of the commands that read the three files."""
+    parser.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="folder with store_status, menu_hours and timezones (.csv or .csv.gz)",
+    )
+
+
+def find_input(directory: Path, stem: str) -> Path:
+    """``stem.csv`` or ``stem.csv.gz`` in ``directory``."""
+    for candidate in (directory / f"{stem}.csv", directory / f"{stem}.csv.gz"):
+        if candidate.exists():
+            return candidate
+    raise FileNotFoundError(f"neither {stem}.csv nor {stem}.csv.gz in {directory}")
+
+
+def open_text(path: Path) -> IO[str]:
+    # utf-8-sig drops a leading byte-order mark; newline="" lets csv handle CRLF; bytes that
+    # are not UTF-8 survive as surrogates, so that only their row is rejected.
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8-sig", errors="surrogateescape", newline="")
+    return path.open(encoding="utf-8-sig", errors="surrogateescape", newline="")
+
+
+def _record(header: Sequence[str], row: Sequence[str]) -> dict[str, str]:
+    record = dict(zip(header, row, strict=False))
+    if len(row) > len(header):
+        record["extra_fields"] = ",".join(row[len(header) :])
+    return record
+
+
+def _wrong_count(source: str, header: Sequence[str], row: Sequence[str]) -> Rejection:
+    detail = f"expected {len(header)} fields, got {len(row)}"
+    return Rejection(source, "wrong field count", detail, _record(header, row))
+
+
+def _bad_encoding(source: str, header: Sequence[str], row: Sequence[str]) -> Rejection:
+    return Rejection(source, "bad encoding", "bytes that are not UTF-8", _record(header, row))
+
+
+# --------------------------------------------------------------------------- raw tables
+
+
+@dataclass
+class RawTable:
+    """The data rows of one file as text columns (one per header name, stripped), and the
+    rows that could not be rows at all. ``ordinals[i]`` is the place of row ``i`` among the
+    file's data rows (blank lines not counted), which puts rejections in file order."""
+
+    path: Path
+    source: str
+    header: list[str]
+    columns: list[pa.ChunkedArray]
+    ordinals: Int64s
+    rejected: list[tuple[int, Rejection]] = field(default_factory=list)
+
+    @property
+    def num_rows(self) -> int:
+        return len(self.ordinals)
+
+    def column(self, names: Sequence[str]) -> pa.ChunkedArray | None:
+        """The first column with one of ``names`` (in the order given), or None."""
+        for name in names:
+            if name in self.header:
+                return self.columns[self.header.index(name)]
+        return None
+
+    def rows(self, indexes: Sequence[int]) -> list[list[str]]:
+        """The text fields of the given rows (a few: the ones Python has to look at)."""
+        if not indexes:
+            return []
+        taken = [col.take(pa.array(indexes, pa.int64())).to_pylist() for col in self.columns]
+        return [list(row) for row in zip(*taken, strict=True)]
+
+    def rejections(self) -> list[Rejection]:
+        return [rejection for _, rejection in sorted(self.rejected, key=lambda pair: pair[0])]
+
+
+def _read_header(path: Path) -> list[str]:
+    """The first row as pyarrow will see it (names not stripped); [] for an empty file."""
+    try:
+        with open_text(path) as handle:
+            return next(csv.reader(handle), [])
+    except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+        raise ValueError(f"{path}: damaged file ({error})") from error
+    except csv.Error:
+        return []  # the Python reader explains it
+
+
+def _arrow_read(path: Path, raw_header: list[str], use_threads: bool) -> tuple[pa.Table, list[Any]]:
+    invalid: list[Any] = []
+
+    def keep(row: Any) -> str:
+        invalid.append(row)
+        return "skip"
+
+    table = pa_csv.read_csv(
+        path,
+        read_options=pa_csv.ReadOptions(use_threads=use_threads),
+        parse_options=pa_csv.ParseOptions(newlines_in_values=True, invalid_row_handler=keep),
+        convert_options=pa_csv.ConvertOptions(
+            column_types={name: pa.string() for name in raw_header}, check_utf8=False
+        ),
+    )
+    return table, invalid
+
+
+def read_raw(path: Path, source: str) -> RawTable:
+    """Every data row of ``path`` as text. Raises ValueError for a damaged gzip file."""
+    raw_header = _read_header(path)
+    header = [name.strip() for name in raw_header]
+    if not raw_header:
+        return _python_read(path, source)
+    try:
+        table, invalid = _arrow_read(path, raw_header, use_threads=True)
+        if invalid:  # only a single-threaded read numbers the rows it refuses
+            table, invalid = _arrow_read(path, raw_header, use_threads=False)
+    except (pa.ArrowException, OSError, EOFError, zlib.error):
+        return _python_read(path, source)
+    if table.column_names != raw_header or any(t != pa.string() for t in table.schema.types):
+        return _python_read(path, source)
+    columns = list(table.columns)
+    refused: list[tuple[int, Rejection]] = []
+    try:
+        for row in invalid:
+            fields = next(csv.reader(io.StringIO(row.text)), [])
+            refused.append((row.number - 2, _wrong_count(source, header, fields)))
+    except csv.Error:  # a row the csv module cannot read either: it says where and why
+        return _python_read(path, source)
+    ordinals = np.arange(table.num_rows, dtype=np.int64)
+    if refused:
+        # Row r of the table is the data row r + (rows refused before it).
+        places = np.array(sorted(o for o, _ in refused), dtype=np.int64)
+        before = places - np.arange(len(places), dtype=np.int64)
+        ordinals += np.searchsorted(before, ordinals, side="right")
+    raw = RawTable(path, source, header, columns, ordinals, refused)
+    _reject_undecodable(raw)
+    return raw
+
+
+def _reject_undecodable(raw: RawTable) -> None:
+    """Rows with bytes that are not UTF-8 become rejections (the columns were read without
+    checking, so one bad byte does not stop the file)."""
+    bad: set[int] = set()
+    for column in raw.columns:
+        first = 0
+        for chunk in column.chunks:
+            try:
+                chunk.validate(full=True)
+            except pa.ArrowInvalid:
+                for i, value in enumerate(chunk.view(pa.binary()).to_pylist()):
+                    try:
+                        value.decode("utf-8")
+                    except UnicodeDecodeError:
+                        bad.add(first + i)
+            first += len(chunk)
+    if not bad:
+        return
+    indexes = sorted(bad)
+    taken = [
+        pa.chunked_array([c.view(pa.binary()) for c in col.chunks], pa.binary())
+        .take(pa.array(indexes, pa.int64()))
+        .to_pylist()
+        for col in raw.columns
+    ]
+    for i, row in zip(indexes, zip(*taken, strict=True), strict=True):
+        fields = [value.decode("utf-8", "replace") for value in row]
+        raw.rejected.append((int(raw.ordinals[i]), _bad_encoding(raw.source, raw.header, fields)))
+    keep = np.ones(raw.num_rows, dtype=np.bool_)
+    keep[indexes] = False
+    mask = pa.array(keep)
+    raw.columns = [column.filter(mask) for column in raw.columns]
+    raw.ordinals = raw.ordinals[keep]
+
+
+def _has_undecodable(row: list[str]) -> bool:
+    return any(not value.isascii() and _SURROGATE.search(value) for value in row)
+
+
+def _python_read(path: Path, source: str) -> RawTable:
+    """The same table read with the ``csv`` module alone: for what pyarrow cannot read (a
+    quote left open to the end of a big file, a row longer than its block). A CSV syntax
+    error ends the file with one rejection that says so."""
+    header: list[str] = []
+    kept: list[list[str]] = []
+    ordinals: list[int] = []
+    rejected: list[tuple[int, Rejection]] = []
+    ordinal = 0
+    try:
+        with open_text(path) as handle:
+            reader = csv.reader(handle)
+            header = [name.strip() for name in next(reader, [])]
+            try:
+                for row in reader:
+                    if not row:
+                        continue
+                    if len(row) != len(header):
+                        rejected.append((ordinal, _wrong_count(source, header, row)))
+                    elif _has_undecodable(row):
+                        fields = [
+                            value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+                            for value in row
+                        ]
+                        rejected.append((ordinal, _bad_encoding(source, header, fields)))
+                    else:
+                        kept.append(row)
+                        ordinals.append(ordinal)
+                    ordinal += 1
+            except csv.Error as error:
+                detail = f"{path.name} line {reader.line_num}: {error}; the rest of the file was not read"
+                rejection = Rejection(source, "unreadable csv", detail, {"file": path.name})
+                rejected.append((ordinal, rejection))
+    except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+        raise ValueError(f"{path}: damaged file ({error})") from error
+    columns = [
+        pa.chunked_array([pa.array([row[i] for row in kept], pa.string())])
+        for i in range(len(header))
+    ]
+    return RawTable(path, source, header, columns, np.array(ordinals, dtype=np.int64), rejected)
+
+
+def _in_file_order(
+    items: Sequence[_T], item_ordinals: Int64s, rejected: list[tuple[int, Rejection]]
+) -> Iterator[_T | Rejection]:
+    order = np.argsort(item_ordinals, kind="stable")
+    bad = sorted(rejected, key=lambda pair: pair[0])
+    b = 0
+    for i in order.tolist():
+        while b < len(bad) and bad[b][0] < item_ordinals[i]:
+            yield bad[b][1]
+            b += 1
+        yield items[i]
+    for _, rejection in bad[b:]:
+        yield rejection
+
+
+# --------------------------------------------------------------------------- timestamps
+
+
+_FIRST_DAY_US = -62_135_596_800 * US_PER_SECOND  # 0001-01-01, the first day Python knows
+
+
+def utc_suffix_timestamps(column: pa.ChunkedArray) -> tuple[Bools, Int64s]:
+    """(parsed?, epoch microseconds) of every value of the real files' form,
+    ``YYYY-MM-DD HH:MM:SS[.f] UTC`` with 0-6 fraction digits and nothing around it. A value
+    of any other form, or an impossible date or time, is not parsed here: it is for
+    :func:`~storemon.aggregates.timebase.parse_poll_timestamp`, which also explains why."""
+    parts = [_utc_suffix_chunk(chunk) for chunk in column.chunks]
+    if not parts:
+        return np.zeros(0, dtype=np.bool_), np.zeros(0, dtype=np.int64)
+    return np.concatenate([ok for ok, _ in parts]), np.concatenate([ts for _, ts in parts])
+
+
+def _utc_suffix_chunk(chunk: pa.Array) -> tuple[Bools, Int64s]:
+    chunk = chunk.cast(pa.string())
+    n = len(chunk)
+    _, offsets_buffer, data_buffer = chunk.buffers()
+    offsets = np.frombuffer(offsets_buffer, dtype=np.int32)[chunk.offset : chunk.offset + n + 1]
+    data = np.zeros(int(offsets[-1]) + 32, dtype=np.uint8)
+    if data_buffer is not None:
+        data[: int(offsets[-1])] = np.frombuffer(data_buffer, dtype=np.uint8, count=offsets[-1])
+    starts = offsets[:-1]
+    lengths = np.diff(offsets)
+    # The shape: 19 characters of date and time, a fraction of 1-6 digits or none, " UTC".
+    ok = (lengths == 23) | ((lengths >= 25) & (lengths <= 30))
+    ok &= data[starts + 10] == ord(" ")
+    ok &= (lengths == 23) | (data[starts + 19] == ord("."))
+    ok &= pc.ends_with(chunk, " UTC").to_numpy(zero_copy_only=False)
+    ts_us = np.zeros(n, dtype=np.int64)
+    if not ok.any():
+        return ok, ts_us
+    # pyarrow's ISO 8601 parser checks the digits, the separators and that the date and
+    # time exist; a value it refuses is left to Python.
+    clocks = pc.utf8_slice_codeunits(chunk.filter(pa.array(ok)), 0, -4)
+    parsed, refused = _cast_each(clocks)
+    values = np.asarray(parsed, dtype=np.int64)
+    good = np.flatnonzero(ok)
+    ok[good[refused]] = False
+    ts_us[good] = values
+    ok &= ts_us >= _FIRST_DAY_US
+    return ok, np.where(ok, ts_us, 0)
+
+
+def _cast_each(clocks: pa.Array) -> tuple[Int64s, Int64s]:
+    """(epoch microseconds, indexes pyarrow refused) of ``YYYY-MM-DD HH:MM:SS[.f]`` texts;
+    a refused value is looked for by halves, so a bad one costs a few casts, not the chunk."""
+    try:
+        values = pc.cast(clocks, pa.timestamp("us")).cast(pa.int64())
+        return values.to_numpy(zero_copy_only=False), np.zeros(0, dtype=np.int64)
+    except pa.ArrowInvalid:
+        if len(clocks) == 1:
+            return np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64)
+    half = len(clocks) // 2
+    head, head_refused = _cast_each(clocks.slice(0, half))
+    tail, tail_refused = _cast_each(clocks.slice(half))
+    return np.concatenate([head, tail]), np.concatenate([head_refused, tail_refused + half])
+
+
+# --------------------------------------------------------------------------- polls
+
+
+@dataclass
+class PollTable:
+    """The polls of a file, a column each (not in file order), and its bad rows."""
+
+    store_ids: list[str]  # distinct valid store ids; ``store`` indexes this list
+    store: Int64s
+    ts_us: Int64s
+    active: Bools
+    ordinals: Int64s  # each poll's place among the file's data rows
+    rejected: list[tuple[int, Rejection]]
+
+    def __len__(self) -> int:
+        return len(self.ts_us)
+
+    def rejections(self) -> list[Rejection]:
+        return [rejection for _, rejection in sorted(self.rejected, key=lambda pair: pair[0])]
+
+    def polls(self) -> list[Poll]:
+        """The polls in file order."""
+        ids = self.store_ids
+        order = np.argsort(self.ordinals, kind="stable")
+        return [
+            Poll(ids[s], t, a)
+            for s, t, a in zip(
+                self.store[order].tolist(),
+                self.ts_us[order].tolist(),
+                self.active[order].tolist(),
+                strict=True,
+            )
+        ]
+
+
+def _store_numbers(column: pa.ChunkedArray, number: Callable[[str], int]) -> Int64s:
+    """``number`` of each row's store id (-1 where it raises BadField), each distinct id
+    checked once."""
+    encoded = pc.dictionary_encode(column)
+    if encoded.num_chunks == 0:
+        return np.zeros(0, dtype=np.int64)
+    dictionaries = [chunk.dictionary for chunk in encoded.chunks]
+    if not all(d.equals(dictionaries[-1]) for d in dictionaries):
+        encoded = pa.table({"ids": encoded}).unify_dictionaries().column("ids")
+    numbers: list[int] = []
+    for value in encoded.chunk(0).dictionary.to_pylist():
+        try:
+            numbers.append(number(value))
+        except BadField:
+            numbers.append(-1)
+    indexes = np.concatenate(
+        [chunk.indices.to_numpy(zero_copy_only=False) for chunk in encoded.chunks]
+    )
+    return np.array(numbers, dtype=np.int64)[indexes]
+
+
+def read_poll_table(path: Path) -> PollTable:
+    """The polls of a ``store_status`` file. Raises ValueError for a missing column or a
+    damaged file."""
+    raw = read_raw(path, "polls")
+    missing = [name for name in POLL_COLUMNS if name not in raw.header]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
+    id_column, status_column, ts_column = (raw.column((name,)) for name in POLL_COLUMNS)
+    store_ids: list[str] = []
+    number_of: dict[str, int] = {}
+
+    def store_number(value: str) -> int:
+        store_id = parse_store_id(value)
+        return number_of.setdefault(store_id, len(number_of))
+
+    store = _store_numbers(id_column, store_number)
+    # Other spellings of a status ("Active", " inactive ") are for parse_status.
+    active = pc.equal(status_column, "active").to_numpy(zero_copy_only=False)
+    inactive = pc.equal(status_column, "inactive").to_numpy(zero_copy_only=False)
+    ts_ok, ts_us = utc_suffix_timestamps(ts_column)
+    fast = ts_ok & (store >= 0) & (active | inactive)
+    slow = np.flatnonzero(~fast)
+    rejected = list(raw.rejected)
+    slow_polls: list[Poll] = []
+    slow_ordinals: list[int] = []
+    for i, row in zip(slow.tolist(), raw.rows(slow.tolist()), strict=True):
+        fields = dict(zip(raw.header, row, strict=True))
+        try:
+            poll = poll_from_fields(fields["store_id"], fields["timestamp_utc"], fields["status"])
+        except BadField as error:
+            rejected.append(
+                (int(raw.ordinals[i]), Rejection("polls", error.reason, str(error), fields))
+            )
+            continue
+        number_of.setdefault(poll.store_id, len(number_of))
+        slow_polls.append(poll)
+        slow_ordinals.append(int(raw.ordinals[i]))
+    store_ids = list(number_of)
+    keep = fast if len(slow) else slice(None)
+    return PollTable(
+        store_ids,
+        np.concatenate(
+            [store[keep], np.array([number_of[p.store_id] for p in slow_polls], np.int64)]
+        ),
+        np.concatenate([ts_us[keep], np.array([p.ts_us for p in slow_polls], np.int64)]),
+        np.concatenate([active[keep], np.array([p.active for p in slow_polls], np.bool_)]),
+        np.concatenate([raw.ordinals[keep], np.array(slow_ordinals, np.int64)]),
+        rejected,
+    )
+
+
+def read_polls(path: Path) -> Iterator[Poll | Rejection]:
+    """Every poll of a ``store_status`` file or the rejection of its row, in file order."""
+    table = read_poll_table(path)
+    yield from _in_file_order(table.polls(), np.sort(table.ordinals), table.rejected)
+
+
+# --------------------------------------------------------------------------- hours and zones
+
+
+def _parsed_rows(
+    raw: RawTable, parse: Callable[[dict[str, str]], _T | Rejection], fast: Callable[..., _T | None]
+) -> Iterator[_T | Rejection]:
+    """Each row through ``fast`` (given its fields in header order; None: not sure), and
+    through ``parse`` when ``fast`` cannot tell, which also gives the reason of a rejection."""
+    records: list[_T | Rejection] = []
+    header = raw.header
+    for row in zip(*(column.to_pylist() for column in raw.columns), strict=True):
+        record = fast(*row)
+        records.append(record if record is not None else parse(dict(zip(header, row, strict=True))))
+    is_good = np.array([not isinstance(r, Rejection) for r in records], dtype=np.bool_)
+    good = [r for r in records if not isinstance(r, Rejection)]
+    rejected = list(raw.rejected)
+    for ordinal, record in zip(raw.ordinals.tolist(), records, strict=True):
+        if isinstance(record, Rejection):
+            rejected.append((ordinal, record))
+    return _in_file_order(good, raw.ordinals[is_good], rejected)
+
+
+def read_hours(path: Path) -> Iterator[HoursRow | Rejection]:
+    """Every row of a ``menu_hours`` file, parsed, or its rejection, in file order."""
+    raw = read_raw(path, "hours")
+    names = ("store_id", "dayOfWeek" if "dayOfWeek" in raw.header else "day")
+    names += ("start_time_local", "end_time_local")
+    if not all(name in raw.header for name in names):  # parse_hours says what is missing
+        return _parsed_rows(raw, parse_hours, lambda *row: None)
+    i_id, i_day, i_start, i_end = (raw.header.index(name) for name in names)
+    store_ids: dict[str, str | None] = {}
+    intervals: dict[tuple[str, str, str], tuple[int, int, int] | None] = {}
+
+    def fast(*row: str) -> HoursRow | None:
+        # The same store ids and the same hours come back again and again: each distinct
+        # text is parsed once (parse_hours decides every row that is not plainly good).
+        raw_id = row[i_id]
+        store_id = store_ids.get(raw_id, "")
+        if store_id == "":
+            store_id = store_ids[raw_id] = _or_none(parse_store_id, raw_id)
+        key = (row[i_day], row[i_start], row[i_end])
+        interval = intervals.get(key)
+        if interval is None and key not in intervals:
+            fields = dict(zip(("day", "start_time_local", "end_time_local"), key, strict=True))
+            parsed = parse_hours({"store_id": "x", **fields})
+            interval = intervals[key] = None if isinstance(parsed, Rejection) else parsed[1:]
+        if store_id is None or interval is None:
+            return None
+        return HoursRow(store_id, *interval)
+
+    return _parsed_rows(raw, parse_hours, fast)
+
+
+def _or_none(check: Callable[[str], str], value: str) -> str | None:
+    try:
+        return check(value)
+    except BadField:
+        return None
+
+
+def read_zones(path: Path) -> Iterator[ZoneRow | Rejection]:
+    """Every row of a ``timezones`` file, parsed, or its rejection, in file order."""
+    return _parsed_rows(read_raw(path, "timezones"), parse_zone, lambda *row: None)
+
+
+def read_text_columns(
+    path: Path, source: str, wanted: Sequence[Sequence[str]]
+) -> tuple[list[list[str]], list[Rejection]]:
+    """The text of the ``wanted`` columns (each a list of accepted names, the first present
+    wins) row by row, unvalidated, and the rows that could not be rows. Raises ValueError
+    naming the file when a wanted column is missing."""
+    raw = read_raw(path, source)
+    picked: list[pa.Array] = []
+    for names in wanted:
+        column = raw.column(names)
+        if column is None:
+            raise ValueError(f"{path}: no column {' or '.join(names)} in header {raw.header}")
+        picked.append(column)
+    rows = [list(row) for row in zip(*(c.to_pylist() for c in picked), strict=True)]
+    return rows, raw.rejections()
