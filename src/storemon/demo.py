@@ -42,10 +42,10 @@ from aiohttp import web
 from aiokafka.admin import AIOKafkaAdminClient
 
 from storemon import services
+from storemon.aggregates.timebase import format_utc, parse_as_of
 from storemon.batch import load_dataset
-from storemon.aggregates.timebase import format_utc
 from storemon.db.migrate import connect
-from storemon.producers.generate import DEFAULT_END, build_dataset, parse_end, write_dataset
+from storemon.producers.generate import DEFAULT_END, build_dataset, write_dataset
 from storemon.producers.replay import DEFAULT_PACK_HOURS, replay
 from storemon.settings import Settings
 from storemon.streams import messages
@@ -111,7 +111,7 @@ class DemoPaths:
 
 def generate_data(out: Path, stores: int, days: float, seed: int) -> None:
     began = time.perf_counter()
-    dataset = build_dataset(random.Random(seed), stores, days, parse_end(DEFAULT_END))
+    dataset = build_dataset(random.Random(seed), stores, days, parse_as_of(DEFAULT_END))
     summary = write_dataset(dataset, out)
     say(
         f"generated {stores} stores, {summary.polls:,} polls, {summary.hours_rows:,} hours rows,"

@@ -43,7 +43,7 @@ from storemon.aggregates.records import (
     parse_zone,
     poll_from_fields,
 )
-from storemon.aggregates.timebase import US_PER_SECOND
+from storemon.aggregates.timebase import US_PER_SECOND, parse_poll_timestamp
 
 POLL_COLUMNS = ("store_id", "status", "timestamp_utc")
 _SURROGATE = re.compile("[\udc80-\udcff]")
@@ -338,6 +338,21 @@ def _utc_suffix_chunk(chunk: pa.Array) -> tuple[Bools, Int64s]:
     return ok, np.where(ok, ts_us, 0)
 
 
+def poll_timestamps(column: pa.ChunkedArray) -> tuple[Bools, Int64s]:
+    """(parsed?, epoch microseconds) of every timestamp in ``column``, in every form the
+    contract accepts: the real files' form in arrays, any other through Python."""
+    ok, ts_us = utc_suffix_timestamps(column)
+    others = np.flatnonzero(~ok)
+    if len(others):
+        for i, text in zip(others.tolist(), column.take(pa.array(others)).to_pylist(), strict=True):
+            try:
+                ts_us[i] = parse_poll_timestamp(text)
+                ok[i] = True
+            except ValueError:
+                pass
+    return ok, ts_us
+
+
 def _cast_each(clocks: pa.Array) -> tuple[Int64s, Int64s]:
     """(epoch microseconds, indexes pyarrow refused) of ``YYYY-MM-DD HH:MM:SS[.f]`` texts;
     a refused value is looked for by halves, so a bad one costs a few casts, not the chunk."""
@@ -406,7 +421,8 @@ def _store_numbers(column: pa.ChunkedArray, number: Callable[[str], int]) -> Int
     indexes = np.concatenate(
         [chunk.indices.to_numpy(zero_copy_only=False) for chunk in encoded.chunks]
     )
-    return np.array(numbers, dtype=np.int64)[indexes]
+    by_row: Int64s = np.array(numbers, dtype=np.int64)[indexes]
+    return by_row
 
 
 def read_poll_table(path: Path) -> PollTable:
@@ -482,17 +498,17 @@ def _parsed_rows(
     is_good = np.array([not isinstance(r, Rejection) for r in records], dtype=np.bool_)
     good = [r for r in records if not isinstance(r, Rejection)]
     rejected = list(raw.rejected)
-    for ordinal, record in zip(raw.ordinals.tolist(), records, strict=True):
-        if isinstance(record, Rejection):
-            rejected.append((ordinal, record))
+    for ordinal, parsed in zip(raw.ordinals.tolist(), records, strict=True):
+        if isinstance(parsed, Rejection):
+            rejected.append((ordinal, parsed))
     return _in_file_order(good, raw.ordinals[is_good], rejected)
 
 
 def read_hours(path: Path) -> Iterator[HoursRow | Rejection]:
     """Every row of a ``menu_hours`` file, parsed, or its rejection, in file order."""
     raw = read_raw(path, "hours")
-    names = ("store_id", "dayOfWeek" if "dayOfWeek" in raw.header else "day")
-    names += ("start_time_local", "end_time_local")
+    day = "dayOfWeek" if "dayOfWeek" in raw.header else "day"
+    names = ("store_id", day, "start_time_local", "end_time_local")
     if not all(name in raw.header for name in names):  # parse_hours says what is missing
         return _parsed_rows(raw, parse_hours, lambda *row: None)
     i_id, i_day, i_start, i_end = (raw.header.index(name) for name in names)
