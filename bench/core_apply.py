@@ -48,11 +48,11 @@ from bisect import insort
 from pathlib import Path
 from typing import NamedTuple
 
-from storemon.batch import load_dataset
 from storemon.aggregates.records import DEFAULT_ZONE
 from storemon.aggregates.schedule import ALWAYS_OPEN
 from storemon.aggregates.state import DEFAULT_HORIZON_US, StoreState
 from storemon.aggregates.timebase import HOUR_US
+from storemon.batch import load_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "bench" / "work"

@@ -393,11 +393,11 @@ class Pipeline:
         while time.monotonic() < deadline:
             record = await db_reports.get_report(self.pool, report_id)
             assert record is not None
-            if record.status == db_reports.COMPLETE:
+            if record.status == db_reports.ReportStatus.COMPLETE:
                 csv_text = await db_reports.get_report_csv(self.pool, report_id)
                 assert csv_text is not None
                 return csv_text
-            assert record.status != db_reports.FAILED, record.error
+            assert record.status != db_reports.ReportStatus.FAILED, record.error
             await asyncio.sleep(poll_s)
         raise AssertionError(
             f"report {report_id} not complete in {timeout_s} s:\n{self.worker_log()}"
