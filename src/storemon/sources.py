@@ -166,7 +166,7 @@ def read_raw(path: Path, source: str) -> RawTable:
     """Every data row of ``path`` as text. Raises ValueError for a damaged gzip file."""
     raw_header = _read_header(path)
     header = [name.strip() for name in raw_header]
-    if not raw_header:
+    if not raw_header or _has_undecodable(raw_header):
         return _python_read(path, source)
     try:
         table, invalid = _arrow_read(path, raw_header, use_threads=True)
