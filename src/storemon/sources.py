@@ -40,6 +40,7 @@ from storemon.aggregates.records import (
     ZoneRow,
     parse_hours,
     parse_store_id,
+    parse_time_of_day,
     parse_zone,
     poll_from_fields,
 )
@@ -403,26 +404,33 @@ class PollTable:
         ]
 
 
-def _store_numbers(column: pa.ChunkedArray, number: Callable[[str], int]) -> Int64s:
-    """``number`` of each row's store id (-1 where it raises BadField), each distinct id
-    checked once."""
+def _encode(column: pa.ChunkedArray) -> tuple[list[str], Int64s]:
+    """The distinct values of ``column`` and, for each row, the index of its value."""
     encoded = pc.dictionary_encode(column)
     if encoded.num_chunks == 0:
-        return np.zeros(0, dtype=np.int64)
+        return [], np.zeros(0, dtype=np.int64)
     dictionaries = [chunk.dictionary for chunk in encoded.chunks]
     if not all(d.equals(dictionaries[-1]) for d in dictionaries):
-        encoded = pa.table({"ids": encoded}).unify_dictionaries().column("ids")
-    numbers: list[int] = []
-    for value in encoded.chunk(0).dictionary.to_pylist():
-        try:
-            numbers.append(number(value))
-        except BadField:
-            numbers.append(-1)
+        encoded = pa.table({"values": encoded}).unify_dictionaries().column("values")
     indexes = np.concatenate(
         [chunk.indices.to_numpy(zero_copy_only=False) for chunk in encoded.chunks]
-    )
-    by_row: Int64s = np.array(numbers, dtype=np.int64)[indexes]
-    return by_row
+    ).astype(np.int64)
+    return encoded.chunk(0).dictionary.to_pylist(), indexes
+
+
+def _per_distinct(
+    column: pa.ChunkedArray, check: Callable[[str], _T]
+) -> tuple[list[_T | None], Int64s]:
+    """``check`` of each distinct value (None where it raises BadField), and each row's
+    index into that list: a column of few distinct values is checked at their number."""
+    distinct, indexes = _encode(column)
+    results: list[_T | None] = []
+    for value in distinct:
+        try:
+            results.append(check(value))
+        except BadField:
+            results.append(None)
+    return results, indexes
 
 
 def read_poll_table(path: Path) -> PollTable:
@@ -440,7 +448,8 @@ def read_poll_table(path: Path) -> PollTable:
         store_id = parse_store_id(value)
         return number_of.setdefault(store_id, len(number_of))
 
-    store = _store_numbers(id_column, store_number)
+    numbers, id_rows = _per_distinct(id_column, store_number)
+    store = np.array([-1 if n is None else n for n in numbers], dtype=np.int64)[id_rows]
     # Other spellings of a status ("Active", " inactive ") are for parse_status.
     active = pc.equal(status_column, "active").to_numpy(zero_copy_only=False)
     inactive = pc.equal(status_column, "inactive").to_numpy(zero_copy_only=False)
@@ -511,28 +520,44 @@ def read_hours(path: Path) -> Iterator[HoursRow | Rejection]:
     names = ("store_id", day, "start_time_local", "end_time_local")
     if not all(name in raw.header for name in names):  # parse_hours says what is missing
         return _parsed_rows(raw, parse_hours, lambda *row: None)
-    i_id, i_day, i_start, i_end = (raw.header.index(name) for name in names)
-    store_ids: dict[str, str | None] = {}
-    intervals: dict[tuple[str, str, str], tuple[int, int, int] | None] = {}
+    id_column, day_column, start_column, end_column = (raw.column((n,)) for n in names)
 
-    def fast(*row: str) -> HoursRow | None:
-        # The same store ids and the same hours come back again and again: each distinct
-        # text is parsed once (parse_hours decides every row that is not plainly good).
-        raw_id = row[i_id]
-        store_id = store_ids.get(raw_id, "")
-        if store_id == "":
-            store_id = store_ids[raw_id] = _or_none(parse_store_id, raw_id)
-        key = (row[i_day], row[i_start], row[i_end])
-        interval = intervals.get(key)
-        if interval is None and key not in intervals:
-            fields = dict(zip(("day", "start_time_local", "end_time_local"), key, strict=True))
-            parsed = parse_hours({"store_id": "x", **fields})
-            interval = intervals[key] = None if isinstance(parsed, Rejection) else parsed[1:]
-        if store_id is None or interval is None:
-            return None
-        return HoursRow(store_id, *interval)
+    def weekday(text: str) -> int:
+        # parse_hours' own rule for the day, on a row whose other fields are good
+        parsed = parse_hours(
+            {"store_id": "x", "day": text, "start_time_local": "00:00", "end_time_local": "01:00"}
+        )
+        if isinstance(parsed, Rejection):
+            raise BadField(parsed.reason, parsed.detail)
+        return parsed.weekday
 
-    return _parsed_rows(raw, parse_hours, fast)
+    # Each column has few distinct values: each is parsed once, and a row whose four
+    # fields all parse is a good row (parse_hours checks exactly these four).
+    columns: list[tuple[list[Any], Int64s]] = [
+        _per_distinct(id_column, parse_store_id),
+        _per_distinct(day_column, weekday),
+        _per_distinct(start_column, lambda t: parse_time_of_day(t, is_end=False)),
+        _per_distinct(end_column, lambda t: parse_time_of_day(t, is_end=True)),
+    ]
+    fast = np.ones(raw.num_rows, dtype=np.bool_)
+    for values, rows in columns:
+        good = np.array([v is not None for v in values], dtype=np.bool_)
+        fast &= good[rows] if len(good) else fast
+    picked = [[values[i] for i in rows[fast].tolist()] for values, rows in columns]
+    records: list[HoursRow | Rejection] = [HoursRow(*row) for row in zip(*picked, strict=True)]
+    ordinals = [raw.ordinals[fast]]
+    rejected = list(raw.rejected)
+    slow = np.flatnonzero(~fast)
+    slow_good: list[int] = []
+    for i, row in zip(slow.tolist(), raw.rows(slow.tolist()), strict=True):
+        parsed = parse_hours(dict(zip(raw.header, row, strict=True)))
+        if isinstance(parsed, Rejection):
+            rejected.append((int(raw.ordinals[i]), parsed))
+        else:
+            records.append(parsed)
+            slow_good.append(int(raw.ordinals[i]))
+    ordinals.append(np.array(slow_good, dtype=np.int64))
+    return _in_file_order(records, np.concatenate(ordinals), rejected)
 
 
 def _or_none(check: Callable[[str], str], value: str) -> str | None:
