@@ -145,7 +145,9 @@ def _read_header(path: Path) -> list[str]:
         return []  # the Python reader explains it
 
 
-def _arrow_read(path: Path, raw_header: list[str], use_threads: bool) -> tuple[pa.Table, list[Any]]:
+def _arrow_read(path: Path, raw_header: list[str], careful: bool) -> tuple[pa.Table, list[Any]]:
+    """The file with every column as text. ``careful``: one thread (which numbers the rows
+    pyarrow refuses) and newlines allowed in quoted values wherever blocks are cut."""
     invalid: list[Any] = []
 
     def keep(row: Any) -> str:
@@ -154,10 +156,10 @@ def _arrow_read(path: Path, raw_header: list[str], use_threads: bool) -> tuple[p
 
     table = pa_csv.read_csv(
         path,
-        read_options=pa_csv.ReadOptions(use_threads=use_threads),
-        parse_options=pa_csv.ParseOptions(newlines_in_values=True, invalid_row_handler=keep),
+        read_options=pa_csv.ReadOptions(use_threads=not careful),
+        parse_options=pa_csv.ParseOptions(newlines_in_values=careful, invalid_row_handler=keep),
         convert_options=pa_csv.ConvertOptions(
-            column_types={name: pa.string() for name in raw_header}, check_utf8=False
+            column_types=dict.fromkeys(raw_header, pa.string()), check_utf8=False
         ),
     )
     return table, invalid
@@ -170,9 +172,12 @@ def read_raw(path: Path, source: str) -> RawTable:
     if not raw_header or _has_undecodable(raw_header):
         return _python_read(path, source)
     try:
-        table, invalid = _arrow_read(path, raw_header, use_threads=True)
-        if invalid:  # only a single-threaded read numbers the rows it refuses
-            table, invalid = _arrow_read(path, raw_header, use_threads=False)
+        try:
+            table, invalid = _arrow_read(path, raw_header, careful=False)
+        except pa.ArrowInvalid:
+            invalid = [None]
+        if invalid:  # refused rows, or a quoted newline where a block was cut
+            table, invalid = _arrow_read(path, raw_header, careful=True)
     except (pa.ArrowException, OSError, EOFError, zlib.error):
         return _python_read(path, source)
     if table.column_names != raw_header or any(t != pa.string() for t in table.schema.types):

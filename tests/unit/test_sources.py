@@ -243,3 +243,16 @@ def test_poll_table_columns(tmp_path: Path) -> None:
     assert len(table) == 3
     assert sorted({table.store_ids[s] for s in table.store.tolist()}) == ["a", "b"]
     assert [r.reason for r in table.rejections()] == ["bad status"]
+
+
+def test_quoted_newlines_and_commas_anywhere_in_a_big_file(tmp_path: Path) -> None:
+    rows = good_lines(120_000)
+    odd_ids = ['"x\ny"', '"a,b"', '"q""uote"', '"line\r\nbreak"']
+    places = [5, 40_001, 77_777, 119_999]
+    for at, store_id in zip(places, odd_ids, strict=True):
+        rows[at] = f"{store_id},inactive,2023-01-25 11:00:00 UTC"
+    path = write(tmp_path / "store_status.csv", [HEADER, *rows])
+    results = list(read_polls(path))
+    assert all(isinstance(r, Poll) for r in results)
+    assert len(results) == len(rows)
+    assert [results[at].store_id for at in places] == ["x\ny", "a,b", 'q"uote', "line\r\nbreak"]  # type: ignore[union-attr]
