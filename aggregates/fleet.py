@@ -11,6 +11,7 @@ to :func:`~storemon.aggregates.windows.windows_from_polls`, store by store.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -53,29 +54,25 @@ def fleet_windows(
     store: Int64s,
     ts_us: Int64s,
     active: Bools,
-    sessions_of: Callable[[int], Sessions],
+    sessions_of: Callable[[Int64s], tuple[Int64s, Sequence[Sessions]]],
     as_of_us: int,
 ) -> list[StoreWindows]:
     """One report row per store with a poll at or before ``as_of_us``.
 
     ``store[i]`` indexes ``store_ids`` for poll ``i``; polls may come in any order and
-    repeat. ``sessions_of(s)`` gives store ``s``'s sessions overlapping the longest window.
+    repeat. ``sessions_of(stores)`` gives, for the store numbers asked, the index of each
+    one's sessions (overlapping the longest window) in the list it returns beside: stores
+    with the same schedule and zone share them.
     """
     used = ts_us <= as_of_us
     store, ts_us, active = sorted_unique_polls(store[used], ts_us[used], active[used])
-    reported = np.unique(store).tolist()
+    reported = np.unique(store)
     # The sessions of the reported stores, flat and sorted by (store, start).
-    session_store: list[int] = []
-    session_start: list[int] = []
-    session_end: list[int] = []
-    for number in reported:
-        sessions = sessions_of(number)
-        session_store += [number] * len(sessions.starts)
-        session_start += sessions.starts
-        session_end += sessions.ends
-    s_store = np.array(session_store, dtype=np.int64)
-    s_start = np.array(session_start, dtype=np.int64)
-    s_end = np.array(session_end, dtype=np.int64)
+    which, shared = sessions_of(reported)
+    counts = np.array([len(sessions.starts) for sessions in shared], dtype=np.int64)
+    s_store = np.repeat(reported, counts[which] if len(which) else 0)
+    s_start = _flat([shared[w].starts for w in which.tolist()])
+    s_end = _flat([shared[w].ends for w in which.tolist()])
     n_stores = len(store_ids)
     up = np.zeros((len(WINDOWS), n_stores), dtype=np.int64)
     down = np.zeros((len(WINDOWS), n_stores), dtype=np.int64)
@@ -108,14 +105,16 @@ def fleet_windows(
                 covered = np.maximum(cover_hi - np.maximum(cover_lo, as_of_us - length), 0)
                 up[w] = _sum_by(store, np.where(active, covered, 0), n_stores)
                 down[w] = _sum_by(store, np.where(active, 0, covered), n_stores)
+    ups = up[:, reported].T.tolist()
+    downs = down[:, reported].T.tolist()
     return [
-        StoreWindows(
-            store_ids[number],
-            (int(up[0, number]), int(up[1, number]), int(up[2, number])),
-            (int(down[0, number]), int(down[1, number]), int(down[2, number])),
-        )
-        for number in reported
+        StoreWindows(store_ids[number], (u[0], u[1], u[2]), (d[0], d[1], d[2]))
+        for number, u, d in zip(reported.tolist(), ups, downs, strict=True)
     ]
+
+
+def _flat(lists: list[list[int]]) -> Int64s:
+    return np.fromiter(itertools.chain.from_iterable(lists), dtype=np.int64)
 
 
 def _last_at_or_before(s_store: Int64s, s_start: Int64s, store: Int64s, ts_us: Int64s) -> Int64s:

@@ -15,9 +15,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import orjson
 
-from storemon.aggregates.fleet import fleet_windows
+from storemon.aggregates.fleet import Int64s, fleet_windows
 from storemon.aggregates.records import DEFAULT_ZONE, HoursRow, Rejection
 from storemon.aggregates.report import LONGEST_WINDOW_US, StoreWindows, render_csv
 from storemon.aggregates.schedule import Schedule, Sessions, build_schedule, sessions_between
@@ -80,18 +81,21 @@ def load_dataset(directory: Path) -> Dataset:
 
 def compute_report(data: Dataset, as_of_us: int) -> list[StoreWindows]:
     """One row per store with a poll at or before ``as_of_us`` (in no particular order)."""
-    known: dict[tuple[Schedule, str], Sessions] = {}  # stores share schedules and zones
     store_ids = data.polls.store_ids
 
-    def sessions_of(number: int) -> Sessions:
-        store_id = store_ids[number]
-        key = (data.schedules.get(store_id, ()), data.zones.get(store_id, DEFAULT_ZONE))
-        sessions = known.get(key)
-        if sessions is None:
-            sessions = known[key] = sessions_between(
-                key[0], key[1], as_of_us - LONGEST_WINDOW_US, as_of_us
-            )
-        return sessions
+    def sessions_of(numbers: Int64s) -> tuple[Int64s, list[Sessions]]:
+        # Stores share schedules and zones: each pair's sessions are computed once.
+        index_of: dict[tuple[Schedule, str], int] = {}
+        which: list[int] = []
+        for number in numbers.tolist():
+            store_id = store_ids[number]
+            key = (data.schedules.get(store_id, ()), data.zones.get(store_id, DEFAULT_ZONE))
+            which.append(index_of.setdefault(key, len(index_of)))
+        shared = [
+            sessions_between(schedule, zone, as_of_us - LONGEST_WINDOW_US, as_of_us)
+            for schedule, zone in index_of
+        ]
+        return np.array(which, dtype=np.int64), shared
 
     polls = data.polls
     return fleet_windows(store_ids, polls.store, polls.ts_us, polls.active, sessions_of, as_of_us)

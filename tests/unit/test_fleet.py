@@ -36,8 +36,8 @@ def test_fleet_equals_each_store_from_scratch(drawn, seed) -> None:  # type: ign
         for number, (sched, zone, _, _) in enumerate(drawn)
     }
 
-    def sessions_of(number: int) -> Sessions:
-        return sessions[number]
+    def sessions_of(numbers: np.ndarray) -> tuple[np.ndarray, list[Sessions]]:
+        return numbers, [sessions[n] for n in range(len(drawn))]
 
     got = fleet_windows(
         ids,
@@ -106,7 +106,7 @@ def test_polls_centuries_apart_give_the_same_rows() -> None:
         np.array([r[0] for r in rows], dtype=np.int64),
         np.array([r[1] for r in rows], dtype=np.int64),
         np.array([r[2] for r in rows], dtype=np.bool_),
-        sessions.__getitem__,
+        lambda numbers: (numbers, [sessions[n] for n in range(40)]),
         as_of,
     )
     want = []
