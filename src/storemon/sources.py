@@ -317,29 +317,30 @@ def utc_suffix_timestamps(column: pa.ChunkedArray) -> tuple[Bools, Int64s]:
 def _utc_suffix_chunk(chunk: pa.Array) -> tuple[Bools, Int64s]:
     chunk = chunk.cast(pa.string())
     n = len(chunk)
+    ok = np.zeros(n, dtype=np.bool_)
+    ts_us = np.zeros(n, dtype=np.int64)
     _, offsets_buffer, data_buffer = chunk.buffers()
+    if n == 0 or data_buffer is None or data_buffer.size == 0:
+        return ok, ts_us
     offsets = np.frombuffer(offsets_buffer, dtype=np.int32)[chunk.offset : chunk.offset + n + 1]
-    data = np.zeros(int(offsets[-1]) + 32, dtype=np.uint8)
-    if data_buffer is not None:
-        data[: int(offsets[-1])] = np.frombuffer(data_buffer, dtype=np.uint8, count=offsets[-1])
+    data = np.frombuffer(data_buffer, dtype=np.uint8)
+    last = len(data) - 1
     starts = offsets[:-1]
     lengths = np.diff(offsets)
     # The shape: 19 characters of date and time, a fraction of 1-6 digits or none, " UTC".
     ok = (lengths == 23) | ((lengths >= 25) & (lengths <= 30))
-    ok &= data[starts + 10] == ord(" ")
-    ok &= (lengths == 23) | (data[starts + 19] == ord("."))
+    ok &= data[np.minimum(starts + 10, last)] == ord(" ")
+    ok &= (lengths == 23) | (data[np.minimum(starts + 19, last)] == ord("."))
     ok &= pc.ends_with(chunk, " UTC").to_numpy(zero_copy_only=False)
-    ts_us = np.zeros(n, dtype=np.int64)
     if not ok.any():
         return ok, ts_us
     # pyarrow's ISO 8601 parser checks the digits, the separators and that the date and
     # time exist; a value it refuses is left to Python.
     clocks = pc.utf8_slice_codeunits(chunk.filter(pa.array(ok)), 0, -4)
     parsed, refused = _cast_each(clocks)
-    values = np.asarray(parsed, dtype=np.int64)
     good = np.flatnonzero(ok)
     ok[good[refused]] = False
-    ts_us[good] = values
+    ts_us[good] = parsed
     ok &= ts_us >= _FIRST_DAY_US
     return ok, np.where(ok, ts_us, 0)
 
