@@ -75,7 +75,15 @@ def load_dataset(directory: Path) -> Dataset:
             zones[zone.store_id] = zone.zone_name  # the last valid row wins
     polls = read_poll_table(polls_path)
     rejections += polls.rejections()
-    schedules = {store: build_schedule(rows) for store, rows in hours_rows.items()}
+    # Many stores keep the same hours: each distinct set of rows is built once.
+    built: dict[frozenset[tuple[int, int, int]], Schedule] = {}
+    schedules: dict[str, Schedule] = {}
+    for store, rows in hours_rows.items():
+        key = frozenset(row[1:] for row in rows)
+        schedule = built.get(key)
+        if schedule is None:
+            schedule = built[key] = build_schedule(rows)
+        schedules[store] = schedule
     return Dataset(polls, schedules, zones, rejections)
 
 
