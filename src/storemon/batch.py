@@ -12,6 +12,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,20 +61,24 @@ def load_dataset(directory: Path) -> Dataset:
     hours_path = find_input(directory, "menu_hours")
     zones_path = find_input(directory, "timezones")
     polls_path = find_input(directory, "store_status")
-    rejections: list[Rejection] = []
-    hours_rows: dict[str, list[HoursRow]] = {}
-    for hours in read_hours(hours_path):
-        if isinstance(hours, Rejection):
-            rejections.append(hours)
-        else:
-            hours_rows.setdefault(hours.store_id, []).append(hours)
-    zones: dict[str, str] = {}
-    for zone in read_zones(zones_path):
-        if isinstance(zone, Rejection):
-            rejections.append(zone)
-        else:
-            zones[zone.store_id] = zone.zone_name  # the last valid row wins
-    polls = read_poll_table(polls_path)
+    # pyarrow reads the polls without holding the GIL most of the time, so the hours and
+    # zones are read and parsed meanwhile.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        reading = pool.submit(read_poll_table, polls_path)
+        rejections: list[Rejection] = []
+        hours_rows: dict[str, list[HoursRow]] = {}
+        for hours in read_hours(hours_path):
+            if isinstance(hours, Rejection):
+                rejections.append(hours)
+            else:
+                hours_rows.setdefault(hours.store_id, []).append(hours)
+        zones: dict[str, str] = {}
+        for zone in read_zones(zones_path):
+            if isinstance(zone, Rejection):
+                rejections.append(zone)
+            else:
+                zones[zone.store_id] = zone.zone_name  # the last valid row wins
+        polls = reading.result()
     rejections += polls.rejections()
     # Many stores keep the same hours: each distinct set of rows is built once.
     built: dict[frozenset[tuple[int, int, int]], Schedule] = {}

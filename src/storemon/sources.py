@@ -336,7 +336,8 @@ def _utc_suffix_chunk(chunk: pa.Array) -> tuple[Bools, Int64s]:
         return ok, ts_us
     # pyarrow's ISO 8601 parser checks the digits, the separators and that the date and
     # time exist; a value it refuses is left to Python.
-    clocks = pc.utf8_slice_codeunits(chunk.filter(pa.array(ok)), 0, -4)
+    shaped = chunk if ok.all() else chunk.filter(pa.array(ok))
+    clocks = pc.utf8_slice_codeunits(shaped, 0, -4)
     parsed, refused = _cast_each(clocks)
     good = np.flatnonzero(ok)
     ok[good[refused]] = False
