@@ -66,7 +66,7 @@ def fleet_windows(
     """
     used = ts_us <= as_of_us
     store, ts_us, active = sorted_unique_polls(store[used], ts_us[used], active[used])
-    reported = np.unique(store)
+    reported = store[np.r_[True, store[1:] != store[:-1]]] if len(store) else store
     # The sessions of the reported stores, flat and sorted by (store, start).
     which, shared = sessions_of(reported)
     counts = np.array([len(sessions.starts) for sessions in shared], dtype=np.int64)
