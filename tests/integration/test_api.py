@@ -454,7 +454,7 @@ async def test_metrics_endpoint_parses_and_counts(
 
     counts = dict(await pool.fetch("SELECT status, count(*) FROM reports GROUP BY status"))
     reports = {s.labels["status"]: s.value for s in families["storemon_reports"].samples}
-    assert reports == {status: counts.get(status, 0) for status in db_reports.STATUSES}
+    assert reports == {status: counts.get(status, 0) for status in db_reports.ReportStatus}
 
     requests = {
         (s.labels["route"], s.labels["status"]): s.value
