@@ -448,7 +448,6 @@ def read_poll_table(path: Path) -> PollTable:
     if missing:
         raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
     id_column, status_column, ts_column = (raw.column((name,)) for name in POLL_COLUMNS)
-    store_ids: list[str] = []
     number_of: dict[str, int] = {}
 
     def store_number(value: str) -> int:
@@ -478,7 +477,7 @@ def read_poll_table(path: Path) -> PollTable:
         number_of.setdefault(poll.store_id, len(number_of))
         slow_polls.append(poll)
         slow_ordinals.append(int(raw.ordinals[i]))
-    store_ids = list(number_of)
+    store_ids: list[str] = list(number_of)
     keep = fast if len(slow) else slice(None)
     return PollTable(
         store_ids,
@@ -565,13 +564,6 @@ def read_hours(path: Path) -> Iterator[HoursRow | Rejection]:
             slow_good.append(int(raw.ordinals[i]))
     ordinals.append(np.array(slow_good, dtype=np.int64))
     return _in_file_order(records, np.concatenate(ordinals), rejected)
-
-
-def _or_none(check: Callable[[str], str], value: str) -> str | None:
-    try:
-        return check(value)
-    except BadField:
-        return None
 
 
 def read_zones(path: Path) -> Iterator[ZoneRow | Rejection]:
