@@ -7,10 +7,14 @@ The tests at the bottom (not marked ``services``) check the launcher's pure part
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
+import asyncpg
 import pytest
 from aiokafka import (  # type: ignore[import-untyped,unused-ignore]
     AIOKafkaConsumer,
@@ -219,3 +223,53 @@ def test_the_kafka_pom_is_package_data() -> None:
     assert "<artifactId>kafka_2.13</artifactId>" in text
     assert kafka.kafka_version() == kafka._pom_kafka_version(text)
     assert kafka.kafka_cache_dir().name == f"kafka-{kafka.kafka_version()}"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_services_up_from_a_checkout_inside_a_private_folder(tmp_path: Path) -> None:
+    """`storemon services up` as the README runs it, from a folder only its owner may enter
+    (mode 700, like /root or a `mktemp -d` folder), then a query through the database and
+    `services down --purge`, which removes the cluster wherever it lived."""
+    private = tmp_path / "private"
+    checkout = private / "storemon"
+    checkout.mkdir(parents=True)
+    private.chmod(0o700)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STOREMON_", "PG"))}
+
+    def storemon(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "storemon", "services", *args],
+            cwd=checkout, env=env, capture_output=True, text=True, timeout=240, check=False,
+        )  # fmt: skip
+
+    up = storemon("up")
+    try:
+        assert up.returncode == 0, up.stderr
+        exports = dict(
+            line.removeprefix("export ").split("=", 1)
+            for line in up.stdout.splitlines()
+            if line.startswith("export ")
+        )
+        record = state.load_state(state.Paths(checkout / ".state")).postgres
+        assert record is not None
+        cluster = Path(record.cluster_dir)
+        assert (cluster / "data" / "PG_VERSION").is_file()
+
+        async def query() -> tuple[str, int]:
+            conn = await asyncpg.connect(exports["STOREMON_DATABASE_URL"], timeout=10)
+            try:
+                await conn.execute("CREATE TABLE visits (n int); INSERT INTO visits VALUES (41)")
+                row = await conn.fetchrow("SELECT current_user AS who, n + 1 AS n FROM visits")
+                assert row is not None
+                return str(row["who"]), int(row["n"])
+            finally:
+                await conn.close()
+
+        assert asyncio.run(query()) == (services.DB_USER, 42)
+        assert kafka.kafka_answers(exports["STOREMON_KAFKA_BOOTSTRAP"], timeout_s=5.0)
+    finally:
+        down = storemon("down", "--purge")
+    assert down.returncode == 0, down.stderr
+    assert not cluster.exists()
+    assert private.stat().st_mode & 0o777 == 0o700  # nobody changed the folder's permissions
