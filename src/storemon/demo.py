@@ -263,7 +263,9 @@ async def fetch_report(base_url: str, token: str, timeout_s: float) -> StreamRep
         return await poll_async(
             finished,
             timeout_s=timeout_s,
-            on_timeout=lambda: DemoError(f"report {report_id} not complete within {timeout_s:.0f} s"),
+            on_timeout=lambda: DemoError(
+                f"report {report_id} not complete within {timeout_s:.0f} s"
+            ),
             cap_s=POLL_INTERVAL_S,
         )
 

@@ -74,7 +74,9 @@ KafkaBackendChoice = Literal["auto", "kafka", "noida-db"]
 
 def pom_text() -> str:
     """The POM shipped with the package (works from a checkout and from an installed wheel)."""
-    return (importlib.resources.files(__package__ or "storemon.services") / POM_RESOURCE).read_text()
+    return (
+        importlib.resources.files(__package__ or "storemon.services") / POM_RESOURCE
+    ).read_text()
 
 
 def _pom_kafka_version(text: str) -> str:
@@ -389,7 +391,9 @@ def begin_kafka(
         def wait_running() -> None:
             logs = kafka_logs(paths, running)
             wait_kafka(running.bootstrap, timeout_s, lambda: kafka_running(paths, running), logs)
-            say(f"kafka: {running.label} already running on {running.bootstrap} (pid {running.pid})")
+            say(
+                f"kafka: {running.label} already running on {running.bootstrap} (pid {running.pid})"
+            )
 
         return False, wait_running
     if prev is not None and kafka_running(paths, prev):
