@@ -13,11 +13,11 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from storemon.settings import Settings
-from storemon.streams.messages import ALL_TOPICS, DEAD_LETTERS
+from storemon.streams.messages import ALL_TOPICS, DEAD_LETTERS, INPUT_BATCHES
 
 # The worker's Faust tables; their changelog topics are created here too, before the worker
 # starts, so that Faust never meets a changelog topic it has no metadata for yet.
-TABLES = ("stores",)
+TABLES = ("stores", "store_polls")
 
 
 class TopicMismatch(RuntimeError):
@@ -37,6 +37,11 @@ async def ensure_topics(settings: Settings) -> list[str]:
         configs: dict[str, dict[str, str]] = {settings.topic(name): {} for name in ALL_TOPICS}
         # Dead letters are evidence: keep them a month.
         configs[settings.topic(DEAD_LETTERS)] = {"retention.ms": str(30 * 24 * 3600 * 1000)}
+        # Internal batches are read within seconds; a week outlasts any outage of the agent.
+        configs[settings.topic(INPUT_BATCHES)] = {
+            "retention.ms": str(7 * 24 * 3600 * 1000),
+            "max.message.bytes": str(16 * 1024 * 1024),
+        }
         for table in TABLES:
             configs[changelog_topic(settings, table)] = {"cleanup.policy": "compact"}
         wanted = list(configs)
