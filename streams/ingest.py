@@ -273,16 +273,19 @@ class Ingestor:
             changes.hours.update(applied.hours)
             changes.days.update(applied.days)
             self.stats.polls += len(item.polls)
-        if state.poll_ts:
-            # Whole days: the cutoff moves once a day, not with every poll.
-            state.prune(floor_to(state.poll_ts[-1] - self.horizon_us, DAY_US))
         poll_days = {d for ts, _ in item.polls if (d := ts - ts % DAY_US) >= state.cutoff_us}
         days = set(changes.days)
         days.update(h - h % DAY_US for h in changes.hours)
         days.update(poll_days)
+        # The rows are taken before pruning: polls that arrive together (a backlog read in
+        # one batch) give their old days their exact values before the state lets them go.
         for day in sorted(days):
             batch.days[(store_id, day)] = state.day_record(day, changes.hours)
         self.stats.day_rows += len(days)
+        if state.poll_ts:
+            # Whole days: the cutoff moves once a day, not with every poll.
+            state.prune(floor_to(state.poll_ts[-1] - self.horizon_us, DAY_US))
+        poll_days = {d for d in poll_days if d >= state.cutoff_us}
         summary = state.summary()
         newest = state.poll_ts[-1] if state.poll_ts else None
         schedule_rows = [list(i) for i in state.schedule]
