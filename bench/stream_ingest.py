@@ -24,6 +24,7 @@ import dataclasses
 import json
 import math
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -153,8 +154,42 @@ def du_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
 
 
+def start_profiler(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy sampling the worker (collapsed stacks, all threads, native frames off)."""
+    return subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "py-spy"),
+            "record",
+            "-p",
+            str(pid),
+            "-r",
+            "100",
+            "--nonblocking",
+            "-f",
+            "raw",
+            "-o",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def stop_profiler(profiler: subprocess.Popen[bytes]) -> None:
+    profiler.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+    try:
+        profiler.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        profiler.kill()
+
+
 async def main(
-    stores: int, days: int, reports: int, pack_hours: int, batch_size: int | None = None
+    stores: int,
+    days: int,
+    reports: int,
+    pack_hours: int,
+    batch_size: int | None = None,
+    profile: bool = False,
 ) -> dict[str, object]:
     base = Settings.from_env()
     if not base.kafka_bootstrap or not base.database_url:
@@ -172,6 +207,8 @@ async def main(
     pipeline.start_worker()
     assert pipeline.worker is not None
     await wait_worker_ready(pipeline)
+    profile_out = work / f"profile-pack{pack_hours}.txt"
+    profiler = start_profiler(pipeline.worker.pid, profile_out) if profile else None
     # End to end: from the replay's first read of the files to the worker's last commit
     # (the worker writes PostgreSQL before it commits: the aggregates are then complete).
     started = time.perf_counter()
@@ -181,6 +218,8 @@ async def main(
     replay_s = time.perf_counter() - started
     await pipeline.wait_consumed(timeout_s=7200)
     end_to_end_s = time.perf_counter() - started
+    if profiler is not None:
+        stop_profiler(profiler)
     polls = stats.topics[messages.POLLS].sent
     baseline_rate = await plain_consumer_rate(pipeline.settings, stats.poll_messages, polls)
     latencies, csv_text = await reports_through_the_api(pipeline, reports)
@@ -228,6 +267,8 @@ async def main(
         "stream_csv_equals_batch": csv_text == out.read_text(),
         "worker_batches": worker_stats.get("batches"),
         "worker_seconds": worker_stats.get("seconds"),
+        "worker_table_writes": worker_stats.get("table_writes"),
+        "batcher": worker_stats.get("batcher"),
     }
     (work / f"result-pack{pack_hours}.json").write_text(json.dumps(result, indent=2))
     return result
@@ -239,10 +280,11 @@ if __name__ == "__main__":
     parser.add_argument("--days", type=int, default=8)
     parser.add_argument("--reports", type=int, default=10)
     parser.add_argument("--pack-hours", type=int, default=DEFAULT_PACK_HOURS)
-    parser.add_argument("--batch-size", type=int, default=None, help="worker events per batch")
+    parser.add_argument("--batch-size", type=int, default=None, help="polls per input batch")
+    parser.add_argument("--profile", action="store_true", help="py-spy the worker meanwhile")
     args = parser.parse_args()
     outcome = asyncio.run(
-        main(args.stores, args.days, args.reports, args.pack_hours, args.batch_size)
+        main(args.stores, args.days, args.reports, args.pack_hours, args.batch_size, args.profile)
     )
     for key, value in outcome.items():
         print(f"{key:<30} {value}")

@@ -92,7 +92,9 @@ class PartitionBatch:
             )
         )
 
-    def add(self, kind: str, key: bytes | None, raw: bytes | None, partition: int, offset: int) -> None:
+    def add(
+        self, kind: str, key: bytes | None, raw: bytes | None, partition: int, offset: int
+    ) -> None:
         """Validate one input record and add what is good of it; bad parts are rejected
         with their reason (the rest of a pack or schedule still goes through)."""
         self.records += 1
@@ -100,7 +102,9 @@ class PartitionBatch:
             value = decode_object(raw)
         except ValueError as error:
             text = (raw or b"")[:500].decode("utf-8", "replace")
-            self.reject(Rejection(kind, "bad message", str(error), {"raw": text}), partition, offset)
+            self.reject(
+                Rejection(kind, "bad message", str(error), {"raw": text}), partition, offset
+            )
             return
         if kind == POLLS:
             self._add_polls(value, key, partition, offset)
@@ -121,7 +125,9 @@ class PartitionBatch:
             elif self._key_matches(kind, key, zone.store_id, partition, offset):
                 self.zones[zone.store_id] = zone.zone_name
 
-    def _add_polls(self, value: dict[str, Any], key: bytes | None, partition: int, offset: int) -> None:
+    def _add_polls(
+        self, value: dict[str, Any], key: bytes | None, partition: int, offset: int
+    ) -> None:
         records = unpack_polls(value)
         good: list[tuple[int, bool]] = []
         store_id = None
@@ -139,7 +145,9 @@ class PartitionBatch:
                         record["store_id"], record["timestamp_utc"], record["status"]
                     )
                 except BadField as error:
-                    self.reject(Rejection(POLLS, error.reason, str(error), record), partition, offset)
+                    self.reject(
+                        Rejection(POLLS, error.reason, str(error), record), partition, offset
+                    )
                     continue
                 store_id = poll.store_id
                 good.append((poll.ts_us, poll.active))
