@@ -83,7 +83,7 @@ class IngestStats:
 class _Persisted:
     """What this process knows the tables hold for a store."""
 
-    settings: bytes | None  # None: not written by this process yet (rewrite on first update)
+    settings: tuple[Any, ...] | None  # None: not written by this process yet (rewrite it)
     days: list[int]  # the days listed in the stores entry
     rewrite_all_days: bool = False  # loaded from the old one-entry layout
 
@@ -326,16 +326,7 @@ class Ingestor:
             day = poll_ts[i] - poll_ts[i] % DAY_US
             kept_days.append(day)
             i = bisect_left(poll_ts, day + DAY_US, i)
-        settings = orjson.dumps(
-            {
-                "schedule": schedule_rows,
-                "zone": state.zone_name,
-                "first": state.first_poll_us,
-                "cutoff": cutoff,
-                "anchor": anchor,
-                "days": kept_days,
-            }
-        )
+        settings = (state.schedule, state.zone_name, state.first_poll_us, cutoff, anchor, kept_days)
         to_write = set(kept_days) if persisted.rewrite_all_days else poll_days & set(kept_days)
         for day in sorted(to_write):
             j = bisect_left(poll_ts, max(day, cutoff))
@@ -347,7 +338,17 @@ class Ingestor:
             if day not in kept:
                 table_writes.append((event, self.polls_table, day_key(store_id, day), None))
         if settings != persisted.settings:
-            table_writes.append((event, self.stores_table, store_id.encode(), settings))
+            entry = orjson.dumps(
+                {
+                    "schedule": schedule_rows,
+                    "zone": state.zone_name,
+                    "first": state.first_poll_us,
+                    "cutoff": cutoff,
+                    "anchor": anchor,
+                    "days": kept_days,
+                }
+            )
+            table_writes.append((event, self.stores_table, store_id.encode(), entry))
         self.persisted[store_id] = _Persisted(settings, kept_days)
 
 

@@ -51,9 +51,7 @@ def test_good_records_go_through_and_bad_ones_are_rejected_with_their_reason() -
     )
     batch.add("polls", b"other", poll("s1", T0 + HOUR_US), 2, 13)  # key is not the store
     batch.add("polls", b"s1", b"not json", 2, 14)
-    pack = messages.poll_pack_message(
-        "s2", [(format_utc(T0), "inactive"), ("yesterday", "active")]
-    )
+    pack = messages.poll_pack_message("s2", [(format_utc(T0), "inactive"), ("yesterday", "active")])
     batch.add("polls", b"s2", pack, 2, 15)
     hours = messages.hours_message(
         "s1",
