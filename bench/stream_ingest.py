@@ -150,6 +150,16 @@ def command_median_s(command: list[str], runs: int = 3) -> float:
     return statistics.median(times)
 
 
+def changelog_bytes(settings: Settings) -> int:
+    """Bytes in the broker's log segments of the worker's table changelogs (nothing is
+    compacted during a run this short: that is what the tables wrote)."""
+    data = settings.state_dir / "kafka" / "data"
+    prefix = f"{settings.faust_app_id}-"
+    return sum(
+        f.stat().st_size for d in data.glob(f"{prefix}*-changelog-*") for f in d.glob("*.log")
+    )
+
+
 def du_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
 
@@ -207,6 +217,8 @@ async def main(
     pipeline.start_worker()
     assert pipeline.worker is not None
     await wait_worker_ready(pipeline)
+    assert pipeline.pool is not None
+    wal_before = await pipeline.pool.fetchval("SELECT pg_current_wal_lsn()::text")
     profile_out = work / f"profile-pack{pack_hours}.txt"
     profiler = start_profiler(pipeline.worker.pid, profile_out) if profile else None
     # End to end: from the replay's first read of the files to the worker's last commit
@@ -220,6 +232,12 @@ async def main(
     end_to_end_s = time.perf_counter() - started
     if profiler is not None:
         stop_profiler(profiler)
+    wal_bytes = await pipeline.pool.fetchval(
+        "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)::bigint", wal_before
+    )
+    table_bytes = changelog_bytes(
+        dataclasses.replace(base, faust_app_id=pipeline.settings.faust_app_id)
+    )
     polls = stats.topics[messages.POLLS].sent
     baseline_rate = await plain_consumer_rate(pipeline.settings, stats.poll_messages, polls)
     latencies, csv_text = await reports_through_the_api(pipeline, reports)
@@ -262,6 +280,8 @@ async def main(
         "batch_report_command_median_s": round(batch_s, 3),
         "batch_over_stream_report": round(batch_s / median, 1),
         "worker_peak_rss_mb": round(rss, 1),
+        "changelog_bytes_per_poll": round(table_bytes / polls, 1),
+        "postgres_wal_bytes_per_poll": round(wal_bytes / polls, 1),
         "rocksdb_mb": round(rocksdb_mb, 1),
         "postgres_db_mb": round(pg_mb, 1),
         "stream_csv_equals_batch": csv_text == out.read_text(),
