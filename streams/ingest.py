@@ -107,6 +107,8 @@ class Ingestor:
         self.horizon_us = horizon_us
         self.cache: dict[str, StoreState] = {}
         self.persisted: dict[str, _Persisted] = {}
+        # Each distinct schedule as rows, made once (rows are only read, never changed).
+        self._schedule_rows: dict[Schedule, list[list[int]]] = {}
         self.stats = IngestStats()
         self._last_end: float | None = None
 
@@ -288,7 +290,9 @@ class Ingestor:
         poll_days = {d for d in poll_days if d >= state.cutoff_us}
         summary = state.summary()
         newest = state.poll_ts[-1] if state.poll_ts else None
-        schedule_rows = [list(i) for i in state.schedule]
+        schedule_rows = self._schedule_rows.get(state.schedule)
+        if schedule_rows is None:
+            schedule_rows = self._schedule_rows[state.schedule] = [list(i) for i in state.schedule]
         batch.stores[store_id] = StoreRow(
             store_id,
             schedule_rows,
