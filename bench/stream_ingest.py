@@ -200,6 +200,7 @@ async def main(
     pack_hours: int,
     batch_size: int | None = None,
     profile: bool = False,
+    preload: bool = False,
 ) -> dict[str, object]:
     base = Settings.from_env()
     if not base.kafka_bootstrap or not base.database_url:
@@ -214,20 +215,29 @@ async def main(
     pipeline.settings = dataclasses.replace(
         pipeline.settings, batch_timeout_s=0.5, batch_size=batch_size or base.batch_size
     )
+    assert pipeline.pool is not None
+    wal_before = await pipeline.pool.fetchval("SELECT pg_current_wal_lsn()::text")
+    if preload:
+        # The worker alone: the topics are filled first, the clock starts once the worker
+        # answers (it then joins its groups and drains the backlog).
+        t0 = time.perf_counter()
+        stats = await replay(
+            pipeline.settings, data, speedup=None, progress=False, pack_hours=pack_hours
+        )
+        replay_s = time.perf_counter() - t0
     pipeline.start_worker()
     assert pipeline.worker is not None
     await wait_worker_ready(pipeline)
-    assert pipeline.pool is not None
-    wal_before = await pipeline.pool.fetchval("SELECT pg_current_wal_lsn()::text")
     profile_out = work / f"profile-pack{pack_hours}.txt"
     profiler = start_profiler(pipeline.worker.pid, profile_out) if profile else None
     # End to end: from the replay's first read of the files to the worker's last commit
     # (the worker writes PostgreSQL before it commits: the aggregates are then complete).
     started = time.perf_counter()
-    stats = await replay(
-        pipeline.settings, data, speedup=None, progress=False, pack_hours=pack_hours
-    )
-    replay_s = time.perf_counter() - started
+    if not preload:
+        stats = await replay(
+            pipeline.settings, data, speedup=None, progress=False, pack_hours=pack_hours
+        )
+        replay_s = time.perf_counter() - started
     await pipeline.wait_consumed(timeout_s=7200)
     end_to_end_s = time.perf_counter() - started
     if profiler is not None:
@@ -267,6 +277,7 @@ async def main(
         "polls": polls,
         "poll_messages": stats.poll_messages,
         "pack_hours": pack_hours,
+        "preloaded": preload,
         "batch_size": pipeline.settings.batch_size,
         "replay_s": round(replay_s, 2),
         "end_to_end_s": round(end_to_end_s, 2),
@@ -290,7 +301,9 @@ async def main(
         "worker_table_writes": worker_stats.get("table_writes"),
         "batcher": worker_stats.get("batcher"),
     }
-    (work / f"result-pack{pack_hours}.json").write_text(json.dumps(result, indent=2))
+    (work / f"result-pack{pack_hours}{'-preloaded' if preload else ''}.json").write_text(
+        json.dumps(result, indent=2)
+    )
     return result
 
 
@@ -302,9 +315,20 @@ if __name__ == "__main__":
     parser.add_argument("--pack-hours", type=int, default=DEFAULT_PACK_HOURS)
     parser.add_argument("--batch-size", type=int, default=None, help="polls per input batch")
     parser.add_argument("--profile", action="store_true", help="py-spy the worker meanwhile")
+    parser.add_argument(
+        "--preload", action="store_true", help="publish everything first, then time the worker"
+    )
     args = parser.parse_args()
     outcome = asyncio.run(
-        main(args.stores, args.days, args.reports, args.pack_hours, args.batch_size, args.profile)
+        main(
+            args.stores,
+            args.days,
+            args.reports,
+            args.pack_hours,
+            args.batch_size,
+            args.profile,
+            args.preload,
+        )
     )
     for key, value in outcome.items():
         print(f"{key:<30} {value}")
