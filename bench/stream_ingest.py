@@ -243,7 +243,7 @@ async def main(
     if profiler is not None:
         stop_profiler(profiler)
     wal_bytes = await pipeline.pool.fetchval(
-        "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)::bigint", wal_before
+        "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)::bigint", wal_before
     )
     table_bytes = changelog_bytes(
         dataclasses.replace(base, faust_app_id=pipeline.settings.faust_app_id)
