@@ -556,11 +556,11 @@ def run(args: argparse.Namespace) -> int:
     except (KafkaError, services.ServiceError) as error:
         print(f"storemon replay: {error.__class__.__name__}: {error}", file=sys.stderr)
         return 1
+    # The result on stdout (progress went to stderr).
     print(
         f"storemon replay: {args.data} -> {settings.kafka_bootstrap} "
-        f"(topics {settings.topic('*')})",
-        file=sys.stderr,
+        f"(topics {settings.topic('*')})"
     )
     for line in stats.summary_lines():
-        print(line, file=sys.stderr)
+        print(line)
     return 0
