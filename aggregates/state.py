@@ -39,6 +39,9 @@ DEFAULT_HORIZON_US = 192 * HOUR_US
 # How far ahead of the newest poll the cached sessions reach, so a stream in time order
 # recomputes them about once a week of data.
 _SESSION_LOOKAHEAD_US = 7 * DAY_US
+# Days whose runs a state keeps (the newest recorded): live polls touch today, and yesterday
+# for a while after midnight.
+_DAYS_OF_RUNS_KEPT = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +116,7 @@ class StoreState:
     """One store's incremental uptime state. Not thread-safe; one owner at a time."""
 
     __slots__ = (
+        "_day_runs",
         "_last_in_hours_us",
         "_sessions",
         "_sessions_hi",
@@ -149,6 +153,10 @@ class StoreState:
         self._sessions_lo = 0
         self._sessions_hi = 0
         self._last_in_hours_us: int | None = None
+        # The runs of each hour of the days recorded last (day -> hour -> runs), kept up to
+        # date by every recomputation, so a day's record after a live poll needs only the
+        # hours that poll changed, not a pass over the whole day.
+        self._day_runs: dict[int, dict[int, tuple[Run, ...]]] = {}
 
     # -- sessions -------------------------------------------------------------------------
 
@@ -264,6 +272,7 @@ class StoreState:
             return changes
         self.schedule, self.zone_name = schedule, zone_name
         self._sessions = None
+        self._day_runs.clear()
         old_last = self._last_in_hours_us
         self._last_in_hours_us = self._find_last_in_hours()
         changes.summary_changed = True
@@ -286,8 +295,15 @@ class StoreState:
         if cutoff <= self.cutoff_us:
             return [], []
         old_cutoff, self.cutoff_us = self.cutoff_us, cutoff
+        self._day_runs.clear()
         self._drop_polls_before_cutoff()
-        gone_hours = [h for h in self.hours_with_time() if old_cutoff <= h < cutoff]
+        gone_hours = [
+            day + i * HOUR_US
+            for day in sorted(d for d in self.day_hours if d < cutoff)
+            for i in range(24)
+            if (self.day_hours[day][2 * i] or self.day_hours[day][2 * i + 1])
+            and old_cutoff <= day + i * HOUR_US < cutoff
+        ]
         # The day that straddles the cutoff keeps its hours and total, so its daily row stays
         # exact; no window that starts after the cutoff ever takes that day whole.
         gone_days = [d for d in self.day_hours if d + DAY_US <= cutoff]
@@ -339,6 +355,7 @@ class StoreState:
                 slot = 2 * ((hour - day) // HOUR_US)
                 hour_runs = fresh.get(hour)
                 hours_array = day_hours.get(day)
+                self._remember_runs(day, hour, hour_runs)
                 if hour_runs is None:
                     if hours_array is not None and (hours_array[slot] or hours_array[slot + 1]):
                         hours_array[slot] = hours_array[slot + 1] = 0
@@ -363,6 +380,14 @@ class StoreState:
             changes.days[day] = totals
             if totals == (0, 0):
                 del day_hours[day]
+
+    def _remember_runs(self, day: int, hour: int, hour_runs: list[Run] | None) -> None:
+        cached = self._day_runs.get(day)
+        if cached is not None:
+            if hour_runs is None:
+                cached.pop(hour, None)
+            else:
+                cached[hour] = tuple(hour_runs)
 
     def hour_totals(self, hour_start_us: int) -> tuple[int, int]:
         day = floor_to(hour_start_us, DAY_US)
@@ -412,8 +437,11 @@ class StoreState:
         bounds = [0] * 25
         if hours_array is not None:
             hours = [day_start_us + h * HOUR_US for h in range(24)]
-            by_hour: dict[int, tuple[Run, ...] | list[Run]]
-            if known is not None and all(
+            by_hour: dict[int, tuple[Run, ...]]
+            cached = self._day_runs.get(day_start_us)
+            if cached is not None:
+                by_hour = cached
+            elif known is not None and all(
                 hours[h] in known for h in range(24) if hour_up[h] or hour_down[h]
             ):
                 by_hour = {hour: known[hour].runs for hour in hours if hour in known}
@@ -425,7 +453,11 @@ class StoreState:
                 if lo < hi:
                     sessions = self.sessions_covering(lo, hi)
                     runs = timeline_runs(sessions, self.poll_ts, self.poll_active, lo, hi)
-                    by_hour = dict(split_by_hour(runs))
+                    by_hour = {h: tuple(r) for h, r in split_by_hour(runs).items()}
+            if cached is None:
+                if len(self._day_runs) >= _DAYS_OF_RUNS_KEPT:
+                    del self._day_runs[min(self._day_runs)]
+                self._day_runs[day_start_us] = by_hour
             for h in range(24):
                 for start, end, active in by_hour.get(hours[h], ()):
                     flat.extend((start, end, 1 if active else 0))

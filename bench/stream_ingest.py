@@ -24,6 +24,7 @@ import dataclasses
 import json
 import math
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -149,12 +150,57 @@ def command_median_s(command: list[str], runs: int = 3) -> float:
     return statistics.median(times)
 
 
+def changelog_bytes(settings: Settings) -> int:
+    """Bytes in the broker's log segments of the worker's table changelogs (nothing is
+    compacted during a run this short: that is what the tables wrote)."""
+    data = settings.state_dir / "kafka" / "data"
+    prefix = f"{settings.faust_app_id}-"
+    return sum(
+        f.stat().st_size for d in data.glob(f"{prefix}*-changelog-*") for f in d.glob("*.log")
+    )
+
+
 def du_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
 
 
+def start_profiler(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy sampling the worker (collapsed stacks, all threads, native frames off)."""
+    return subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "py-spy"),
+            "record",
+            "-p",
+            str(pid),
+            "-r",
+            "100",
+            "--nonblocking",
+            "-f",
+            "raw",
+            "-o",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def stop_profiler(profiler: subprocess.Popen[bytes]) -> None:
+    profiler.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+    try:
+        profiler.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        profiler.kill()
+
+
 async def main(
-    stores: int, days: int, reports: int, pack_hours: int, batch_size: int | None = None
+    stores: int,
+    days: int,
+    reports: int,
+    pack_hours: int,
+    batch_size: int | None = None,
+    profile: bool = False,
+    preload: bool = False,
 ) -> dict[str, object]:
     base = Settings.from_env()
     if not base.kafka_bootstrap or not base.database_url:
@@ -169,18 +215,39 @@ async def main(
     pipeline.settings = dataclasses.replace(
         pipeline.settings, batch_timeout_s=0.5, batch_size=batch_size or base.batch_size
     )
+    assert pipeline.pool is not None
+    wal_before = await pipeline.pool.fetchval("SELECT pg_current_wal_lsn()::text")
+    if preload:
+        # The worker alone: the topics are filled first, the clock starts once the worker
+        # answers (it then joins its groups and drains the backlog).
+        t0 = time.perf_counter()
+        stats = await replay(
+            pipeline.settings, data, speedup=None, progress=False, pack_hours=pack_hours
+        )
+        replay_s = time.perf_counter() - t0
     pipeline.start_worker()
     assert pipeline.worker is not None
     await wait_worker_ready(pipeline)
+    profile_out = work / f"profile-pack{pack_hours}.txt"
+    profiler = start_profiler(pipeline.worker.pid, profile_out) if profile else None
     # End to end: from the replay's first read of the files to the worker's last commit
     # (the worker writes PostgreSQL before it commits: the aggregates are then complete).
     started = time.perf_counter()
-    stats = await replay(
-        pipeline.settings, data, speedup=None, progress=False, pack_hours=pack_hours
-    )
-    replay_s = time.perf_counter() - started
+    if not preload:
+        stats = await replay(
+            pipeline.settings, data, speedup=None, progress=False, pack_hours=pack_hours
+        )
+        replay_s = time.perf_counter() - started
     await pipeline.wait_consumed(timeout_s=7200)
     end_to_end_s = time.perf_counter() - started
+    if profiler is not None:
+        stop_profiler(profiler)
+    wal_bytes = await pipeline.pool.fetchval(
+        "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)::bigint", wal_before
+    )
+    table_bytes = changelog_bytes(
+        dataclasses.replace(base, faust_app_id=pipeline.settings.faust_app_id)
+    )
     polls = stats.topics[messages.POLLS].sent
     baseline_rate = await plain_consumer_rate(pipeline.settings, stats.poll_messages, polls)
     latencies, csv_text = await reports_through_the_api(pipeline, reports)
@@ -210,6 +277,7 @@ async def main(
         "polls": polls,
         "poll_messages": stats.poll_messages,
         "pack_hours": pack_hours,
+        "preloaded": preload,
         "batch_size": pipeline.settings.batch_size,
         "replay_s": round(replay_s, 2),
         "end_to_end_s": round(end_to_end_s, 2),
@@ -223,13 +291,19 @@ async def main(
         "batch_report_command_median_s": round(batch_s, 3),
         "batch_over_stream_report": round(batch_s / median, 1),
         "worker_peak_rss_mb": round(rss, 1),
+        "changelog_bytes_per_poll": round(table_bytes / polls, 1),
+        "postgres_wal_bytes_per_poll": round(wal_bytes / polls, 1),
         "rocksdb_mb": round(rocksdb_mb, 1),
         "postgres_db_mb": round(pg_mb, 1),
         "stream_csv_equals_batch": csv_text == out.read_text(),
         "worker_batches": worker_stats.get("batches"),
         "worker_seconds": worker_stats.get("seconds"),
+        "worker_table_writes": worker_stats.get("table_writes"),
+        "batcher": worker_stats.get("batcher"),
     }
-    (work / f"result-pack{pack_hours}.json").write_text(json.dumps(result, indent=2))
+    (work / f"result-pack{pack_hours}{'-preloaded' if preload else ''}.json").write_text(
+        json.dumps(result, indent=2)
+    )
     return result
 
 
@@ -239,10 +313,22 @@ if __name__ == "__main__":
     parser.add_argument("--days", type=int, default=8)
     parser.add_argument("--reports", type=int, default=10)
     parser.add_argument("--pack-hours", type=int, default=DEFAULT_PACK_HOURS)
-    parser.add_argument("--batch-size", type=int, default=None, help="worker events per batch")
+    parser.add_argument("--batch-size", type=int, default=None, help="polls per input batch")
+    parser.add_argument("--profile", action="store_true", help="py-spy the worker meanwhile")
+    parser.add_argument(
+        "--preload", action="store_true", help="publish everything first, then time the worker"
+    )
     args = parser.parse_args()
     outcome = asyncio.run(
-        main(args.stores, args.days, args.reports, args.pack_hours, args.batch_size)
+        main(
+            args.stores,
+            args.days,
+            args.reports,
+            args.pack_hours,
+            args.batch_size,
+            args.profile,
+            args.preload,
+        )
     )
     for key, value in outcome.items():
         print(f"{key:<30} {value}")

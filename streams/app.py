@@ -1,7 +1,9 @@
 """The Faust application: topics, tables, agents, timers and operator pages.
 
-One agent reads the three input topics as one stream, so a store's schedule, zone and polls
-are applied by one coroutine in the order they arrive and never race; batches of events
+A batching stage (:mod:`storemon.streams.batcher`, a plain aiokafka consumer) reads the
+three input topics and writes one internal message per partition and ~100 ms to
+``input-batches``. One agent reads that topic, so a store's schedule, zone and polls are
+applied by one coroutine in the order they arrive and never race; batches of events
 (``take_events``) let it write each table key and each database row once per batch.
 Report requests have a consumer of their own (:mod:`storemon.streams.report_jobs`).
 """
@@ -35,6 +37,7 @@ from storemon.db.reports import ReportStatus
 from storemon.metrics import ReportMetrics, WorkerCollector
 from storemon.settings import Settings
 from storemon.streams import messages
+from storemon.streams.batcher import InputBatcher
 from storemon.streams.ingest import Ingestor, retry_forever
 from storemon.streams.offsets import CommitWatchdog, guard_offset_commits
 from storemon.streams.report_jobs import ReportRequestConsumer
@@ -120,6 +123,15 @@ def _raw_table(app: faust.App, name: str, settings: Settings, help_text: str) ->
         value_type=bytes,
         partitions=settings.partitions,
         help=help_text,
+        # Faust opens one RocksDB per table and partition, each with 3 x 64 MiB memtables and
+        # a 2 GiB block cache by default: with two tables that let a 14,000-store worker grow
+        # past 2.5 GB. The entries are small and read only when a state is rebuilt.
+        options={
+            "write_buffer_size": 8 * 2**20,
+            "max_write_buffer_number": 2,
+            "block_cache_size": 32 * 2**20,
+            "block_cache_compressed_size": 8 * 2**20,
+        },
     )
 
 
@@ -149,17 +161,20 @@ def create_app(settings: Settings) -> faust.App:  # noqa: C901 (agents are closu
     # Faust stops the stream whenever more than 100 table writes wait for the producer, then
     # drains them one by one; with a batch writing thousands of entries that throttles
     # ingestion. A larger allowance lets the producer drain while the next batch is built
-    # (everything is still flushed before any offset is committed).
-    app.producer.buffer.max_messages = 4 * settings.batch_size
+    # (everything is still flushed before any offset is committed). A batch writes about
+    # one entry per store and day it touched.
+    app.producer.buffer.max_messages = 200_000
     guard_offset_commits(app.consumer)
     if settings.api_token:
         _require_token(app, settings.api_token)
     watchdog = CommitWatchdog(app.consumer)
     database = Database(settings.database_url)
-    kind_of_topic = {settings.topic(name): name for name in messages.INPUT_TOPICS}
-    inputs = _raw_topic(app, *(settings.topic(n) for n in messages.INPUT_TOPICS))
+    batches = _raw_topic(app, settings.topic(messages.INPUT_BATCHES))
     dead_letters = _raw_topic(app, settings.topic(messages.DEAD_LETTERS))
-    stores = _raw_table(app, "stores", settings, "store -> schedule, zone, cutoff, polls kept")
+    stores = _raw_table(
+        app, "stores", settings, "store -> schedule, zone, cutoff, anchor, days with polls"
+    )
+    store_polls = _raw_table(app, "store_polls", settings, "store@day -> that day's kept polls")
 
     async def write_sink(batch: db_aggregates.SinkBatch) -> None:
         async def attempt() -> None:
@@ -174,8 +189,8 @@ def create_app(settings: Settings) -> faust.App:  # noqa: C901 (agents are closu
         await dead_letters.send(key=key, value=messages.dead_letter(rejection, partition, offset))
 
     ingestor = Ingestor(
-        kind_of_topic=kind_of_topic,
         stores=stores,
+        store_polls=store_polls,
         write_sink=write_sink,
         send_dead_letter=send_dead_letter,
         horizon_us=settings.horizon_hours * HOUR_US,
@@ -183,12 +198,14 @@ def create_app(settings: Settings) -> faust.App:  # noqa: C901 (agents are closu
     app.storemon_ingestor = ingestor  # type: ignore[attr-defined]  # for the operator pages
     registry = CollectorRegistry()
     report_metrics = ReportMetrics(registry)
-    own_topics = set(kind_of_topic)
+    own_topics = {settings.topic(messages.INPUT_BATCHES)}
 
     async def answer(raw: bytes | None) -> None:
         await run_report_job(database, raw, settings.report_timeout_s, report_metrics)
 
     report_requests = ReportRequestConsumer(settings, answer, stop_unless_done)
+    batcher = InputBatcher(settings, stop_unless_done)
+    app.storemon_batcher = batcher  # type: ignore[attr-defined]
 
     def consumer_lag() -> dict[tuple[str, int], int]:
         lag: dict[tuple[str, int], int] = {}
@@ -201,19 +218,26 @@ def create_app(settings: Settings) -> faust.App:  # noqa: C901 (agents are closu
             # Faust's committed offset of a partition is the next offset to process.
             committed = app.consumer._committed_offset.get(tp)  # type: ignore[attr-defined]
             lag[(tp.topic, tp.partition)] = max(0, end - (committed or 0))
+        lag.update(batcher.lag())
         lag.update(report_requests.lag())
         return lag
 
     def table_keys() -> dict[str, int]:
-        return {table.name: sum(1 for _ in table) for table in (stores,)}
+        return {table.name: sum(1 for _ in table) for table in (stores, store_polls)}
 
     registry.register(WorkerCollector(lambda: ingestor.stats, consumer_lag, table_keys))
 
-    @app.agent(inputs)
+    @app.agent(batches)
     async def ingest(stream: Any) -> None:
-        async for events in stream.take_events(settings.batch_size, settings.batch_timeout_s):
+        async for events in stream.take_events(
+            settings.worker_batch_messages, settings.batch_timeout_s
+        ):
             async with stop_unless_done("ingesting a batch"):
                 await ingestor.process(events, bind_event)
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def batch_inputs() -> None:
+        await batcher.run()
 
     @app.task  # type: ignore[untyped-decorator]
     async def serve_report_requests() -> None:
@@ -271,6 +295,13 @@ def create_app(settings: Settings) -> faust.App:  # noqa: C901 (agents are closu
                 "polls": stats.polls,
                 "batches": stats.batches,
                 "day_rows_written": stats.day_rows,
+                "table_writes": stats.table_writes,
+                "batcher": {
+                    "records": batcher.stats.records,
+                    "polls": batcher.stats.polls,
+                    "batches": batcher.stats.batches,
+                    "seconds": {k: round(v, 3) for k, v in batcher.stats.seconds.items()},
+                },
                 "seconds": {k: round(v, 3) for k, v in stats.seconds.items()},
                 "rejected": {f"{s}: {r}": n for (s, r), n in stats.rejected.items()},
             }

@@ -1,21 +1,28 @@
 """The worker's ingestion: a batch of events in; store states, tables and PostgreSQL updated.
 
+The events are internal batches (``input-batches``, written by :mod:`streams.batcher`):
+each holds the validated polls, schedules and zones of many stores of one partition, and
+the records rejected on the way.
+
 Order of writes, and why: PostgreSQL first, then the Faust tables, then (by returning) the
 acknowledgement of the events. A crash before the tables are written redelivers the events
 and rebuilds the same absolute values; a crash after it redelivers events the state already
 holds, whose rows PostgreSQL also already has. Every write is idempotent, so at-least-once
 delivery never counts anything twice.
 
-Table layout (keys and values are bytes; values orjson):
-- ``stores``  ``store_id`` -> schedule, zone, first poll, cutoff and the polls kept (the
-  anchor before the cutoff among them): all a store's state is rebuilt from, in one entry,
-  so a batch writes one entry (one changelog message) per store it touched. Faust hands
-  changelog messages to the producer one at a time, which made one entry per store and
-  day the bottleneck of ingestion.
-PostgreSQL gets the store-days (totals, hours, runs, polls); in the table the hours and
-runs are recomputed from the polls when a state is rebuilt.
-A store's entry is written while an event of that store is current, so it lands in the
-store's partition, the partition its messages come from.
+Table layout (keys and values are bytes; values orjson). Work per poll must not grow with
+the history kept, so no entry carries a store's whole history:
+- ``stores``  ``store_id`` -> schedule, zone, first poll, cutoff, the anchor (the newest poll
+  before the cutoff) and the days that hold kept polls. It changes when the settings change,
+  once a day as the cutoff moves or a day begins, and is written then (and on a store's first
+  update in this process, see below).
+- ``store_polls``  ``store_id@day_start_us`` -> that UTC day's kept polls. A batch writes the
+  days its polls fall in, one entry (one changelog message) per store and day touched.
+A state is rebuilt from its ``stores`` entry and the ``store_polls`` entries it lists;
+hours and runs are recomputed from the polls. PostgreSQL gets the store-days (totals,
+hours, runs, polls).
+A store's entries are written while an event of that store is current, so they land in the
+store's partition, the partition its batch came from.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from bisect import bisect_left
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
@@ -30,34 +38,25 @@ from typing import Any
 
 import orjson
 
-from storemon.aggregates.records import (
-    BadField,
-    Rejection,
-    parse_poll,
-    parse_zone,
-    poll_from_fields,
-)
-from storemon.aggregates.schedule import Schedule, WeeklyInterval, build_schedule
+from storemon.aggregates.records import Rejection
+from storemon.aggregates.schedule import Schedule, WeeklyInterval
 from storemon.aggregates.state import StoreChanges, StoreState
 from storemon.aggregates.timebase import DAY_US, floor_to
 from storemon.db.aggregates import SinkBatch, StoreRow
-from storemon.streams.messages import (
-    HOURS,
-    POLLS,
-    decode_object,
-    parse_hours_message,
-    text_fields,
-    unpack_polls,
-)
+from storemon.streams.messages import INPUT_BATCHES, decode_object
 
 log = logging.getLogger(__name__)
 
-ZONE_FIELDS = ("store_id", "timezone_str")
 # Stores per PostgreSQL write within a batch, and how often computing gives the loop a turn.
 CHUNK_STORES = 500
 YIELD_EVERY_STORES = 20
 
 Table = MutableMapping[bytes, bytes]
+Located = tuple[Rejection, int | None, int | None]  # a rejection, its input partition, offset
+
+
+def day_key(store_id: str, day_us: int) -> bytes:
+    return f"{store_id}@{day_us}".encode()
 
 
 @dataclass
@@ -74,9 +73,19 @@ class IngestStats:
     polls: int = 0
     rejected: Counter[tuple[str, str]] = field(default_factory=Counter)
     day_rows: int = 0
+    table_writes: int = 0
     batches: int = 0
     # where the time went: computing, writing PostgreSQL, writing tables, waiting for events
     seconds: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+
+@dataclass(slots=True)
+class _Persisted:
+    """What this process knows the tables hold for a store."""
+
+    settings: tuple[Any, ...] | None  # None: not written by this process yet (rewrite it)
+    days: list[int]  # the days listed in the stores entry
+    rewrite_all_days: bool = False  # loaded from the old one-entry layout
 
 
 class Ingestor:
@@ -85,70 +94,28 @@ class Ingestor:
     def __init__(
         self,
         *,
-        kind_of_topic: dict[str, str],
         stores: Table,
+        store_polls: Table,
         write_sink: Callable[[SinkBatch], Awaitable[None]],
         send_dead_letter: Callable[[Rejection, int | None, int | None], Awaitable[None]],
         horizon_us: int,
     ) -> None:
-        self.kind_of_topic = kind_of_topic
         self.stores_table = stores
+        self.polls_table = store_polls
         self.write_sink = write_sink
         self.send_dead_letter = send_dead_letter
         self.horizon_us = horizon_us
         self.cache: dict[str, StoreState] = {}
+        self.persisted: dict[str, _Persisted] = {}
+        # Each distinct schedule as rows, made once (rows are only read, never changed).
+        self._schedule_rows: dict[Schedule, list[list[int]]] = {}
         self.stats = IngestStats()
         self._last_end: float | None = None
 
     def forget(self) -> None:
         """Drop every cached state (partitions moved): they are rebuilt from the tables."""
         self.cache.clear()
-
-    # -- parsing -----------------------------------------------------------------------------
-
-    def _parse(
-        self, kind: str, raw: bytes | None, rejected: list[Rejection]
-    ) -> tuple[str, Any] | Rejection | None:
-        """(store_id, payload) or the message's rejection; rows rejected from inside a
-        message that is still used (bad intervals of a schedule, bad polls of a pack) go to
-        ``rejected``; None when nothing of the message is left."""
-        try:
-            value = decode_object(raw)
-        except ValueError as error:
-            text = (raw or b"")[:500].decode("utf-8", "replace")
-            return Rejection(kind, "bad message", str(error), {"raw": text})
-        if kind == POLLS:
-            records = unpack_polls(value)
-            if len(records) == 1:
-                poll = parse_poll(records[0])
-                if isinstance(poll, Rejection):
-                    return poll
-                return poll.store_id, [(poll.ts_us, poll.active)]
-            # A pack: each bad entry is rejected alone, the good ones are used.
-            good: list[tuple[int, bool]] = []
-            store_id = None
-            for record in records:
-                try:
-                    poll = poll_from_fields(
-                        record["store_id"], record["timestamp_utc"], record["status"]
-                    )
-                except BadField as error:
-                    rejected.append(Rejection(POLLS, error.reason, str(error), record))
-                    continue
-                store_id = poll.store_id
-                good.append((poll.ts_us, poll.active))
-            if store_id is None:
-                return None
-            return store_id, good
-        if kind == HOURS:
-            parsed = parse_hours_message(value)
-            if isinstance(parsed, Rejection):
-                return parsed
-            store_id, rows, bad_rows = parsed
-            rejected.extend(bad_rows)
-            return store_id, build_schedule(rows)
-        zone = parse_zone(text_fields(value, ZONE_FIELDS))
-        return zone if isinstance(zone, Rejection) else (zone.store_id, zone.zone_name)
+        self.persisted.clear()
 
     # -- state -------------------------------------------------------------------------------
 
@@ -159,9 +126,20 @@ class Ingestor:
         raw = self.stores_table.get(store_id.encode())
         if raw is None:
             state = StoreState(store_id, horizon_us=self.horizon_us)
+            self.persisted[store_id] = _Persisted(None, [])
         else:
             meta = orjson.loads(raw)
-            polls = [(ts, bool(a)) for ts, a in zip(meta["ts"], meta["active"], strict=True)]
+            if "ts" in meta:  # the old layout: every kept poll in the store's one entry
+                polls = [(ts, bool(a)) for ts, a in zip(meta["ts"], meta["active"], strict=True)]
+                self.persisted[store_id] = _Persisted(None, [], rewrite_all_days=True)
+            else:
+                polls = [(meta["anchor"][0], bool(meta["anchor"][1]))] if meta["anchor"] else []
+                for day in meta["days"]:
+                    entry = self.polls_table.get(day_key(store_id, day))
+                    if entry is not None:
+                        kept = orjson.loads(entry)
+                        polls.extend(zip(kept["ts"], map(bool, kept["active"]), strict=True))
+                self.persisted[store_id] = _Persisted(None, list(meta["days"]))
             state = StoreState.restore(
                 store_id,
                 tuple(WeeklyInterval(*i) for i in meta["schedule"]),
@@ -199,12 +177,14 @@ class Ingestor:
                 waited += await self._finish(writing)
                 writing = asyncio.ensure_future(self.write_sink(batch))
                 batch = SinkBatch()
-        index_in_message: Counter[tuple[int | None, int | None]] = Counter()
+        # A message's rejections are numbered within it, so a redelivery finds the same keys.
+        index_in_message: Counter[tuple[str, int | None, int | None]] = Counter()
         for rejection, partition, offset in rejected:
             self.stats.rejected[(rejection.source, rejection.reason)] += 1
             record = orjson.dumps(dict(rejection.record)).decode()
-            index = index_in_message[(partition, offset)]
-            index_in_message[(partition, offset)] += 1
+            where = (rejection.source, partition, offset)
+            index = index_in_message[where]
+            index_in_message[where] += 1
             batch.dead_letters.append(
                 (
                     rejection.source,
@@ -229,6 +209,7 @@ class Ingestor:
                 table.pop(key, None)
             else:
                 table[key] = value
+        self.stats.table_writes += len(table_writes)
         for rejection, partition, offset in rejected:
             await self.send_dead_letter(rejection, partition, offset)
         self.stats.batches += 1
@@ -244,41 +225,37 @@ class Ingestor:
         await writing
         return time.perf_counter() - began
 
-    def _collect(
-        self, events: Sequence[Any]
-    ) -> tuple[dict[str, _StoreWork], list[tuple[Rejection, int | None, int | None]]]:
-        """Parse the batch and group it by store, in arrival order; set aside what is bad."""
+    def _collect(self, events: Sequence[Any]) -> tuple[dict[str, _StoreWork], list[Located]]:
+        """Group the batches' contents by store, in arrival order; set aside what is bad."""
         work: dict[str, _StoreWork] = {}
-        rejected: list[tuple[Rejection, int | None, int | None]] = []
-        for event in events:
-            message = event.message
-            kind = self.kind_of_topic.get(message.topic, POLLS)
-            inner: list[Rejection] = []
-            parsed = self._parse(kind, event.value, inner)
-            rejected.extend((r, message.partition, message.offset) for r in inner)
-            if parsed is None:
-                continue
-            if not isinstance(parsed, Rejection) and message.key not in (None, parsed[0].encode()):
-                parsed = Rejection(
-                    kind,
-                    "key mismatch",
-                    "message key is not the store_id: the store would be split over partitions",
-                    {"key": message.key.decode("utf-8", "replace"), "store_id": parsed[0]},
-                )
-            if isinstance(parsed, Rejection):
-                rejected.append((parsed, message.partition, message.offset))
-                continue
-            store_id, payload = parsed
+        rejected: list[Located] = []
+
+        def item_for(store_id: str, event: Any) -> _StoreWork:
             item = work.get(store_id)
             if item is None:
                 item = work[store_id] = _StoreWork(event)
             item.event = event
-            if kind == POLLS:
-                item.polls.extend(payload)
-            elif kind == HOURS:
-                item.schedule = payload
-            else:
-                item.zone = payload
+            return item
+
+        for event in events:
+            message = event.message
+            try:
+                value = decode_object(event.value)
+                polls, schedules, zones = value["polls"], value["schedules"], value["zones"]
+                bad = value["rejected"]
+            except (ValueError, KeyError, TypeError) as error:
+                text = (event.value or b"")[:500].decode("utf-8", "replace")
+                rejection = Rejection(INPUT_BATCHES, "bad message", repr(error), {"raw": text})
+                rejected.append((rejection, message.partition, message.offset))
+                continue
+            for source, reason, detail, record, partition, offset in bad:
+                rejected.append((Rejection(source, reason, detail, record), partition, offset))
+            for store_id, stamps, active in polls:
+                item_for(store_id, event).polls.extend(zip(stamps, active, strict=True))
+            for store_id, rows in schedules:
+                item_for(store_id, event).schedule = tuple(WeeklyInterval(*r) for r in rows)
+            for store_id, zone in zones:
+                item_for(store_id, event).zone = zone
         return work, rejected
 
     def _update_store(
@@ -298,18 +275,24 @@ class Ingestor:
             changes.hours.update(applied.hours)
             changes.days.update(applied.days)
             self.stats.polls += len(item.polls)
-        if state.poll_ts:
-            # Whole days: the cutoff moves once a day, not with every poll.
-            state.prune(floor_to(state.poll_ts[-1] - self.horizon_us, DAY_US))
+        poll_days = {d for ts, _ in item.polls if (d := ts - ts % DAY_US) >= state.cutoff_us}
         days = set(changes.days)
         days.update(h - h % DAY_US for h in changes.hours)
-        days.update(d for ts, _ in item.polls if (d := ts - ts % DAY_US) >= state.cutoff_us)
+        days.update(poll_days)
+        # The rows are taken before pruning: polls that arrive together (a backlog read in
+        # one batch) give their old days their exact values before the state lets them go.
         for day in sorted(days):
             batch.days[(store_id, day)] = state.day_record(day, changes.hours)
         self.stats.day_rows += len(days)
+        if state.poll_ts:
+            # Whole days: the cutoff moves once a day, not with every poll.
+            state.prune(floor_to(state.poll_ts[-1] - self.horizon_us, DAY_US))
+        poll_days = {d for d in poll_days if d >= state.cutoff_us}
         summary = state.summary()
         newest = state.poll_ts[-1] if state.poll_ts else None
-        schedule_rows = [list(i) for i in state.schedule]
+        schedule_rows = self._schedule_rows.get(state.schedule)
+        if schedule_rows is None:
+            schedule_rows = self._schedule_rows[state.schedule] = [list(i) for i in state.schedule]
         batch.stores[store_id] = StoreRow(
             store_id,
             schedule_rows,
@@ -320,19 +303,57 @@ class Ingestor:
             summary.last_active if summary.last_poll_us is not None else None,
             summary.tail_end_us if summary.last_poll_us is not None else None,
         )
-        # Written whenever the store had events, changed or not: after a crash between the
-        # local store and the changelog, a redelivered poll is put back in both.
-        entry = orjson.dumps(
-            {
-                "schedule": schedule_rows,
-                "zone": state.zone_name,
-                "first": state.first_poll_us,
-                "cutoff": state.cutoff_us,
-                "ts": state.poll_ts.tolist(),
-                "active": list(state.poll_active),
-            }
-        )
-        table_writes.append((item.event, self.stores_table, store_id.encode(), entry))
+        self._write_tables(store_id, state, schedule_rows, poll_days, item.event, table_writes)
+
+    def _write_tables(
+        self,
+        store_id: str,
+        state: StoreState,
+        schedule_rows: list[list[int]],
+        poll_days: set[int],
+        event: Any,
+        table_writes: list[tuple[Any, Table, bytes, bytes | None]],
+    ) -> None:
+        """The store's table entries that this update changed.
+
+        The days of the polls received are rewritten even when unchanged, and the settings
+        entry on the store's first update in this process: after a crash between the local
+        store and the changelog, a redelivered poll puts both back."""
+        persisted = self.persisted[store_id]
+        cutoff = state.cutoff_us
+        poll_ts, poll_active = state.poll_ts, state.poll_active
+        first_kept = bisect_left(poll_ts, cutoff)
+        anchor = [poll_ts[first_kept - 1], poll_active[first_kept - 1]] if first_kept else None
+        kept_days: list[int] = []
+        i = first_kept
+        while i < len(poll_ts):
+            day = poll_ts[i] - poll_ts[i] % DAY_US
+            kept_days.append(day)
+            i = bisect_left(poll_ts, day + DAY_US, i)
+        settings = (state.schedule, state.zone_name, state.first_poll_us, cutoff, anchor, kept_days)
+        to_write = set(kept_days) if persisted.rewrite_all_days else poll_days & set(kept_days)
+        for day in sorted(to_write):
+            j = bisect_left(poll_ts, max(day, cutoff))
+            k = bisect_left(poll_ts, day + DAY_US, j)
+            entry = orjson.dumps({"ts": poll_ts[j:k].tolist(), "active": list(poll_active[j:k])})
+            table_writes.append((event, self.polls_table, day_key(store_id, day), entry))
+        kept = set(kept_days)
+        for day in persisted.days:
+            if day not in kept:
+                table_writes.append((event, self.polls_table, day_key(store_id, day), None))
+        if settings != persisted.settings:
+            entry = orjson.dumps(
+                {
+                    "schedule": schedule_rows,
+                    "zone": state.zone_name,
+                    "first": state.first_poll_us,
+                    "cutoff": cutoff,
+                    "anchor": anchor,
+                    "days": kept_days,
+                }
+            )
+            table_writes.append((event, self.stores_table, store_id.encode(), entry))
+        self.persisted[store_id] = _Persisted(settings, kept_days)
 
 
 async def retry_forever(

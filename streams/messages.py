@@ -17,6 +17,8 @@ topic               value
 ``timezones``       ``{"store_id", "timezone_str"}``
 ``report-requests`` ``{"report_id", "as_of"}`` (``as_of`` text or null), keyed by report id
 ``dead-letters``    ``{"source", "reason", "detail", "record", "partition", "offset"}``
+``input-batches``   internal: what the worker's batching stage made of the input records
+                    of one partition number (see :func:`input_batch_message`)
 ==================  ======================================================================
 
 Fields stay text on the wire: validation happens once, in the worker, with the same code
@@ -37,8 +39,9 @@ HOURS = "hours"
 TIMEZONES = "timezones"
 REPORT_REQUESTS = "report-requests"
 DEAD_LETTERS = "dead-letters"
+INPUT_BATCHES = "input-batches"
 INPUT_TOPICS = (POLLS, HOURS, TIMEZONES)
-ALL_TOPICS = (POLLS, HOURS, TIMEZONES, REPORT_REQUESTS, DEAD_LETTERS)
+ALL_TOPICS = (POLLS, HOURS, TIMEZONES, REPORT_REQUESTS, DEAD_LETTERS, INPUT_BATCHES)
 
 
 def encode(value: Mapping[str, Any]) -> bytes:
@@ -150,5 +153,30 @@ def dead_letter(
             "record": dict(rejection.record),
             "partition": partition,
             "offset": offset,
+        }
+    )
+
+
+# A rejected record inside an input batch: (source, reason, detail, record, partition,
+# offset) of the input message it came from.
+RejectedRow = tuple[str, str, str, dict[str, Any], int | None, int | None]
+
+
+def input_batch_message(
+    polls: Mapping[str, tuple[list[int], list[bool]]],
+    schedules: Mapping[str, list[list[int]]],
+    zones: Mapping[str, str],
+    rejected: Iterable[RejectedRow],
+) -> bytes:
+    """One internal batch: validated polls per store (timestamps in microseconds and their
+    status), the newest schedule and zone of each store that sent one, and the records
+    rejected, with where they came from. Every store in it belongs to one partition number,
+    the partition the batch is written to."""
+    return encode(
+        {
+            "polls": [[store, ts, active] for store, (ts, active) in polls.items()],
+            "schedules": [[store, rows] for store, rows in schedules.items()],
+            "zones": [[store, zone] for store, zone in zones.items()],
+            "rejected": [list(r) for r in rejected],
         }
     )

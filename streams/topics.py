@@ -14,7 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from storemon.settings import Settings
-from storemon.streams.messages import ALL_TOPICS, DEAD_LETTERS
+from storemon.streams.messages import ALL_TOPICS, DEAD_LETTERS, INPUT_BATCHES
 from storemon.waiting import retry_async
 
 # How long a new topic may take until every partition's leader serves requests.
@@ -22,7 +22,7 @@ LEADERS_TIMEOUT_S = 60.0
 
 # The worker's Faust tables; their changelog topics are created here too, before the worker
 # starts, so that Faust never meets a changelog topic it has no metadata for yet.
-TABLES = ("stores",)
+TABLES = ("stores", "store_polls")
 
 
 class TopicMismatch(RuntimeError):
@@ -42,6 +42,11 @@ async def ensure_topics(settings: Settings) -> list[str]:
         configs: dict[str, dict[str, str]] = {settings.topic(name): {} for name in ALL_TOPICS}
         # Dead letters are evidence: keep them a month.
         configs[settings.topic(DEAD_LETTERS)] = {"retention.ms": str(30 * 24 * 3600 * 1000)}
+        # Internal batches are read within seconds; a week outlasts any outage of the agent.
+        configs[settings.topic(INPUT_BATCHES)] = {
+            "retention.ms": str(7 * 24 * 3600 * 1000),
+            "max.message.bytes": str(16 * 1024 * 1024),
+        }
         for table in TABLES:
             configs[changelog_topic(settings, table)] = {"cleanup.policy": "compact"}
         wanted = list(configs)

@@ -45,8 +45,13 @@ class Settings:
     reports_dir: Path = Path(DEFAULT_STATE_DIR) / "reports"
     # Polls older than this before the newest poll are dropped from state.
     horizon_hours: int = 192
-    # Largest batch the worker takes from a topic before writing aggregates.
+    # The worker's batching stage (streams/batcher.py) writes what it read of a partition
+    # as one internal message after this many polls or this many seconds, whichever first.
     batch_size: int = 5000
+    batch_window_s: float = 0.1
+    # The ingest agent takes up to this many internal messages at once, waiting at most
+    # batch_timeout_s to fill them, before it writes aggregates.
+    worker_batch_messages: int = 16
     batch_timeout_s: float = 0.5
     broker_session_timeout_s: float = 10.0
     # A report job that has not finished by then ends Failed (never Running for ever).
@@ -90,6 +95,8 @@ class Settings:
             reports_dir=Path(env.get("STOREMON_REPORTS_DIR", str(state_dir / "reports"))),
             horizon_hours=int(env.get("STOREMON_HORIZON_HOURS", "192")),
             batch_size=int(env.get("STOREMON_BATCH_SIZE", "5000")),
+            batch_window_s=float(env.get("STOREMON_BATCH_WINDOW_S", "0.1")),
+            worker_batch_messages=int(env.get("STOREMON_WORKER_BATCH_MESSAGES", "16")),
             batch_timeout_s=float(env.get("STOREMON_BATCH_TIMEOUT_S", "0.5")),
             broker_session_timeout_s=float(env.get("STOREMON_BROKER_SESSION_TIMEOUT_S", "10")),
             report_timeout_s=float(env.get("STOREMON_REPORT_TIMEOUT_S", "120")),

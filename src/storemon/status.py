@@ -64,9 +64,10 @@ async def _lag(settings: Settings) -> dict[str, dict[str, int]]:
     from aiokafka.admin import AIOKafkaAdminClient
 
     from storemon.streams import messages
+    from storemon.streams.batcher import batcher_group
     from storemon.streams.report_jobs import report_group
 
-    names = [*messages.INPUT_TOPICS, messages.REPORT_REQUESTS]
+    names = [*messages.INPUT_TOPICS, messages.INPUT_BATCHES, messages.REPORT_REQUESTS]
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=5000)
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=5000)
     await admin.start()
@@ -82,6 +83,9 @@ async def _lag(settings: Settings) -> dict[str, dict[str, int]]:
         ]
         ends = await consumer.end_offsets(tps) if tps else {}
         committed = dict(await admin.list_consumer_group_offsets(settings.faust_app_id))
+        # The input topics are read by the batching stage, in a group of its own
+        # (streams/batcher.py); the Faust group reads what it wrote (input-batches).
+        committed.update(await admin.list_consumer_group_offsets(batcher_group(settings)))
         # Report requests have a consumer group of their own (streams/report_jobs.py).
         committed.update(await admin.list_consumer_group_offsets(report_group(settings)))
         lag: dict[str, dict[str, int]] = {}

@@ -30,6 +30,7 @@ from storemon.db.migrate import connect
 from storemon.settings import Settings
 from storemon.sources import find_input, read_text_columns
 from storemon.streams import messages
+from storemon.streams.batcher import batcher_group
 from storemon.streams.topics import ensure_topics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -215,6 +216,8 @@ class Pipeline:
             "STOREMON_BROKER_SESSION_TIMEOUT_S": str(s.broker_session_timeout_s),
             "STOREMON_BATCH_SIZE": str(s.batch_size),
             "STOREMON_BATCH_TIMEOUT_S": str(s.batch_timeout_s),
+            "STOREMON_BATCH_WINDOW_S": str(s.batch_window_s),
+            "STOREMON_WORKER_BATCH_MESSAGES": str(s.worker_batch_messages),
             "STOREMON_PARTITIONS": str(s.partitions),
             "STOREMON_REPORT_TIMEOUT_S": str(s.report_timeout_s),
             "STOREMON_API_TOKEN": s.api_token,
@@ -314,24 +317,33 @@ class Pipeline:
         return sent
 
     async def offsets(self) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
-        """(end offset, offset the worker committed) of every input partition."""
+        """(end offset, offset committed) of every input partition and of every partition of
+        the internal batches. The input topics are committed by the worker's batching stage
+        once their batches are acknowledged, so their offsets are read first and the batch
+        topic's end after them: when both are caught up, everything is processed."""
         s = self.settings
-        tps = [
-            TopicPartition(s.topic(t), p)
-            for t in messages.INPUT_TOPICS
-            for p in range(s.partitions)
-        ]
+        stages = (
+            (batcher_group(s), messages.INPUT_TOPICS),
+            (s.faust_app_id, (messages.INPUT_BATCHES,)),
+        )
         admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
         consumer = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap)
         await admin.start()
         await consumer.start()
+        ends: dict[TopicPartition, int] = {}
+        committed: dict[TopicPartition, int] = {}
         try:
-            ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
-            try:
-                group = await admin.list_consumer_group_offsets(s.faust_app_id)
-            except KafkaError:  # the group's coordinator is still being set up
-                group = {}
-            committed = {tp: min(group[tp].offset, ends[tp]) if tp in group else 0 for tp in tps}
+            for group_id, topics in stages:
+                tps = [TopicPartition(s.topic(t), p) for t in topics for p in range(s.partitions)]
+                stage_ends = await consumer.end_offsets(tps)
+                try:
+                    group = await admin.list_consumer_group_offsets(group_id)
+                except KafkaError:  # the group's coordinator is still being set up
+                    group = {}
+                for tp in tps:
+                    ends[tp] = stage_ends[tp]
+                    done = group[tp].offset if tp in group and group[tp].offset >= 0 else 0
+                    committed[tp] = min(done, stage_ends[tp])
             return ends, committed
         finally:
             await consumer.stop()

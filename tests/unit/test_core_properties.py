@@ -201,3 +201,30 @@ def test_day_records_from_an_updates_buckets_equal_recomputed_ones(first, later)
     days = {h - h % DAY_US for h in changes.hours} | set(changes.days)
     for day in days:
         assert state.day_record(day, changes.hours) == state.day_record(day)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(stores(), st.integers(0, 2**32))
+def test_day_records_taken_between_updates_equal_a_fresh_computation(store, seed) -> None:  # type: ignore[no-untyped-def]
+    """As the worker runs: polls arrive a few at a time (any order, some twice), and after
+    each update the changed days are recorded, which reuses the runs the state keeps of its
+    recent days. Every record equals the one a state given the same polls at once computes
+    from scratch."""
+    sched, zone, polls, _ = store
+    rng = random.Random(seed)
+    delivered = polls + rng.sample(polls, k=len(polls) // 4)
+    rng.shuffle(delivered)
+    state = StoreState(STORE, sched, zone)
+    seen: list[tuple[int, bool]] = []
+    i = 0
+    while i < len(delivered):
+        step = delivered[i : i + rng.randint(1, 4)]
+        i += len(step)
+        seen.extend(step)
+        changes = state.apply_polls(step)
+        days = {h - h % DAY_US for h in changes.hours} | set(changes.days)
+        days |= {ts - ts % DAY_US for ts, _ in step}
+        fresh = StoreState(STORE, sched, zone)
+        fresh.apply_polls(seen)
+        for day in sorted(days):
+            assert state.day_record(day, changes.hours) == fresh.day_record(day), day

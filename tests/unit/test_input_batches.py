@@ -1,0 +1,200 @@
+"""The batching stage and the ingestor's table layout, without a broker: input records in,
+internal batches out; batches in, tables and database rows out. Real code on both sides,
+with dictionaries for the Faust tables and a list for the database."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from storemon.aggregates.state import StoreState
+from storemon.aggregates.timebase import DAY_US, HOUR_US, format_utc
+from storemon.db.aggregates import SinkBatch
+from storemon.streams import messages
+from storemon.streams.batcher import PartitionBatch
+from storemon.streams.ingest import Ingestor
+
+T0 = 1_674_000_000_000_000 - 1_674_000_000_000_000 % DAY_US  # a UTC midnight in January 2023
+HORIZON_US = 192 * HOUR_US  # the default
+
+
+@dataclass
+class Message:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+
+
+@dataclass
+class Event:
+    message: Message
+    value: bytes
+
+
+def poll(store: str, ts_us: int, status: str = "active") -> bytes:
+    return messages.poll_message(store, format_utc(ts_us), status)
+
+
+def test_good_records_go_through_and_bad_ones_are_rejected_with_their_reason() -> None:
+    batch = PartitionBatch(0.0)
+    batch.add("polls", b"s1", poll("s1", T0), 2, 10)
+    batch.add(
+        "polls", b"s1", messages.poll_message("s1", "2023-13-01 00:00:00 UTC", "active"), 2, 11
+    )
+    batch.add(
+        "polls", b"s1", messages.poll_message("s1", "2023-01-20 00:00:00 UTC", "asleep"), 2, 12
+    )
+    batch.add("polls", b"other", poll("s1", T0 + HOUR_US), 2, 13)  # key is not the store
+    batch.add("polls", b"s1", b"not json", 2, 14)
+    pack = messages.poll_pack_message("s2", [(format_utc(T0), "inactive"), ("yesterday", "active")])
+    batch.add("polls", b"s2", pack, 2, 15)
+    hours = messages.hours_message(
+        "s1",
+        [
+            {"dayOfWeek": "0", "start_time_local": "09:00:00", "end_time_local": "17:00:00"},
+            {"dayOfWeek": "7", "start_time_local": "09:00:00", "end_time_local": "17:00:00"},
+        ],
+    )
+    batch.add("hours", b"s1", hours, 2, 3)
+    batch.add("timezones", b"s1", messages.timezone_message("s1", "Mars/Olympus_Mons"), 2, 4)
+    batch.add("timezones", b"s2", messages.timezone_message("s2", "Asia/Tokyo"), 2, 5)
+    value = orjson.loads(batch.message())
+    assert value["polls"] == [["s1", [T0], [True]], ["s2", [T0], [False]]]
+    assert value["schedules"] == [["s1", [[0, 9 * 3600, 17 * 3600]]]]
+    assert value["zones"] == [["s2", "Asia/Tokyo"]]
+    reasons = [(source, reason, offset) for source, reason, _, _, _, offset in value["rejected"]]
+    assert reasons == [
+        ("polls", "bad timestamp", 11),
+        ("polls", "bad status", 12),
+        ("polls", "key mismatch", 13),
+        ("polls", "bad message", 14),
+        ("polls", "bad timestamp", 15),
+        ("hours", "bad day", 3),
+        ("timezones", "unknown zone", 4),
+    ]
+    assert batch.poll_count == 2
+
+
+class Sink:
+    """The database side: every row written, and the bytes of each write."""
+
+    def __init__(self) -> None:
+        self.days: dict[tuple[str, int], Any] = {}
+        self.bytes_written = 0
+
+    async def write(self, batch: SinkBatch) -> None:
+        for key, record in batch.days.items():
+            self.days[key] = record
+            self.bytes_written += len(orjson.dumps(list(record)))
+        self.bytes_written += sum(len(repr(row)) for row in batch.stores.values())
+
+
+class CountingTable(dict[bytes, bytes]):
+    def __init__(self) -> None:
+        super().__init__()
+        self.bytes_written = 0
+        self.writes = 0
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self.writes += 1
+        self.bytes_written += len(key) + len(value)
+        super().__setitem__(key, value)
+
+
+def make_ingestor(stores: CountingTable, polls: CountingTable, sink: Sink) -> Ingestor:
+    async def dead_letter(*_: Any) -> None:
+        return None
+
+    return Ingestor(
+        stores=stores,
+        store_polls=polls,
+        write_sink=sink.write,
+        send_dead_letter=dead_letter,
+        horizon_us=HORIZON_US,
+    )
+
+
+def batch_event(polls: dict[str, list[tuple[int, bool]]], offset: int) -> Event:
+    value = messages.input_batch_message(
+        {s: ([ts for ts, _ in p], [a for _, a in p]) for s, p in polls.items()}, {}, {}, []
+    )
+    return Event(Message("x.input-batches", 0, offset, None), value)
+
+
+def feed(ingestor: Ingestor, events: list[Event]) -> None:
+    asyncio.run(ingestor.process(events, lambda event: None))
+
+
+def test_a_state_rebuilt_from_the_tables_equals_the_live_one() -> None:
+    rng = random.Random(3)
+    stores, polls, sink = CountingTable(), CountingTable(), Sink()
+    ingestor = make_ingestor(stores, polls, sink)
+    stamps = [T0 + i * HOUR_US + rng.randrange(HOUR_US) for i in range(24 * 12)]
+    delivered = stamps + rng.sample(stamps, 20)
+    rng.shuffle(delivered)
+    for n in range(0, len(delivered), 17):
+        chunk = [(ts, rng.random() < 0.8) for ts in delivered[n : n + 17]]
+        feed(ingestor, [batch_event({"s": chunk}, n)])
+    live = ingestor.cache["s"]
+    rebuilt = make_ingestor(stores, polls, Sink()).state_for("s")
+    assert live.cutoff_us > T0  # pruning happened: old days were deleted from the table
+    assert list(rebuilt.poll_ts) == list(live.poll_ts)
+    assert rebuilt.poll_active == live.poll_active
+    assert (rebuilt.first_poll_us, rebuilt.cutoff_us) == (live.first_poll_us, live.cutoff_us)
+    assert rebuilt.hours_with_time() == live.hours_with_time()
+    days_listed = orjson.loads(stores[b"s"])["days"]
+    assert sorted(polls) == sorted(f"s@{d}".encode() for d in days_listed)
+
+
+def test_table_and_database_bytes_per_poll_do_not_grow_with_history() -> None:
+    """One poll per store and hour, one batch per hour: what a day costs at day 3 and at
+    day 12 of history (the horizon is 8 days) is the same."""
+    stores, polls, sink = CountingTable(), CountingTable(), Sink()
+    ingestor = make_ingestor(stores, polls, sink)
+    names = [f"s{i}" for i in range(5)]
+    per_day: list[tuple[int, int, int]] = []
+    for day in range(12):
+        before = (stores.bytes_written + polls.bytes_written, sink.bytes_written, stores.writes)
+        for hour in range(24):
+            ts = T0 + day * DAY_US + hour * HOUR_US + 600_000_000
+            feed(
+                ingestor, [batch_event({s: [(ts, hour % 5 != 0)] for s in names}, day * 24 + hour)]
+            )
+        per_day.append(
+            (
+                stores.bytes_written + polls.bytes_written - before[0],
+                sink.bytes_written - before[1],
+                stores.writes - before[2],
+            )
+        )
+    tables_day3, database_day3, _ = per_day[2]
+    tables_day12, database_day12, settings_writes = per_day[11]
+    assert tables_day12 <= 1.1 * tables_day3
+    assert database_day12 <= 1.1 * database_day3
+    assert settings_writes <= 2 * len(names)  # the settings entry: about once a day
+
+
+def test_old_one_entry_layout_is_still_read_and_rewritten_in_the_new_one() -> None:
+    state = StoreState("s", horizon_us=HORIZON_US)
+    state.apply_polls([(T0 + h * HOUR_US, True) for h in range(30)])
+    stores, polls, sink = CountingTable(), CountingTable(), Sink()
+    stores[b"s"] = orjson.dumps(
+        {
+            "schedule": [],
+            "zone": state.zone_name,
+            "first": state.first_poll_us,
+            "cutoff": state.cutoff_us,
+            "ts": state.poll_ts.tolist(),
+            "active": list(state.poll_active),
+        }
+    )
+    ingestor = make_ingestor(stores, polls, sink)
+    feed(ingestor, [batch_event({"s": [(T0 + 31 * HOUR_US, False)]}, 0)])
+    assert "ts" not in orjson.loads(stores[b"s"])
+    rebuilt = make_ingestor(stores, polls, Sink()).state_for("s")
+    assert len(rebuilt.poll_ts) == 31
