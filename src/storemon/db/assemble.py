@@ -12,9 +12,10 @@ All reads run in one REPEATABLE READ transaction: one consistent snapshot.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -48,10 +49,35 @@ class AssembledReport:
     # Pending reports asked for the same report time and committed before this snapshot:
     # this report answers them too (see assemble_report).
     alike_pending: tuple[uuid.UUID, ...] = ()
+    # The aggregates' version the snapshot saw (see migration 0004), and the Complete report
+    # of the same report time and version whose CSV is this one (then nothing was computed:
+    # ``csv_text`` is empty and ``rows`` too).
+    data_version: int | None = None
+    reused_from: uuid.UUID | None = None
+    # Seconds spent reading (the transaction), finishing the rows and rendering the CSV.
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 async def newest_poll_us(conn: Connection) -> int | None:
     value: int | None = await conn.fetchval("SELECT max(newest_poll_us) FROM stores")
+    return value
+
+
+async def aggregates_version(conn: Connection) -> int:
+    """Raised by every change to the aggregate tables (migration 0004): equal versions in
+    two snapshots mean equal aggregates."""
+    value: int = await conn.fetchval("SELECT version FROM aggregates_version")
+    return value
+
+
+async def finished_alike(conn: Connection, as_of_us: int, version: int) -> uuid.UUID | None:
+    """A Complete report of this report time computed from this version of the aggregates."""
+    value: uuid.UUID | None = await conn.fetchval(
+        "SELECT report_id FROM reports WHERE status = 'Complete' AND as_of_us = $1"
+        " AND data_version = $2 LIMIT 1",
+        as_of_us,
+        version,
+    )
     return value
 
 
@@ -204,6 +230,7 @@ async def assemble_report(
     only_store: str | None = None,
     *,
     find_alike: bool = False,
+    reuse: bool = False,
 ) -> AssembledReport:
     """The report as of ``requested_as_of_us`` (None: the newest poll), of every store or,
     with ``only_store``, of that one (its row, computed exactly as in the full report).
@@ -211,7 +238,12 @@ async def assemble_report(
     With ``find_alike``, also the ids of the Pending reports that asked for the same report
     time and are visible in this snapshot. They were stored before the snapshot began, so
     this report, read from data at least as new as each of their requests, is a right
-    answer to them too: under a burst of triggers one job answers many."""
+    answer to them too: under a burst of triggers one job answers many.
+
+    With ``reuse``, a Complete report of the same report time read from the same version of
+    the aggregates is returned by reference (``reused_from``) instead of being recomputed:
+    the same inputs give the same bytes."""
+    began = time.perf_counter()
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         # The statements read every store's days once: JIT compilation (triggered by the
         # planner's guess for generate_series) cost more than the query, and the sorts and
@@ -222,6 +254,29 @@ async def assemble_report(
         )
         if as_of_us is None:
             raise NoData("no poll has been ingested yet")
+        version = await aggregates_version(conn)
+        alike: tuple[uuid.UUID, ...] = ()
+        if find_alike:
+            alike = tuple(
+                r[0]
+                for r in await conn.fetch(
+                    "SELECT report_id FROM reports WHERE status = 'Pending'"
+                    " AND requested_as_of_us IS NOT DISTINCT FROM $1",
+                    requested_as_of_us,
+                )
+            )
+        if reuse and only_store is None:
+            earlier = await finished_alike(conn, as_of_us, version)
+            if earlier is not None:
+                return AssembledReport(
+                    as_of_us,
+                    "",
+                    0,
+                    alike_pending=alike,
+                    data_version=version,
+                    reused_from=earlier,
+                    timings={"read_s": time.perf_counter() - began},
+                )
         plans = plan_report(as_of_us)
         # The schedule is needed only where the report time lies before the last poll.
         stores = await conn.fetch(
@@ -234,16 +289,7 @@ async def assemble_report(
         )
         per_store = await _window_sums(conn, plans, only_store)
         fixes = await _as_of_fixes(conn, list(stores), as_of_us)
-        alike: tuple[uuid.UUID, ...] = ()
-        if find_alike:
-            alike = tuple(
-                r[0]
-                for r in await conn.fetch(
-                    "SELECT report_id FROM reports WHERE status = 'Pending'"
-                    " AND requested_as_of_us IS NOT DISTINCT FROM $1",
-                    requested_as_of_us,
-                )
-            )
+    read = time.perf_counter()
     nothing = [0] * (2 * len(plans))
     rows = [
         finish_store(
@@ -257,4 +303,13 @@ async def assemble_report(
         )
         for store_id, _, last_poll, last_active, tail_end, _, _ in stores
     ]
-    return AssembledReport(as_of_us, render_csv(rows), len(rows), tuple(rows), alike)
+    finished = time.perf_counter()
+    csv_text = render_csv(rows)
+    timings = {
+        "read_s": read - began,
+        "finish_s": finished - read,
+        "render_s": time.perf_counter() - finished,
+    }
+    return AssembledReport(
+        as_of_us, csv_text, len(rows), tuple(rows), alike, version, timings=timings
+    )
