@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from storemon.aggregates.timebase import HOUR_US, format_utc, parse_as_of, parse_poll_timestamp
+from storemon.db import assemble
 from storemon.producers.replay import DEFAULT_PACK_HOURS, replay
 from storemon.streams import messages
 
@@ -161,6 +162,32 @@ async def test_a_finished_report_is_reused_only_while_the_aggregates_are_unchang
         "SELECT data_version FROM reports WHERE report_id = $1", third_id
     )
     assert version > rows[first_id]["data_version"]
+
+
+async def test_as_of_fixes_read_in_one_pass_equal_the_per_store_probes(
+    pipeline: Pipeline, dataset: Path
+) -> None:
+    """A report before the newest poll reads the polls of three days for every store at
+    once; the per-store probe over the whole session (its fallback) must agree."""
+    await pipeline.ingest_all(dataset)
+    assert pipeline.pool is not None
+    async with pipeline.pool.acquire() as conn:
+        newest = await assemble.newest_poll_us(conn)
+        assert newest is not None
+        checked = 0
+        for back_us in (7 * 60 * 1_000_000, 5 * HOUR_US + 123, 30 * HOUR_US, 100 * HOUR_US + 1):
+            as_of_us = newest - back_us
+            stores = await conn.fetch(
+                "SELECT store_id, last_poll_us, schedule::text AS schedule, zone FROM stores"
+                " WHERE first_poll_us <= $1",
+                as_of_us,
+            )
+            fast = await assemble._as_of_fixes(conn, list(stores), as_of_us)
+            sessions = assemble._sessions_holding(list(stores), as_of_us)
+            probed = await assemble._probed_fixes(conn, sessions, as_of_us)
+            assert fast == probed, format_utc(as_of_us)
+            checked += len(probed)
+    assert checked > 50  # the data set has stores to fix at these moments
 
 
 async def test_bad_rows_go_to_dead_letters_and_the_rest_through(

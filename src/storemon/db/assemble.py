@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -171,25 +172,80 @@ async def _window_sums(
     return totals
 
 
-async def _as_of_fixes(
-    conn: Connection, stores: list[asyncpg.Record], as_of_us: int
-) -> dict[str, AsOfFix]:
-    """Fixes for the stores whose last poll in business hours lies after the report time."""
-    ids: list[str] = []
-    los: list[int] = []
-    his: list[int] = []
+def _sessions_holding(stores: list[asyncpg.Record], as_of_us: int) -> dict[str, tuple[int, int]]:
+    """store -> the session that holds the report time, for the stores whose last poll in
+    business hours lies after it. Stores share schedules and zones, so each pair is
+    computed once."""
+    found: dict[str, tuple[int, int]] = {}
+    memo: dict[tuple[str, str], tuple[int, int] | None] = {}
     for row in stores:
         if row["last_poll_us"] is None or row["last_poll_us"] <= as_of_us:
             continue
-        schedule: Schedule = tuple(WeeklyInterval(*i) for i in orjson.loads(row["schedule"]))
-        sessions = sessions_between(schedule, row["zone"], as_of_us, as_of_us + 1)
-        i = sessions.index_containing(as_of_us)
-        if i >= 0:
-            ids.append(row["store_id"])
-            los.append(sessions.starts[i])
-            his.append(sessions.ends[i])
-    if not ids:
+        key = (row["schedule"], row["zone"])
+        if key not in memo:
+            schedule: Schedule = tuple(WeeklyInterval(*i) for i in orjson.loads(key[0]))
+            sessions = sessions_between(schedule, key[1], as_of_us, as_of_us + 1)
+            i = sessions.index_containing(as_of_us)
+            memo[key] = (sessions.starts[i], sessions.ends[i]) if i >= 0 else None
+        session = memo[key]
+        if session is not None:
+            found[row["store_id"]] = session
+    return found
+
+
+async def _as_of_fixes(
+    conn: Connection, stores: list[asyncpg.Record], as_of_us: int
+) -> dict[str, AsOfFix]:
+    """Fixes for the stores whose last poll in business hours lies after the report time.
+
+    Each needs the last poll at or before T and the first after it, within T's session. The
+    polls of the day before T's day, of that day and of the next are read for all of them in
+    one statement; a store whose session reaches past those days with no such poll inside
+    them (a long session, sparse polls) is probed again over its whole session."""
+    sessions = _sessions_holding(stores, as_of_us)
+    if not sessions:
         return {}
+    days_lo = floor_to(as_of_us, DAY_US) - DAY_US
+    days_hi = days_lo + 3 * DAY_US
+    ids = list(sessions)
+    rows = await conn.fetch(
+        "SELECT store_id, poll_ts_us, poll_active FROM store_days"
+        " WHERE store_id = ANY($1::text[]) AND day_start_us >= $2 AND day_start_us < $3"
+        " ORDER BY store_id, day_start_us",
+        ids,
+        days_lo,
+        days_hi,
+    )
+    polls: dict[str, tuple[list[int], list[bool]]] = {}
+    for store_id, ts, active in rows:
+        kept = polls.setdefault(store_id, ([], []))
+        kept[0].extend(ts)
+        kept[1].extend(active)
+    fixes: dict[str, AsOfFix] = {}
+    unresolved: list[str] = []
+    for store_id, (lo, hi) in sessions.items():
+        ts, active = polls.get(store_id, ([], []))
+        q = bisect_right(ts, as_of_us)
+        before = q - 1 if q > 0 and ts[q - 1] >= lo else None
+        after = q if q < len(ts) and ts[q] < hi else None
+        if (before is None and lo < days_lo) or (after is None and hi > days_hi):
+            unresolved.append(store_id)
+            continue
+        chosen = [i for i in (before, after) if i is not None]
+        fix = as_of_fix(
+            Sessions([lo], [hi]), [ts[i] for i in chosen], [active[i] for i in chosen], as_of_us
+        )
+        if fix is not None:
+            fixes[store_id] = fix
+    if unresolved:
+        fixes.update(await _probed_fixes(conn, {k: sessions[k] for k in unresolved}, as_of_us))
+    return fixes
+
+
+async def _probed_fixes(
+    conn: Connection, sessions: dict[str, tuple[int, int]], as_of_us: int
+) -> dict[str, AsOfFix]:
+    """The fixes of these stores, each from two lookups over its whole session."""
     # The days searched are those that can hold a poll of the range (a day holds the polls
     # of [day, day + 1 day)); the primary key finds them.
     probes = await conn.fetch(
@@ -205,18 +261,18 @@ async def _as_of_fixes(
         "   AND d.day_start_us > $4 - 86400000000 AND d.day_start_us < s.hi"
         "   AND p.ts > $4 AND p.ts < s.hi ORDER BY p.ts LIMIT 1) AS after"
         " FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS s(store_id, lo, hi)",
-        ids,
-        los,
-        his,
+        list(sessions),
+        [lo for lo, _ in sessions.values()],
+        [hi for _, hi in sessions.values()],
         as_of_us,
     )
     fixes: dict[str, AsOfFix] = {}
     for probe in probes:
-        polls = [p for p in (probe["before"], probe["after"]) if p is not None]
+        found = [p for p in (probe["before"], probe["after"]) if p is not None]
         fix = as_of_fix(
             Sessions([probe["lo"]], [probe["hi"]]),
-            [p[0] for p in polls],
-            [p[1] for p in polls],
+            [p[0] for p in found],
+            [p[1] for p in found],
             as_of_us,
         )
         if fix is not None:
