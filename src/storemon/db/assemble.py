@@ -94,26 +94,40 @@ def _split_by_day(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int, int
     return pieces
 
 
-def _pivoted_columns(windows: int, edge_hours: int) -> str:
+def _window_columns(plans: list[WindowPlan], edge_hours: list[int]) -> str:
     """The select list of one store: up and down per window, then the runs of each edge
-    hour (window and hour numbers are constants of the code, never input).
+    hour. Every number in it is an integer computed here from the report time (never
+    input text), so the statement is written out with them as literals.
 
-    A piece (see :func:`_window_sums`) with b = -1 adds a day's totals, with b >= 0 the
-    hours a to b - 1 (two running sums subtracted); a piece of window -1 - k carries edge
-    hour k (hour a of its day), whose runs are sliced out of the day's flat runs; each
-    store has one day per edge hour, so ``max`` just picks its slice."""
+    A row (one store-day) adds to a window its totals when the window takes the day whole,
+    or hours a to b - 1 (two running sums subtracted) when it takes part of it; each window
+    takes a given day at most once. An edge hour's runs are sliced out of its day's flat
+    runs; each store has one row for that day, so ``max`` just picks its slice."""
     columns = []
-    for w in range(windows):
+    for plan in plans:
+        parts = _split_by_day(plan.hour_ranges)
+        if len({day for day, _, _ in parts}) != len(parts):
+            raise AssertionError(f"a window takes a day twice: {plan}")
         for total, before in (("up_us", "up_before_us"), ("down_us", "down_before_us")):
+            cases = [
+                f"WHEN d.day_start_us = {int(day)} THEN d.{before}[{int(b) + 1}]"
+                f" - d.{before}[{int(a) + 1}]"
+                for day, a, b in parts
+            ]
+            if plan.day_range is not None:
+                lo, hi = (int(v) for v in plan.day_range)
+                cases.append(
+                    f"WHEN d.day_start_us >= {lo} AND d.day_start_us < {hi} THEN d.{total}"
+                )
             columns.append(
-                f"coalesce(sum(CASE WHEN p.b < 0 THEN d.{total}"
-                f" ELSE d.{before}[p.b + 1] - d.{before}[p.a + 1] END)"
-                f" FILTER (WHERE p.w = {w}), 0)::bigint"
+                f"coalesce(sum(CASE {' '.join(cases)} END), 0)::bigint" if cases else "0::bigint"
             )
-    for k in range(edge_hours):
+    for hour in edge_hours:
+        day = floor_to(hour, DAY_US)
+        a = (hour - day) // HOUR_US
         columns.append(
-            "max(d.runs[d.run_bounds[p.a + 1] + 1 : d.run_bounds[p.a + 2]])"
-            f" FILTER (WHERE p.w = {-1 - k})"
+            f"max(CASE WHEN d.day_start_us = {int(day)}"
+            f" THEN d.runs[d.run_bounds[{int(a) + 1}] + 1 : d.run_bounds[{int(a) + 2}]] END)"
         )
     return ", ".join(columns)
 
@@ -126,26 +140,29 @@ async def _window_sums(
     One statement, one pass over the store-days the windows touch, one row per store: per
     window the database adds whole days (their totals) and whole hours (two running sums of
     their day subtracted); the runs of the at most four hours that windows cut come along,
-    and are clipped to their windows here. With ``only_store``, that store's rows alone."""
-    pieces: list[tuple[int, int, int, int]] = []  # window, day, a, b: see _pivoted_columns
-    for w, plan in enumerate(plans):
-        if plan.day_range is not None:
-            pieces.extend((w, day, 0, -1) for day in range(*plan.day_range, DAY_US))
-        pieces.extend((w, day, a, b) for day, a, b in _split_by_day(plan.hour_ranges))
+    and are clipped to their windows here. With ``only_store``, that store's rows alone.
+    (A join of the rows with a list of (window, day, hours) pieces did the same in about
+    1.5 times the time: every row was matched, hashed and filtered once per piece.)"""
     edge_hours = sorted({hour for plan in plans for hour in plan.edge_hours})
-    for k, hour in enumerate(edge_hours):
-        day = floor_to(hour, DAY_US)
-        pieces.append((-1 - k, day, (hour - day) // HOUR_US, -2))
-    if not pieces:
+    touched = [
+        day
+        for plan in plans
+        for day in (
+            *(d for d, _, _ in _split_by_day(plan.hour_ranges)),
+            *((plan.day_range[0], plan.day_range[1] - DAY_US) if plan.day_range else ()),
+            *(floor_to(hour, DAY_US) for hour in plan.edge_hours),
+        )
+    ]
+    if not touched:
         return {}
     # A separate statement text per case: a store filter written as "$n IS NULL OR ..."
     # would give the whole-fleet statement a plan made for one store.
-    store_filter = " AND d.store_id = $5" if only_store is not None else ""
+    store_filter = " AND d.store_id = $1" if only_store is not None else ""
     rows = await conn.fetch(
-        f"SELECT d.store_id, {_pivoted_columns(len(plans), len(edge_hours))}"
-        " FROM unnest($1::int[], $2::bigint[], $3::int[], $4::int[]) AS p(w, day, a, b)"
-        " JOIN store_days d ON d.day_start_us = p.day" + store_filter + " GROUP BY d.store_id",
-        *(list(column) for column in zip(*pieces, strict=True)),
+        f"SELECT d.store_id, {_window_columns(plans, edge_hours)} FROM store_days d"
+        f" WHERE d.day_start_us >= {int(min(touched))} AND d.day_start_us <= {int(max(touched))}"
+        + store_filter
+        + " GROUP BY d.store_id",
         *([only_store] if only_store is not None else []),
     )
     cuts = [[w for w, plan in enumerate(plans) if hour in plan.edge_hours] for hour in edge_hours]
