@@ -120,9 +120,7 @@ def load(
         (sid, data.schedules.get(sid, ALWAYS_OPEN), data.zones.get(sid, DEFAULT_ZONE))
         for sid in ids
     ]
-    stream = [
-        (ts, i, active) for i, sid in enumerate(ids) for ts, active in by_store[sid]
-    ]
+    stream = [(ts, i, active) for i, sid in enumerate(ids) for ts, active in by_store[sid]]
     del data
     stream.sort(key=lambda item: item[0])  # stable: ties keep file order per store
     ordered = to_columns(stream)

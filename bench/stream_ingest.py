@@ -10,8 +10,11 @@ Figures:
   in polls per second; baseline: the same poll topic read by a plain aiokafka consumer that
   does nothing with the messages;
 - report latency: `POST /trigger_report` -> `GET /get_report` answering the CSV, through the
-  real API, over 10 reports (median, p95); baseline: the
-  `storemon report` command on the same files (median of 3 runs);
+  real API, over 10 reports (median, p95) at the default report time (the first computes,
+  the others may reuse its answer: the aggregates have not changed), then 10 at moments
+  never asked for (the newest poll minus 7, 14, ... minutes: each computed); baseline: the
+  `storemon report` command on the same files (median of 3 runs); the split of a report's
+  time (queued, read, finish, render, store) from the reports table;
 - worker peak memory (VmHWM), RocksDB and PostgreSQL sizes, and whether the stream's CSV
   equals the batch command's.
 """
@@ -38,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from storemon import services  # noqa: E402
+from storemon.aggregates.timebase import MINUTE_US, format_utc  # noqa: E402
 from storemon.producers.replay import DEFAULT_PACK_HOURS, replay  # noqa: E402
 from storemon.settings import Settings  # noqa: E402
 from storemon.streams import messages  # noqa: E402
@@ -94,9 +98,12 @@ async def wait_worker_ready(pipeline: Pipeline, timeout_s: float = 120.0) -> Non
     raise TimeoutError("worker not ready")
 
 
-async def reports_through_the_api(pipeline: Pipeline, reports: int) -> tuple[list[float], str]:
+async def reports_through_the_api(
+    pipeline: Pipeline, reports: int, as_of: list[str] | None = None
+) -> tuple[list[float], str]:
     """Trigger -> Complete as a client sees it: `POST /trigger_report` on the real API (run
-    in this process), then `GET /get_report` every 10 ms until the CSV comes back."""
+    in this process), then `GET /get_report` every 10 ms until the CSV comes back. With
+    ``as_of``, report i asks for ``as_of[i]`` (moments no report was taken at before)."""
     import aiohttp
     from aiohttp import web
 
@@ -112,9 +119,10 @@ async def reports_through_the_api(pipeline: Pipeline, reports: int) -> tuple[lis
     csv_text = ""
     try:
         async with aiohttp.ClientSession() as session:
-            for _ in range(reports):
+            for i in range(reports):
+                body = {"as_of": as_of[i]} if as_of is not None else None
                 t0 = time.perf_counter()
-                async with session.post(f"{base}/trigger_report") as response:
+                async with session.post(f"{base}/trigger_report", json=body) as response:
                     report_id = (await response.json())["report_id"]
                 while True:
                     async with session.get(
@@ -252,12 +260,21 @@ async def main(
     baseline_rate = await plain_consumer_rate(pipeline.settings, stats.poll_messages, polls)
     latencies, csv_text = await reports_through_the_api(pipeline, reports)
     assert pipeline.pool is not None
-    # Where a report's time goes, from the reports table's own clock: queued (trigger ->
-    # the job starts) and running (the job's assembly and the CSV write).
+    # Reports at moments never asked for before (so none can reuse an earlier answer): the
+    # newest poll minus 7, 14, ... minutes, which also puts them before many stores' last poll.
+    newest = await pipeline.pool.fetchval("SELECT max(newest_poll_us) FROM stores")
+    moments = [format_utc(newest - (i + 1) * 7 * MINUTE_US) for i in range(reports)]
+    fresh_latencies, fresh_csv = await reports_through_the_api(pipeline, reports, moments)
+    # Where a report's time goes, from the reports table's own clock and the job's timings:
+    # queued (trigger -> the job starts), read (its transaction), finish (the core's rows),
+    # render (the CSV), store (the completing write); "running" is start -> finish.
     phases = await pipeline.pool.fetch(
-        "SELECT extract(epoch FROM started_at - created_at)::float8 AS queued,"
-        " extract(epoch FROM finished_at - started_at)::float8 AS running FROM reports"
-        " WHERE status = 'Complete'"
+        "SELECT requested_as_of_us IS NULL AS default_moment, timings ? 'finish_s' AS computed,"
+        " extract(epoch FROM started_at - created_at)::float8 AS queued,"
+        " extract(epoch FROM finished_at - started_at)::float8 AS running,"
+        " (timings->>'read_s')::float8 AS read, (timings->>'finish_s')::float8 AS finish,"
+        " (timings->>'render_s')::float8 AS render, (timings->>'store_s')::float8 AS store"
+        " FROM reports WHERE status = 'Complete' AND timings IS NOT NULL"
     )
     rss = peak_rss_mb(pipeline.worker.pid)
     worker_stats = await worker_page(pipeline)
@@ -271,6 +288,23 @@ async def main(
     )
     latencies.sort()
     median = statistics.median(latencies)
+    fresh_latencies.sort()
+    fresh_median = statistics.median(fresh_latencies)
+    fresh_batch = work / "batch-fresh.csv"
+    command_median_s(
+        [sys.executable, "-m", "storemon", "report", "--data", str(data), "--out",
+         str(fresh_batch), "--as-of", moments[-1]],
+        runs=1,
+    )  # fmt: skip
+
+    def split(rows: list[Any]) -> dict[str, float | int]:
+        out: dict[str, float | int] = {"reports": len(rows)}
+        for name in ("queued", "read", "finish", "render", "store", "running"):
+            values = [r[name] for r in rows if r[name] is not None]
+            if values:
+                out[f"{name}_ms"] = round(statistics.median(values) * 1000, 1)
+        return out
+
     result: dict[str, object] = {
         "stores": stores,
         "days": days,
@@ -290,6 +324,19 @@ async def main(
         "report_running_median_s": round(statistics.median(r["running"] for r in phases), 3),
         "batch_report_command_median_s": round(batch_s, 3),
         "batch_over_stream_report": round(batch_s / median, 1),
+        "fresh_moment_report_latency_median_s": round(fresh_median, 3),
+        "fresh_moment_report_latency_p95_s": round(
+            fresh_latencies[max(0, math.ceil(0.95 * len(fresh_latencies)) - 1)], 3
+        ),
+        "batch_over_fresh_moment_report": round(batch_s / fresh_median, 1),
+        "fresh_moment_csv_equals_batch": fresh_csv == fresh_batch.read_text(),
+        "split_reused": split([r for r in phases if not r["computed"]]),
+        "split_computed_default": split(
+            [r for r in phases if r["computed"] and r["default_moment"]]
+        ),
+        "split_computed_fresh": split(
+            [r for r in phases if r["computed"] and not r["default_moment"]]
+        ),
         "worker_peak_rss_mb": round(rss, 1),
         "changelog_bytes_per_poll": round(table_bytes / polls, 1),
         "postgres_wal_bytes_per_poll": round(wal_bytes / polls, 1),

@@ -31,7 +31,7 @@ from storemon.aggregates.report import LONGEST_WINDOW_US
 from storemon.aggregates.timebase import HOUR_US, format_utc
 from storemon.db import aggregates as db_aggregates
 from storemon.db import reports as db_reports
-from storemon.db.assemble import NoData, assemble_report, newest_poll_us
+from storemon.db.assemble import AssembledReport, NoData, assemble_report, newest_poll_us
 from storemon.db.migrate import connect
 from storemon.db.reports import ReportStatus
 from storemon.metrics import ReportMetrics, WorkerCollector
@@ -399,8 +399,8 @@ async def run_report_job(
                 metrics.observe(status, time.monotonic() - began)
 
         try:
-            built = await asyncio.wait_for(
-                assemble_report(pool, requested, find_alike=True), timeout_s
+            built, shared = await asyncio.wait_for(
+                _reuse_or_assemble(pool, report_id, requested), timeout_s
             )
         except NoData as error:
             await db_reports.fail_report(pool, report_id, str(error))
@@ -417,17 +417,49 @@ async def run_report_job(
             await db_reports.fail_report(pool, report_id, f"{error.__class__.__name__}: {error}")
             finished(ReportStatus.FAILED)
             return
-        shared = await db_reports.complete_report(
-            pool, report_id, built.as_of_us, built.csv_text, built.row_count, built.alike_pending
-        )
+        if shared is None:
+            stored = time.perf_counter()
+            shared = await db_reports.complete_report(
+                pool,
+                report_id,
+                built.as_of_us,
+                built.csv_text,
+                built.row_count,
+                built.alike_pending,
+                data_version=built.data_version,
+                timings=built.timings,
+            )
+            await db_reports.record_store_time(pool, report_id, time.perf_counter() - stored)
         finished(ReportStatus.COMPLETE)
         if metrics is not None and shared:
             metrics.shared.inc(shared)
         log.info(
-            "report %s complete: %d stores as of %s",
+            "report %s complete: %s as of %s",
             report_id,
-            built.row_count,
+            f"the answer of report {built.reused_from}"
+            if built.reused_from is not None
+            else f"{built.row_count} stores",
             format_utc(built.as_of_us),
         )
 
     await retry_forever(attempt, (*DB_OUTAGE_ERRORS, KafkaError), f"report {report_id}")
+
+
+async def _reuse_or_assemble(
+    pool: asyncpg.Pool, report_id: uuid.UUID, requested: int | None
+) -> tuple[AssembledReport, int | None]:
+    """The report's answer. When a Complete report of the same report time was computed from
+    the same version of the aggregates, its CSV is copied and the report is stored here
+    (returns how many alike Pending reports were answered too); otherwise the report is
+    assembled and returned with None, still to be stored."""
+    built = await assemble_report(pool, requested, find_alike=True, reuse=True)
+    if built.reused_from is None:
+        return built, None
+    stored = time.perf_counter()
+    shared = await db_reports.complete_as(
+        pool, report_id, built.reused_from, built.alike_pending, timings=built.timings
+    )
+    if shared is None:  # the earlier report was pruned meanwhile: compute this one
+        return await assemble_report(pool, requested, find_alike=True), None
+    await db_reports.record_store_time(pool, report_id, time.perf_counter() - stored)
+    return built, shared

@@ -278,7 +278,11 @@ async def get_report(request: web.Request) -> web.Response:
             return formats.report_json(report_id, as_of, csv_text)
         return await asyncio.to_thread(formats.report_parquet, report_id, as_of, csv_text)
 
-    body = await request.app[BODIES].body((str(report_id), report_format, gzipped), render)
+    # Reports of one report time computed from one version of the aggregates have the same
+    # CSV (see migration 0004): one body serves them all. The other formats name the report.
+    same_answer = report_format == "csv" and record.data_version is not None
+    body_id = f"{record.as_of_us}@{record.data_version}" if same_answer else str(report_id)
+    body = await request.app[BODIES].body((body_id, report_format, gzipped), render)
     headers = {
         "Content-Disposition": f'attachment; filename="report-{report_id}.{report_format}"',
         "X-Report-As-Of": as_of,

@@ -15,8 +15,9 @@ of ours, ``static/dashboard.js``. No build step.
 
 Each page carries its chart data as JSON in a ``<script type="application/json">`` element;
 every text that came from data is HTML-escaped. The fleet's report numbers come from the
-same assembly as a report job, cached for ``FLEET_CACHE_S`` and rebuilt by one request at a
-time (a 100,000-store fleet takes seconds to assemble).
+same assembly as a report job, kept while the aggregates' version is unchanged (else for
+``FLEET_CACHE_S``) and rebuilt by one request at a time (a 100,000-store fleet takes seconds
+to assemble).
 """
 
 from __future__ import annotations
@@ -38,7 +39,12 @@ from storemon.aggregates.report import WINDOWS, StoreWindows, format_hundredths
 from storemon.aggregates.schedule import Schedule
 from storemon.aggregates.timebase import DAY_US, HOUR_US, MINUTE_US, floor_to, us_to_datetime
 from storemon.db import dashboard as queries
-from storemon.db.assemble import AssembledReport, assemble_report, newest_poll_us
+from storemon.db.assemble import (
+    AssembledReport,
+    aggregates_version,
+    assemble_report,
+    newest_poll_us,
+)
 from storemon.web import assets
 from storemon.web.keys import POOL, SETTINGS
 from storemon.web.security import TOKEN_COOKIE, token_matches
@@ -145,24 +151,42 @@ def page(title: str, body: str, *, charts: bool = False, logout: bool = False) -
 
 @dataclass
 class FleetCache:
-    """The last fleet-wide assembly, rebuilt when older than FLEET_CACHE_S or when a newer
-    poll has arrived, by one request at a time."""
+    """The last fleet-wide assembly and hourly sums. Kept as long as the aggregates' version
+    is unchanged (the same inputs give the same page); while they change, rebuilt when older
+    than FLEET_CACHE_S or when a newer poll has arrived, by one request at a time."""
 
     built_at: float = float("-inf")
-    newest_us: int | None = None
+    key: tuple[int, int] | None = None  # (newest poll, aggregates' version) it was built at
     report: AssembledReport | None = None
+    hours: list[tuple[int, int, int]] | None = None
     lock: asyncio.Lock | None = None
 
-    async def get(self, pool: asyncpg.Pool, newest_us: int) -> AssembledReport:
+    async def get(
+        self, pool: asyncpg.Pool, newest_us: int
+    ) -> tuple[AssembledReport, list[tuple[int, int, int]]]:
         if self.lock is None:
             self.lock = asyncio.Lock()
         async with self.lock:
+            async with pool.acquire() as conn:
+                version = await aggregates_version(conn)
             fresh = time.monotonic() - self.built_at < FLEET_CACHE_S
-            if self.report is None or not fresh or self.newest_us != newest_us:
+            unchanged = self.key == (newest_us, version)
+            same_poll = self.key is not None and self.key[0] == newest_us
+            if (
+                self.report is None
+                or self.hours is None
+                or not (unchanged or (fresh and same_poll))
+            ):
                 self.report = await assemble_report(pool, newest_us)
-                self.newest_us = newest_us
+                week_start = floor_to(newest_us, HOUR_US) - 167 * HOUR_US
+                async with pool.acquire() as conn:
+                    self.hours = await queries.fleet_hours(
+                        conn, week_start, floor_to(newest_us, HOUR_US) + HOUR_US
+                    )
+                # The version the report's snapshot saw: a write in between rebuilds next time.
+                self.key = (newest_us, self.report.data_version or version)
                 self.built_at = time.monotonic()
-            return self.report
+            return self.report, self.hours
 
 
 FLEET = web.AppKey("fleet_cache", FleetCache)
@@ -230,10 +254,7 @@ async def fleet_page(request: web.Request) -> web.Response:
             " (<code>storemon replay</code>) or publish polls, then come back.</p>"
         )
         return page("Fleet", body, logout=logout)
-    report = await request.app[FLEET].get(pool, newest)
-    week_start = floor_to(newest, HOUR_US) - 167 * HOUR_US
-    async with pool.acquire() as conn:
-        hours = await queries.fleet_hours(conn, week_start, floor_to(newest, HOUR_US) + HOUR_US)
+    report, hours = await request.app[FLEET].get(pool, newest)
     up, down = fleet_totals(report.rows)
     worst = worst_stores(report.rows, WORST_STORES)
     worst_rows = "".join(
