@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from storemon.aggregates.reach import DEFAULT_REACH_HOURS, retention_us
 from storemon.aggregates.records import DEFAULT_ZONE
 from storemon.aggregates.schedule import (
     ALWAYS_OPEN,
@@ -35,7 +36,8 @@ from storemon.aggregates.schedule import (
 from storemon.aggregates.timebase import DAY_US, FOREVER_US, HOUR_US, NEVER_US, floor_to
 from storemon.aggregates.timeline import Run, timeline_runs
 
-DEFAULT_HORIZON_US = 192 * HOUR_US
+# History kept before a store's newest poll at the default reach (see aggregates.reach).
+DEFAULT_HORIZON_US = retention_us(DEFAULT_REACH_HOURS * HOUR_US)
 # How far ahead of the newest poll the cached sessions reach, so a stream in time order
 # recomputes them about once a week of data.
 _SESSION_LOOKAHEAD_US = 7 * DAY_US

@@ -29,7 +29,8 @@ from storemon.aggregates.report import LONGEST_WINDOW_US
 from storemon.aggregates.timebase import HOUR_US, format_utc
 from storemon.db import aggregates as db_aggregates
 from storemon.db import reports as db_reports
-from storemon.db.assemble import NoData, assemble_report, newest_poll_us
+from storemon.db import retention as db_retention
+from storemon.db.assemble import NoData, OutOfRange, assemble_report
 from storemon.db.migrate import connect
 from storemon.metrics import ReportMetrics, WorkerCollector
 from storemon.settings import Settings
@@ -177,7 +178,7 @@ def create_app(settings: Settings) -> faust.App:  # noqa: C901 (agents are closu
         stores=stores,
         write_sink=write_sink,
         send_dead_letter=send_dead_letter,
-        horizon_us=settings.horizon_hours * HOUR_US,
+        horizon_us=settings.retention_us,
     )
     app.storemon_ingestor = ingestor  # type: ignore[attr-defined]  # for the operator pages
     registry = CollectorRegistry()
@@ -185,7 +186,13 @@ def create_app(settings: Settings) -> faust.App:  # noqa: C901 (agents are closu
     own_topics = set(kind_of_topic)
 
     async def answer(raw: bytes | None) -> None:
-        await run_report_job(database, raw, settings.report_timeout_s, report_metrics)
+        await run_report_job(
+            database,
+            raw,
+            settings.report_timeout_s,
+            report_metrics,
+            reach=(settings.reach_us, settings.lead_us),
+        )
 
     report_requests = ReportRequestConsumer(settings, answer, stop_unless_done)
 
@@ -228,12 +235,8 @@ def create_app(settings: Settings) -> faust.App:  # noqa: C901 (agents are closu
     async def prune_database() -> None:
         try:
             pool = await database.pool()
-            async with pool.acquire() as conn:
-                newest = await newest_poll_us(conn)
-            if newest is not None:
-                cutoff = newest - settings.horizon_hours * HOUR_US
-                deleted = await db_aggregates.prune(pool, cutoff)
-                log.info("pruned rows before %s: %s", format_utc(cutoff), deleted)
+            deleted = await db_retention.prune_history(pool, settings.retention_us)
+            log.info("pruned history before each store's cutoff: %s", deleted)
             reports = await db_reports.prune_reports(pool, settings.report_retention_hours)
             if reports:
                 log.info("pruned %d finished reports", reports)
@@ -343,7 +346,12 @@ def _require_token(app: faust.App, token: str) -> None:
 
 
 async def run_report_job(
-    database: Database, raw: bytes | None, timeout_s: float, metrics: ReportMetrics | None = None
+    database: Database,
+    raw: bytes | None,
+    timeout_s: float,
+    metrics: ReportMetrics | None = None,
+    *,
+    reach: tuple[int, int] | None = None,
 ) -> None:
     """Answer one report request. The request is acknowledged (by returning) only once the
     report is stored as Complete or Failed; a database outage is waited out, so a request
@@ -368,9 +376,9 @@ async def run_report_job(
 
         try:
             built = await asyncio.wait_for(
-                assemble_report(pool, requested, find_alike=True), timeout_s
+                assemble_report(pool, requested, find_alike=True, reach=reach), timeout_s
             )
-        except NoData as error:
+        except (NoData, OutOfRange) as error:
             await db_reports.fail_report(pool, report_id, str(error))
             finished(db_reports.FAILED)
             return

@@ -5,7 +5,9 @@
                             (UTC; ISO 8601 with an offset is accepted too). Stores a Pending
                             report, queues it on ``report-requests`` and answers **202**
                             ``{"report_id": ...}`` once Kafka has acknowledged the request;
-                            **429** while ``STOREMON_MAX_OPEN_REPORTS`` reports are open.
+                            **429** while ``STOREMON_MAX_OPEN_REPORTS`` reports are open;
+                            **422** ``{"error", "earliest_as_of", "latest_as_of"}`` for an
+                            ``as_of`` outside the supported range (docs/semantics.md).
 ``GET /get_report``         ``?report_id=<uuid>[&format=csv|json|parquet]``: ``{"status":
                             "Pending"|"Running", ...}``, ``{"status": "Failed", "error":
                             ...}``, or the report itself (with ``Content-Disposition`` and
@@ -17,7 +19,7 @@
 
 Every error is JSON, ``{"error": "..."}``: 400 bad input, 401 missing or wrong bearer token
 (when ``STOREMON_API_TOKEN`` is set; ``/healthz`` stays open), 404, 405, 413 (bodies over
-64 KiB), 429 (report queue full), 503 when PostgreSQL or Kafka cannot be reached, 500 for
+64 KiB), 422 (``as_of`` outside the supported range), 429 (report queue full), 503 when PostgreSQL or Kafka cannot be reached, 500 for
 anything else (the stack trace goes to the log, never to the client).
 
 The handlers are thin: they parse the request, call :mod:`storemon.db.reports` or the
@@ -45,8 +47,10 @@ from aiokafka.errors import KafkaError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from storemon import logs
+from storemon.aggregates.reach import out_of_range_message
 from storemon.aggregates.timebase import format_utc, parse_as_of
 from storemon.db import reports as db_reports
+from storemon.db.retention import report_range
 from storemon.db.migrate import connect
 from storemon.metrics import ApiMetrics
 from storemon.settings import Settings
@@ -226,8 +230,16 @@ async def trigger_report(request: web.Request) -> web.Response:
     except BadRequest as error:
         return error_response(400, str(error))
     pool, publisher = request.app[POOL], request.app[PUBLISHER]
+    settings = request.app[SETTINGS]
+    if as_of_us is not None:
+        async with asyncio.timeout(DB_TIMEOUT_S), pool.acquire() as conn:
+            allowed = await report_range(conn, settings.reach_us, settings.lead_us)
+        if as_of_us not in (allowed or ()):
+            body: dict[str, Any] = {"error": out_of_range_message(as_of_us, allowed)}
+            body.update(allowed.as_json() if allowed is not None else {})
+            return json_response(body, status=422)
     report_id = uuid.uuid4()
-    max_open = request.app[SETTINGS].max_open_reports
+    max_open = settings.max_open_reports
     async with asyncio.timeout(DB_TIMEOUT_S):
         stored = await db_reports.create_report(pool, report_id, as_of_us, max_open)
     if not stored:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import asyncpg
 import orjson
 
+from storemon.aggregates.reach import out_of_range_message
 from storemon.aggregates.report import StoreWindows, render_csv
 from storemon.aggregates.schedule import Schedule, Sessions, WeeklyInterval, sessions_between
 from storemon.aggregates.timebase import DAY_US, HOUR_US, floor_to
@@ -30,6 +31,7 @@ from storemon.aggregates.windows import (
     finish_store,
     plan_report,
 )
+from storemon.db.retention import report_range
 
 if TYPE_CHECKING:
     from storemon.db import Connection
@@ -37,6 +39,11 @@ if TYPE_CHECKING:
 
 class NoData(RuntimeError):
     """Nothing ingested yet, so there is no default report time."""
+
+
+class OutOfRange(RuntimeError):
+    """The requested report time lies outside the supported range in the job's snapshot
+    (history it needs was pruned after the request was accepted)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +211,7 @@ async def assemble_report(
     only_store: str | None = None,
     *,
     find_alike: bool = False,
+    reach: tuple[int, int] | None = None,
 ) -> AssembledReport:
     """The report as of ``requested_as_of_us`` (None: the newest poll), of every store or,
     with ``only_store``, of that one (its row, computed exactly as in the full report).
@@ -211,7 +219,11 @@ async def assemble_report(
     With ``find_alike``, also the ids of the Pending reports that asked for the same report
     time and are visible in this snapshot. They were stored before the snapshot began, so
     this report, read from data at least as new as each of their requests, is a right
-    answer to them too: under a burst of triggers one job answers many."""
+    answer to them too: under a burst of triggers one job answers many.
+
+    With ``reach`` (reach and lead in microseconds), a requested report time is checked
+    against the supported range of this very snapshot: data pruned between the request
+    and the job makes it fail (:class:`OutOfRange`), never answer from cut history."""
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         # The statements read every store's days once: JIT compilation (triggered by the
         # planner's guess for generate_series) cost more than the query, and the sorts and
@@ -222,6 +234,10 @@ async def assemble_report(
         )
         if as_of_us is None:
             raise NoData("no poll has been ingested yet")
+        if requested_as_of_us is not None and reach is not None:
+            allowed = await report_range(conn, *reach)
+            if requested_as_of_us not in (allowed or ()):
+                raise OutOfRange(out_of_range_message(requested_as_of_us, allowed))
         plans = plan_report(as_of_us)
         # The schedule is needed only where the report time lies before the last poll.
         stores = await conn.fetch(
