@@ -50,8 +50,8 @@ from storemon import logs
 from storemon.aggregates.reach import out_of_range_message
 from storemon.aggregates.timebase import format_utc, parse_as_of
 from storemon.db import reports as db_reports
-from storemon.db.retention import report_range
 from storemon.db.migrate import connect
+from storemon.db.retention import report_range
 from storemon.metrics import ApiMetrics
 from storemon.settings import Settings
 from storemon.streams import messages
