@@ -24,6 +24,7 @@ from aiokafka.errors import KafkaError
 from faust.streams import _current_event
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from storemon.aggregates.coverage import pack_sums
 from storemon.aggregates.records import Rejection
 from storemon.aggregates.report import LONGEST_WINDOW_US
 from storemon.aggregates.timebase import HOUR_US, format_utc
@@ -376,7 +377,8 @@ async def run_report_job(
 
         try:
             built = await asyncio.wait_for(
-                assemble_report(pool, requested, find_alike=True, reach=reach), timeout_s
+                assemble_report(pool, requested, find_alike=True, reach=reach, with_digest=True),
+                timeout_s,
             )
         except (NoData, OutOfRange) as error:
             await db_reports.fail_report(pool, report_id, str(error))
@@ -394,7 +396,13 @@ async def run_report_job(
             finished(db_reports.FAILED)
             return
         shared = await db_reports.complete_report(
-            pool, report_id, built.as_of_us, built.csv_text, built.row_count, built.alike_pending
+            pool,
+            report_id,
+            built.as_of_us,
+            built.csv_text,
+            built.row_count,
+            built.alike_pending,
+            exact=(pack_sums(built.rows), built.schedules_digest),
         )
         finished(db_reports.COMPLETE)
         if metrics is not None and shared:

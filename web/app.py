@@ -47,9 +47,12 @@ from aiokafka.errors import KafkaError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from storemon import logs
+from storemon.aggregates.coverage import Coverage, coverage, unpack_sums
 from storemon.aggregates.reach import out_of_range_message
+from storemon.aggregates.schedule import Schedule, WeeklyInterval
 from storemon.aggregates.timebase import format_utc, parse_as_of
 from storemon.db import reports as db_reports
+from storemon.db.assemble import schedules_digest
 from storemon.db.migrate import connect
 from storemon.db.retention import report_range
 from storemon.metrics import ApiMetrics
@@ -285,9 +288,10 @@ async def get_report(request: web.Request) -> web.Response:
             raise RuntimeError(f"report {report_id} is Complete without a CSV")
         if report_format == "csv":
             return csv_text.encode()
+        extra = await _coverage(pool, report_id, record.as_of_us, csv_text)
         if report_format == "json":
-            return formats.report_json(report_id, as_of, csv_text)
-        return await asyncio.to_thread(formats.report_parquet, report_id, as_of, csv_text)
+            return await asyncio.to_thread(formats.report_json, report_id, as_of, csv_text, extra)
+        return await asyncio.to_thread(formats.report_parquet, report_id, as_of, csv_text, extra)
 
     body = await request.app[BODIES].body((str(report_id), report_format, gzipped), render)
     headers = {
@@ -304,6 +308,39 @@ async def get_report(request: web.Request) -> web.Response:
     if report_format != "parquet":
         response.charset = "utf-8"
     return response
+
+
+async def _coverage(
+    pool: asyncpg.Pool, report_id: uuid.UUID, as_of_us: int, csv_text: str
+) -> formats.Extra:
+    """Business and unobserved time of every row, or why they are left out: they need the
+    report's exact sums and the schedules it was computed with (same digest as then)."""
+    async with asyncio.timeout(DB_TIMEOUT_S):
+        packed, digest = await db_reports.get_report_exact(pool, report_id)
+        if packed is None or digest is None:
+            return "this report was stored without its exact sums"
+        ids = formats.store_ids(csv_text)
+        async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+            if await schedules_digest(conn, ids) != digest:
+                return "a store's business hours or time zone changed since the report was taken"
+            stores = await conn.fetch(
+                "SELECT store_id, schedule::text AS schedule, zone FROM stores"
+                " WHERE store_id = ANY($1::text[])",
+                ids,
+            )
+    hours = {r["store_id"]: (r["schedule"], r["zone"]) for r in stores}
+    rows = unpack_sums(ids, packed)
+    schedules: dict[str, Schedule] = {
+        store_id: tuple(WeeklyInterval(*i) for i in orjson.loads(text))
+        for store_id, (text, _) in hours.items()
+    }
+
+    def compute() -> list[Coverage]:
+        return [
+            coverage(row, schedules[row.store_id], hours[row.store_id][1], as_of_us) for row in rows
+        ]
+
+    return await asyncio.to_thread(compute)
 
 
 def _status_response(record: db_reports.ReportRecord) -> web.Response:

@@ -55,6 +55,22 @@ class AssembledReport:
     # Pending reports asked for the same report time and committed before this snapshot:
     # this report answers them too (see assemble_report).
     alike_pending: tuple[uuid.UUID, ...] = ()
+    # See schedules_digest(): which schedules and zones the report was computed with.
+    schedules_digest: int | None = None
+
+
+# One statement text, used by the job (in its snapshot) and by the API (when it adds
+# business time to a finished report): a change of any schedule or zone of the report's
+# stores changes the sum (barring a 32-bit hash collision).
+_DIGEST_SQL = (
+    "SELECT coalesce(sum(hashtext(store_id || chr(31) || schedule::text || chr(31) || zone)"
+    "::bigint), 0)::bigint FROM stores WHERE "
+)
+
+
+async def schedules_digest(conn: Connection, store_ids: list[str]) -> int:
+    value: int = await conn.fetchval(_DIGEST_SQL + "store_id = ANY($1::text[])", store_ids)
+    return value
 
 
 async def newest_poll_us(conn: Connection) -> int | None:
@@ -212,6 +228,7 @@ async def assemble_report(
     *,
     find_alike: bool = False,
     reach: tuple[int, int] | None = None,
+    with_digest: bool = False,
 ) -> AssembledReport:
     """The report as of ``requested_as_of_us`` (None: the newest poll), of every store or,
     with ``only_store``, of that one (its row, computed exactly as in the full report).
@@ -250,6 +267,9 @@ async def assemble_report(
         )
         per_store = await _window_sums(conn, plans, only_store)
         fixes = await _as_of_fixes(conn, list(stores), as_of_us)
+        digest = None
+        if with_digest:
+            digest = await conn.fetchval(_DIGEST_SQL + "first_poll_us <= $1", as_of_us)
         alike: tuple[uuid.UUID, ...] = ()
         if find_alike:
             alike = tuple(
@@ -273,4 +293,4 @@ async def assemble_report(
         )
         for store_id, _, last_poll, last_active, tail_end, _, _ in stores
     ]
-    return AssembledReport(as_of_us, render_csv(rows), len(rows), tuple(rows), alike)
+    return AssembledReport(as_of_us, render_csv(rows), len(rows), tuple(rows), alike, digest)

@@ -73,32 +73,40 @@ async def complete_report(
     csv_text: str,
     row_count: int,
     also_pending: tuple[uuid.UUID, ...] = (),
+    exact: tuple[bytes, int | None] | None = None,
 ) -> int:
     """Store the report as Complete, and the same answer for ``also_pending`` reports that
-    are still Pending (their own jobs then find them finished). Returns how many of those."""
+    are still Pending (their own jobs then find them finished). Returns how many of those.
+    ``exact``: the packed exact sums and the schedules' digest (see aggregates.coverage)."""
+    window_us, digest = exact if exact is not None else (None, None)
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(
             "UPDATE reports SET status = $2, as_of_us = $3, csv = $4, row_count = $5,"
-            " finished_at = now(), error = NULL WHERE report_id = $1",
+            " finished_at = now(), error = NULL, window_us = $6, schedules_digest = $7"
+            " WHERE report_id = $1",
             report_id,
             COMPLETE,
             as_of_us,
             csv_text,
             row_count,
+            window_us,
+            digest,
         )
         others = [r for r in also_pending if r != report_id]
         if not others:
             return 0
         status: str = await conn.execute(
             "UPDATE reports SET status = $2, as_of_us = $3, csv = $4, row_count = $5,"
-            " started_at = now(), finished_at = now(), error = NULL"
-            " WHERE report_id = ANY($1::uuid[]) AND status = $6",
+            " started_at = now(), finished_at = now(), error = NULL, window_us = $7,"
+            " schedules_digest = $8 WHERE report_id = ANY($1::uuid[]) AND status = $6",
             others,
             COMPLETE,
             as_of_us,
             csv_text,
             row_count,
             PENDING,
+            window_us,
+            digest,
         )
         return int(status.split()[-1])
 
@@ -126,6 +134,20 @@ async def get_report_csv(pool: asyncpg.Pool, report_id: uuid.UUID) -> str | None
         "SELECT csv FROM reports WHERE report_id = $1 AND status = $2", report_id, COMPLETE
     )
     return value
+
+
+async def get_report_exact(
+    pool: asyncpg.Pool, report_id: uuid.UUID
+) -> tuple[bytes | None, int | None]:
+    """The packed exact sums and schedules' digest of a Complete report (None if absent)."""
+    row = await pool.fetchrow(
+        "SELECT window_us, schedules_digest FROM reports WHERE report_id = $1 AND status = $2",
+        report_id,
+        COMPLETE,
+    )
+    if row is None:
+        return None, None
+    return row["window_us"], row["schedules_digest"]
 
 
 async def prune_reports(pool: asyncpg.Pool, keep_hours: float) -> int:
