@@ -277,7 +277,8 @@ async def get_report(request: web.Request) -> web.Response:
         return _status_response(record)
     if record.as_of_us is None:
         raise RuntimeError(f"report {report_id} is Complete without an as_of")
-    as_of = format_utc(record.as_of_us)
+    as_of_us = record.as_of_us
+    as_of = format_utc(as_of_us)
     # Parquet is compressed inside; the text formats travel gzipped when the client says so.
     gzipped = report_format != "parquet" and accepts_gzip(request.headers.get("Accept-Encoding"))
 
@@ -288,7 +289,7 @@ async def get_report(request: web.Request) -> web.Response:
             raise RuntimeError(f"report {report_id} is Complete without a CSV")
         if report_format == "csv":
             return csv_text.encode()
-        extra = await _coverage(pool, report_id, record.as_of_us, csv_text)
+        extra = await _coverage(pool, report_id, as_of_us, csv_text)
         if report_format == "json":
             return await asyncio.to_thread(formats.report_json, report_id, as_of, csv_text, extra)
         return await asyncio.to_thread(formats.report_parquet, report_id, as_of, csv_text, extra)
