@@ -22,6 +22,7 @@ time (a 100,000-store fleet takes seconds to assemble).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import time
 from collections.abc import Iterable
@@ -34,11 +35,20 @@ import asyncpg
 import orjson
 from aiohttp import web
 
+from storemon.aggregates.coverage import Coverage, coverage
 from storemon.aggregates.report import WINDOWS, StoreWindows, format_hundredths
 from storemon.aggregates.schedule import Schedule
-from storemon.aggregates.timebase import DAY_US, HOUR_US, MINUTE_US, floor_to, us_to_datetime
+from storemon.aggregates.timebase import (
+    DAY_US,
+    HOUR_US,
+    MINUTE_US,
+    floor_to,
+    format_utc,
+    us_to_datetime,
+)
 from storemon.db import dashboard as queries
 from storemon.db.assemble import AssembledReport, assemble_report, newest_poll_us
+from storemon.db.retention import report_range
 from storemon.web import assets
 from storemon.web.keys import POOL, SETTINGS
 from storemon.web.security import TOKEN_COOKIE, token_matches
@@ -221,10 +231,12 @@ def heatmap_html(hours: list[tuple[int, int, int]]) -> str:
 
 async def fleet_page(request: web.Request) -> web.Response:
     pool = _pool(request)
+    settings = request.app[SETTINGS]
     async with pool.acquire() as conn:
         newest = await newest_poll_us(conn)
+        allowed = await report_range(conn, settings.reach_us, settings.lead_us)
     logout = request.app[TOKEN_WANTED]
-    if newest is None:
+    if newest is None or allowed is None:
         body = (
             '<h2>Fleet</h2><p id="empty">No poll has been ingested yet. Replay the files'
             " (<code>storemon replay</code>) or publish polls, then come back.</p>"
@@ -252,6 +264,11 @@ async def fleet_page(request: web.Request) -> web.Response:
 <h2>Fleet</h2>
 <p class="as-of">Report time: <strong id="as-of">{esc(when(report.as_of_us))}</strong>
 (the newest poll); numbers are business-hours time, as in the report.</p>
+<p class="as-of" id="report-range">Report times answered exactly (<code>as_of</code> of
+<code>POST /trigger_report</code>): <strong id="range-earliest">{esc(format_utc(allowed.earliest_us))} UTC</strong>
+to <strong id="range-latest">{esc(format_utc(allowed.latest_us))} UTC</strong>
+({settings.report_reach_hours} h before the newest poll to {settings.report_lead_hours} h
+after it); others are refused.</p>
 <div class="kpis">
   <div class="kpi"><span class="value" id="kpi-stores">{report.row_count}</span>
     <span class="label">stores</span></div>
@@ -278,17 +295,23 @@ yellow 75 %, red 50 % or less; grey: no store open.</p>
 # ------------------------------------------------------------------------------ store page
 
 
-def numbers_table(row: StoreWindows | None) -> str:
+def numbers_table(row: StoreWindows | None, found: Coverage | None = None) -> str:
+    """Up and down per window; with ``found``, the window's business time and its
+    unobserved part too (time no poll of its session saw: neither up nor down)."""
     if row is None:
         return '<p id="store-numbers">Not in the report yet (no poll before the report time).</p>'
     names = ("last hour", "last day", "last week")
-    lines = ['<table class="numbers" id="store-numbers"><tr><th></th><th>up</th><th>down</th>']
+    head = "<th>up</th><th>down</th>"
+    if found is not None:
+        head += "<th>business</th><th>unobserved</th>"
+    lines = [f'<table class="numbers" id="store-numbers"><tr><th></th>{head}']
     for w, (name, (_, unit)) in enumerate(zip(names, WINDOWS, strict=True)):
         unit_name = "min" if unit == MINUTE_US else "h"
-        lines.append(
-            f"<tr><th>{name}</th><td>{format_hundredths(row.up_us[w], unit)} {unit_name}</td>"
-            f"<td>{format_hundredths(row.down_us[w], unit)} {unit_name}</td></tr>"
-        )
+        values = [row.up_us[w], row.down_us[w]]
+        if found is not None:
+            values += [found.business_us[w], found.unobserved_us[w]]
+        cells = "".join(f"<td>{format_hundredths(v, unit)} {unit_name}</td>" for v in values)
+        lines.append(f"<tr><th>{name}</th>{cells}</tr>")
     lines.append("</table>")
     return "".join(lines)
 
@@ -309,6 +332,10 @@ async def store_page(request: web.Request) -> web.Response:
         return response
     report = await assemble_report(pool, newest, only_store=store_id)
     row = report.rows[0] if report.rows else None
+    found = None
+    if row is not None:
+        with contextlib.suppress(ValueError):  # hours changed between the two reads
+            found = coverage(row, week.schedule, week.zone, report.as_of_us)
     up_polls = sum(1 for _, active in week.polls if active)
     chart = {
         "lo": lo // 1_000_000,
@@ -332,7 +359,9 @@ async def store_page(request: web.Request) -> web.Response:
   </div>
   <aside>
     <h3>Report numbers</h3>
-    {numbers_table(row)}
+    {numbers_table(row, found)}
+    <p class="hint">Unobserved: business time in a session without any poll, counted
+    neither up nor down.</p>
     <h3>Business hours (local time)</h3>
     <ul class="schedule">{schedule}</ul>
   </aside>

@@ -230,6 +230,8 @@ class Pipeline:
             "STOREMON_API_TOKEN": s.api_token,
             "STOREMON_PRUNE_INTERVAL_S": str(s.prune_interval_s),
             "STOREMON_LOG_FORMAT": s.log_format,
+            "STOREMON_REPORT_REACH_HOURS": str(s.report_reach_hours),
+            "STOREMON_REPORT_LEAD_HOURS": str(s.report_lead_hours),
         }
 
     def start_worker(self) -> None:
