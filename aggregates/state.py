@@ -232,8 +232,10 @@ class StoreState:
                     touched.append(ts)
                     changes.poll_hours.add(ts - ts % HOUR_US)
                 continue
-            if poll_ts and ts < poll_ts[0] and ts < self.cutoff_us:
+            if poll_ts and ts < poll_ts[0] < self.cutoff_us:
                 continue  # older than the kept anchor: it cannot reach past the cutoff
+            # (without an anchor yet, a late poll before the cutoff becomes the anchor: it
+            # is the status of the instants after the cutoff until the next poll)
             poll_ts.insert(j, ts)
             poll_active.insert(j, active)
             touched.append(ts)

@@ -303,7 +303,10 @@ class Ingestor:
             state.prune(floor_to(state.poll_ts[-1] - self.horizon_us, DAY_US))
         days = set(changes.days)
         days.update(h - h % DAY_US for h in changes.hours)
-        days.update(d for ts, _ in item.polls if (d := ts - ts % DAY_US) >= state.cutoff_us)
+        # The days of the polls kept, the anchor's among them (a report before a later poll
+        # looks the anchor up in its day's row).
+        kept_from = state.poll_ts[0] if state.poll_ts else state.cutoff_us
+        days.update(ts - ts % DAY_US for ts, _ in item.polls if ts >= kept_from)
         for day in sorted(days):
             batch.days[(store_id, day)] = state.day_record(day, changes.hours)
         self.stats.day_rows += len(days)
