@@ -52,7 +52,7 @@ class ReportRange:
         return isinstance(as_of_us, int) and self.earliest_us <= as_of_us <= self.latest_us
 
     def describe(self) -> str:
-        return f"from {format_utc(self.earliest_us)} to {format_utc(self.latest_us)} UTC"
+        return f"from {format_utc(self.earliest_us)} to {format_utc(self.latest_us)}"
 
     def as_json(self) -> dict[str, str]:
         return {
@@ -85,7 +85,7 @@ def out_of_range_message(as_of_us: int, allowed: ReportRange | None) -> str:
     if allowed is None:
         return "no poll has been ingested yet, so no report time can be answered"
     return (
-        f"as_of {format_utc(as_of_us)} UTC is outside the supported range: report times "
+        f"as_of {format_utc(as_of_us)} is outside the supported range: report times "
         f"{allowed.describe()} are answered exactly"
     )
 

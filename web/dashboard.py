@@ -265,8 +265,8 @@ async def fleet_page(request: web.Request) -> web.Response:
 <p class="as-of">Report time: <strong id="as-of">{esc(when(report.as_of_us))}</strong>
 (the newest poll); numbers are business-hours time, as in the report.</p>
 <p class="as-of" id="report-range">Report times answered exactly (<code>as_of</code> of
-<code>POST /trigger_report</code>): <strong id="range-earliest">{esc(format_utc(allowed.earliest_us))} UTC</strong>
-to <strong id="range-latest">{esc(format_utc(allowed.latest_us))} UTC</strong>
+<code>POST /trigger_report</code>): <strong id="range-earliest">{esc(format_utc(allowed.earliest_us))}</strong>
+to <strong id="range-latest">{esc(format_utc(allowed.latest_us))}</strong>
 ({settings.report_reach_hours} h before the newest poll to {settings.report_lead_hours} h
 after it); others are refused.</p>
 <div class="kpis">
