@@ -12,8 +12,11 @@ Figures:
 - report latency: `POST /trigger_report` -> `GET /get_report` answering the CSV, through the
   real API, over 10 reports (median, p95); baseline: the
   `storemon report` command on the same files (median of 3 runs);
-- worker peak memory (VmHWM), RocksDB and PostgreSQL sizes, and whether the stream's CSV
-  equals the batch command's.
+- worker peak memory (VmHWM) and memory after the replay (VmRSS), RocksDB and PostgreSQL
+  sizes (``store_days`` after a prune and ``VACUUM FULL``: the rows the retention keeps),
+  and whether the stream's CSV equals the batch command's. ``--reach-hours`` sets the
+  worker's ``STOREMON_REPORT_REACH_HOURS``: two runs on a data set longer than both
+  retentions give the cost of a day of reach.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from storemon import services  # noqa: E402
+from storemon.db.retention import prune_history  # noqa: E402
 from storemon.producers.replay import DEFAULT_PACK_HOURS, replay  # noqa: E402
 from storemon.settings import Settings  # noqa: E402
 from storemon.streams import messages  # noqa: E402
@@ -65,6 +69,13 @@ async def plain_consumer_rate(settings: Settings, expected: int, polls: int) -> 
         return polls / (time.perf_counter() - started)
     finally:
         await consumer.stop()
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -154,7 +165,12 @@ def du_mb(path: Path) -> float:
 
 
 async def main(
-    stores: int, days: int, reports: int, pack_hours: int, batch_size: int | None = None
+    stores: int,
+    days: int,
+    reports: int,
+    pack_hours: int,
+    batch_size: int | None = None,
+    reach_hours: int | None = None,
 ) -> dict[str, object]:
     base = Settings.from_env()
     if not base.kafka_bootstrap or not base.database_url:
@@ -167,7 +183,10 @@ async def main(
     shutil.rmtree(work / "state", ignore_errors=True)
     pipeline = await Pipeline.create(base, "bench", work)
     pipeline.settings = dataclasses.replace(
-        pipeline.settings, batch_timeout_s=0.5, batch_size=batch_size or base.batch_size
+        pipeline.settings,
+        batch_timeout_s=0.5,
+        batch_size=batch_size or base.batch_size,
+        report_reach_hours=base.report_reach_hours if reach_hours is None else reach_hours,
     )
     pipeline.start_worker()
     assert pipeline.worker is not None
@@ -193,8 +212,17 @@ async def main(
         " WHERE status = 'Complete'"
     )
     rss = peak_rss_mb(pipeline.worker.pid)
+    rss_now = rss_mb(pipeline.worker.pid)
     worker_stats = await worker_page(pipeline)
     assert pipeline.pool is not None
+    # What the retention keeps: the prune timer's work done now, the table rewritten
+    # compactly, so the size is that of the rows kept, not of their deleted versions.
+    await prune_history(pipeline.pool, pipeline.settings.retention_us)
+    await pipeline.pool.execute("VACUUM FULL store_days")
+    store_days_mb = (
+        await pipeline.pool.fetchval("SELECT pg_total_relation_size('store_days')") / 2**20
+    )
+    store_day_rows = await pipeline.pool.fetchval("SELECT count(*) FROM store_days")
     pg_mb = await pipeline.pool.fetchval("SELECT pg_database_size(current_database())") / 2**20
     rocksdb_mb = du_mb(pipeline.settings.state_dir / "worker")
     await pipeline.close()
@@ -222,14 +250,20 @@ async def main(
         "report_running_median_s": round(statistics.median(r["running"] for r in phases), 3),
         "batch_report_command_median_s": round(batch_s, 3),
         "batch_over_stream_report": round(batch_s / median, 1),
+        "report_reach_hours": pipeline.settings.report_reach_hours,
+        "retention_days": pipeline.settings.retention_us / 86_400_000_000,
         "worker_peak_rss_mb": round(rss, 1),
+        "worker_rss_after_mb": round(rss_now, 1),
+        "store_days_mb": round(store_days_mb, 1),
+        "store_day_rows": store_day_rows,
         "rocksdb_mb": round(rocksdb_mb, 1),
         "postgres_db_mb": round(pg_mb, 1),
         "stream_csv_equals_batch": csv_text == out.read_text(),
         "worker_batches": worker_stats.get("batches"),
         "worker_seconds": worker_stats.get("seconds"),
     }
-    (work / f"result-pack{pack_hours}.json").write_text(json.dumps(result, indent=2))
+    suffix = f"-reach{reach_hours}" if reach_hours is not None else ""
+    (work / f"result-pack{pack_hours}{suffix}.json").write_text(json.dumps(result, indent=2))
     return result
 
 
@@ -240,9 +274,19 @@ if __name__ == "__main__":
     parser.add_argument("--reports", type=int, default=10)
     parser.add_argument("--pack-hours", type=int, default=DEFAULT_PACK_HOURS)
     parser.add_argument("--batch-size", type=int, default=None, help="worker events per batch")
+    parser.add_argument(
+        "--reach-hours", type=int, default=None, help="STOREMON_REPORT_REACH_HOURS of the worker"
+    )
     args = parser.parse_args()
     outcome = asyncio.run(
-        main(args.stores, args.days, args.reports, args.pack_hours, args.batch_size)
+        main(
+            args.stores,
+            args.days,
+            args.reports,
+            args.pack_hours,
+            args.batch_size,
+            args.reach_hours,
+        )
     )
     for key, value in outcome.items():
         print(f"{key:<30} {value}")
