@@ -3,7 +3,7 @@ history was pruned after the request was accepted, end Failed. Real broker, data
 worker and API (docs/semantics.md, "Which report times the service answers").
 
 The data sets cover the US daylight-saving nights of 2023 (clocks forward on 12 March,
-back on 5 November) with 12 days of polls; the reach is 72 h, so the worker and the
+back on 5 November) with 12 days of polls; the reach is 48 h, so the worker and the
 database prune history while the stream runs and the range's lower end is sharp."""
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from .pipeline import Pipeline, generate, read_messages
 
 pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.timeout(600)]
 
-REACH_HOURS = 72
+REACH_HOURS = 48
 LEAD_HOURS = 2
 
 
@@ -220,7 +220,7 @@ async def test_every_report_time_in_the_range_equals_the_batch_report(
     poll_days = {
         (store, ts - ts % DAY_US) for store, polls in data.polls_by_store.items() for ts, _ in polls
     }
-    assert len(poll_days - kept) > len(data.polls_by_store)
+    assert len(poll_days - kept) >= len(data.polls_by_store)
 
     day = floor_to(newest, DAY_US)
     hour = floor_to(newest, HOUR_US)
@@ -234,7 +234,6 @@ async def test_every_report_time_in_the_range_equals_the_batch_report(
         hour - 5 * HOUR_US,
         day,
         day - DAY_US,
-        day - 2 * DAY_US,
         ((allowed.earliest_us // HOUR_US) + 1) * HOUR_US,
         # the night clocks went forward: 02:00 local in New York, Chicago, Denver, LA
         parse_as_of("2023-03-12 07:00:00"),
@@ -312,7 +311,7 @@ async def test_history_pruned_after_the_request_fails_the_report(
     await pipeline.publish(reference + early)
     await pipeline.wait_consumed()
     # Accepted now: within reach of the newest poll so far.
-    as_of = first_part_end - 60 * HOUR_US
+    as_of = first_part_end - 40 * HOUR_US
     status, body = await trigger(live_api, format_utc(as_of))
     assert status == 202, body
     answered = (await fetch(live_api, body["report_id"])).decode()
