@@ -386,6 +386,13 @@ async def test_status_command(live: Live) -> None:
     assert set(status["lag"]) >= {s.topic(messages.POLLS), s.topic(messages.HOURS)}
     newest = newest_poll_us(live.polls)
     assert status["newest_poll"] == format_utc(newest)
+    # the report times the API answers: a week before the newest poll to 2 h after it
+    assert status["report_range"] == {
+        "earliest_as_of": format_utc(newest - 168 * HOUR_US),
+        "latest_as_of": format_utc(newest + 2 * HOUR_US),
+        "reach_hours": 168,
+        "lead_hours": 2,
+    }
     assert status["stores"] == len(live.batch)
     assert status["last_report"]["report_id"] == live.report_id
     assert status["last_report"]["status"] == "Complete"
@@ -397,4 +404,5 @@ async def test_status_command(live: Live) -> None:
     text = done.stdout.decode()
     assert re.search(r"^kafka\s+up", text, re.M)
     assert re.search(r"^lag\s+0 messages", text, re.M)
+    assert f"as_of      {format_utc(newest - 168 * HOUR_US)} .. " in text
     assert live.report_id in text
