@@ -37,7 +37,7 @@ from aiohttp import web
 
 from storemon.aggregates.coverage import Coverage, coverage
 from storemon.aggregates.report import WINDOWS, StoreWindows, format_hundredths
-from storemon.aggregates.schedule import Schedule
+from storemon.aggregates.schedule import Schedule, WeeklyInterval
 from storemon.aggregates.timebase import (
     DAY_US,
     HOUR_US,
@@ -47,7 +47,12 @@ from storemon.aggregates.timebase import (
     us_to_datetime,
 )
 from storemon.db import dashboard as queries
-from storemon.db.assemble import AssembledReport, assemble_report, newest_poll_us
+from storemon.db.assemble import (
+    AssembledReport,
+    assemble_report,
+    newest_poll_us,
+    schedules_digest,
+)
 from storemon.db.retention import report_range
 from storemon.web import assets
 from storemon.web.keys import POOL, SETTINGS
@@ -161,6 +166,8 @@ class FleetCache:
     built_at: float = float("-inf")
     newest_us: int | None = None
     report: AssembledReport | None = None
+    # The fleet's business and unobserved microseconds per window (None: unknown)
+    coverage: Coverage | None = None
     lock: asyncio.Lock | None = None
 
     async def get(self, pool: asyncpg.Pool, newest_us: int) -> AssembledReport:
@@ -169,10 +176,42 @@ class FleetCache:
         async with self.lock:
             fresh = time.monotonic() - self.built_at < FLEET_CACHE_S
             if self.report is None or not fresh or self.newest_us != newest_us:
-                self.report = await assemble_report(pool, newest_us)
+                self.report = await assemble_report(pool, newest_us, with_digest=True)
+                self.coverage = await fleet_coverage(pool, self.report)
                 self.newest_us = newest_us
                 self.built_at = time.monotonic()
             return self.report
+
+
+async def fleet_coverage(pool: asyncpg.Pool, report: AssembledReport) -> Coverage | None:
+    """Business and unobserved time of the whole fleet per window, from the schedules the
+    report was assembled with (None if one changed since: the sums would not match)."""
+    ids = [r.store_id for r in report.rows]
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        if await schedules_digest(conn, ids) != report.schedules_digest:
+            return None
+        stores = await conn.fetch(
+            "SELECT store_id, schedule::text AS schedule, zone FROM stores"
+            " WHERE store_id = ANY($1::text[])",
+            ids,
+        )
+    hours = {r["store_id"]: (r["schedule"], r["zone"]) for r in stores}
+
+    def add_up() -> Coverage:
+        business = [0, 0, 0]
+        unobserved = [0, 0, 0]
+        for row in report.rows:
+            text, zone = hours[row.store_id]
+            schedule = tuple(WeeklyInterval(*i) for i in orjson.loads(text))
+            found = coverage(row, schedule, zone, report.as_of_us)
+            for w in range(3):
+                business[w] += found.business_us[w]
+                unobserved[w] += found.unobserved_us[w]
+        return Coverage(
+            (business[0], business[1], business[2]), (unobserved[0], unobserved[1], unobserved[2])
+        )
+
+    return await asyncio.to_thread(add_up)
 
 
 FLEET = web.AppKey("fleet_cache", FleetCache)
@@ -242,7 +281,9 @@ async def fleet_page(request: web.Request) -> web.Response:
             " (<code>storemon replay</code>) or publish polls, then come back.</p>"
         )
         return page("Fleet", body, logout=logout)
-    report = await request.app[FLEET].get(pool, newest)
+    fleet = request.app[FLEET]
+    report = await fleet.get(pool, newest)
+    found = fleet.coverage
     week_start = floor_to(newest, HOUR_US) - 167 * HOUR_US
     async with pool.acquire() as conn:
         hours = await queries.fleet_hours(conn, week_start, floor_to(newest, HOUR_US) + HOUR_US)
@@ -260,6 +301,10 @@ async def fleet_page(request: web.Request) -> web.Response:
         "x": [h // 1_000_000 for h, _, _ in hours],
         "uptime": [round(100 * u / (u + d), 2) if u + d else None for _, u, d in hours],
     }
+    unobserved = business = "\u2013"
+    if found is not None:
+        unobserved = f"{format_hundredths(found.unobserved_us[2], HOUR_US)} h"
+        business = format_hundredths(found.business_us[2], HOUR_US)
     body = f"""
 <h2>Fleet</h2>
 <p class="as-of">Report time: <strong id="as-of">{esc(when(report.as_of_us))}</strong>
@@ -278,6 +323,9 @@ after it); others are refused.</p>
     <span class="label">uptime, last 7 days</span></div>
   <div class="kpi"><span class="value">{format_hundredths(down[2], HOUR_US)} h</span>
     <span class="label">downtime, last 7 days (all stores)</span></div>
+  <div class="kpi"><span class="value" id="kpi-unobserved">{unobserved}</span>
+    <span class="label">of {business} business hours, last 7 days, unobserved
+    (no poll in the session: neither up nor down)</span></div>
 </div>
 <h3>Uptime by hour, last week</h3>
 <p class="hint">Share of the fleet's open store-hours that were up, per UTC hour: green 100 %,

@@ -29,6 +29,7 @@ from storemon.aggregates.batch import compute_report, load_dataset
 from storemon.aggregates.coverage import coverage, coverage_values
 from storemon.aggregates.reach import supported_range
 from storemon.aggregates.records import DEFAULT_ZONE
+from storemon.aggregates.report import format_hundredths
 from storemon.aggregates.timebase import HOUR_US, format_utc, parse_poll_timestamp
 from storemon.settings import Settings
 from storemon.streams import messages
@@ -160,6 +161,20 @@ async def test_fleet_page_agrees_with_the_batch_report(live: Live) -> None:
     assert 7 <= rows <= 8
     assert heatmap.count("<td") == 24 * rows
     assert heatmap.count(" up") == 168  # the week's hours; the rest lie outside it
+    # The fleet's unobserved business time of the week, as the core sums it.
+    data = load_dataset(live.dataset)
+    assert data.newest_poll_us is not None
+    unobserved = sum(
+        coverage(
+            row,
+            data.schedules.get(row.store_id, ()),
+            data.zones.get(row.store_id, DEFAULT_ZONE),
+            data.newest_poll_us,
+        ).unobserved_us[2]
+        for row in compute_report(data, data.newest_poll_us)
+    )
+    shown_unobserved = re.search(r'id="kpi-unobserved">([\d.]+) h<', body).group(1)  # type: ignore[union-attr]
+    assert shown_unobserved == format_hundredths(unobserved, HOUR_US)
 
 
 async def test_store_page_shows_its_report_row_and_its_week(live: Live) -> None:
