@@ -245,11 +245,12 @@ async def test_rows_past_the_retention_are_pruned_across_a_restart(
     from storemon.aggregates.reach import store_cutoff_us
     from storemon.aggregates.timebase import DAY_US
 
-    # 9 days of data and a reach of a day: 8 days kept, so pruning happens.
+    # 9 days of data and no reach (reports at the newest poll and after it only): a week
+    # kept, so the oldest day goes and the next one holds the anchors.
     pipeline.settings = dataclasses.replace(
-        pipeline.settings, prune_interval_s=1.0, report_reach_hours=24
+        pipeline.settings, prune_interval_s=1.0, report_reach_hours=0
     )
-    reach_us = 24 * HOUR_US
+    reach_us = 0
     reference, polls = read_messages(dataset)
     stamps = [parse_poll_timestamp(orjson.loads(v)["timestamp_utc"]) for _, _, v in polls]
     by_store: dict[str, list[int]] = {}
