@@ -41,7 +41,7 @@ _EPOCH = date(1970, 1, 1)
 _ONE_US = timedelta(microseconds=1)
 # A session of a schedule that is not open around the clock is usually shorter than a week;
 # when one touches the edge of what was computed, the margin grows until it does not.
-_SESSION_MARGIN_US = 8 * DAY_US
+_SESSION_MARGIN_US = 2 * DAY_US
 _WIDEST_MARGIN_US = 64 * DAY_US
 
 

@@ -75,6 +75,15 @@ def timeline_runs(
     return runs
 
 
+def dedupe_polls(polls: Iterable[tuple[int, bool]]) -> tuple[list[int], list[bool]]:
+    """Sorted timestamps and statuses; one timestamp twice counts once, inactive winning."""
+    merged: dict[int, bool] = {}
+    for ts, active in polls:
+        merged[ts] = merged.get(ts, True) and active
+    ordered = sorted(merged)
+    return ordered, [merged[ts] for ts in ordered]
+
+
 def up_down_us(runs: Iterable[Run], lo_us: int, hi_us: int) -> tuple[int, int]:
     """Microseconds up and down of ``runs`` inside ``[lo_us, hi_us)``."""
     up = down = 0

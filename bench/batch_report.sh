@@ -3,12 +3,14 @@
 #
 #   bench/batch_report.sh            # from the repository root
 #   RUNS=3 bench/batch_report.sh
+#   OLD=/path/to/older/checkout bench/batch_report.sh   # also time that checkout's report
 #
 # Generates bench/work/full if missing (storemon generate --stores 14000 --days 8 --seed 1),
 # then runs the report RUNS times (default 5) after one warm-up, alternating with
-# bench/read_baseline.py (reads the same three CSV files with the csv module, counts rows),
-# and prints min/median/max of user, sys, cpu and wall seconds and peak memory for each, and
-# the ratio report/baseline pair by pair (bench/pair_time.py, standard library only).
+# bench/read_baseline.py: first a bare pyarrow read of the same three files (every column as
+# text, all cores; the target is report <= 3x this), then the csv module's read (the
+# baseline of the earlier figures). bench/pair_time.py prints min/median/max of user, sys,
+# cpu and wall seconds and peak memory for each, and the ratio report/baseline pair by pair.
 set -eu
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-5}
@@ -16,9 +18,21 @@ DATA=bench/work/full
 if [ ! -f "$DATA/store_status.csv" ]; then
     .venv/bin/storemon generate --stores 14000 --days 8 --seed 1 --out "$DATA"
 fi
+REPORT=".venv/bin/storemon report --data $DATA --out bench/work/report.csv"
 # one run of each to show what they print (and check they work)
-.venv/bin/storemon report --data "$DATA" --out bench/work/report.csv
+$REPORT
 .venv/bin/python bench/read_baseline.py "$DATA"
-exec .venv/bin/python bench/pair_time.py -n "$RUNS" \
-    --vs ".venv/bin/python bench/read_baseline.py $DATA" \
-    -- .venv/bin/storemon report --data "$DATA" --out bench/work/report.csv
+echo "== report vs a bare pyarrow read"
+.venv/bin/python bench/pair_time.py -n "$RUNS" \
+    --vs ".venv/bin/python bench/read_baseline.py $DATA" -- $REPORT
+echo "== report vs the csv module's read"
+.venv/bin/python bench/pair_time.py -n "$RUNS" \
+    --vs ".venv/bin/python bench/read_baseline.py $DATA --csv" -- $REPORT
+if [ -n "${OLD:-}" ]; then
+    echo "== $OLD's report vs this one (same output checked)"
+    PYTHONPATH="$OLD/src" .venv/bin/python -m storemon report --data "$DATA" --out bench/work/report-old.csv
+    cmp bench/work/report-old.csv bench/work/report.csv
+    .venv/bin/python bench/pair_time.py -n "$RUNS" --vs "$REPORT" \
+        -- env PYTHONPATH="$OLD/src" .venv/bin/python -m storemon report --data "$DATA" \
+        --out bench/work/report-old.csv
+fi

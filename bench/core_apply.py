@@ -48,11 +48,11 @@ from bisect import insort
 from pathlib import Path
 from typing import NamedTuple
 
-from storemon.aggregates.batch import load_dataset
 from storemon.aggregates.records import DEFAULT_ZONE
 from storemon.aggregates.schedule import ALWAYS_OPEN
 from storemon.aggregates.state import StoreState
 from storemon.aggregates.timebase import HOUR_US
+from storemon.batch import load_dataset
 
 # The retention these measurements were taken with (8 days; the default is now reach + 1 week,
 # see aggregates/reach.py).
@@ -116,16 +116,15 @@ def load(
     started = time.perf_counter()
     data = load_dataset(path)
     load_s = time.perf_counter() - started
-    ids = sorted(data.polls_by_store)
+    by_store = data.polls_by_store()
+    ids = sorted(by_store)
     if stores is not None:
         ids = sorted(random.Random(1).sample(ids, min(stores, len(ids))))
     settings = [
         (sid, data.schedules.get(sid, ALWAYS_OPEN), data.zones.get(sid, DEFAULT_ZONE))
         for sid in ids
     ]
-    stream = [
-        (ts, i, active) for i, sid in enumerate(ids) for ts, active in data.polls_by_store[sid]
-    ]
+    stream = [(ts, i, active) for i, sid in enumerate(ids) for ts, active in by_store[sid]]
     del data
     stream.sort(key=lambda item: item[0])  # stable: ties keep file order per store
     ordered = to_columns(stream)

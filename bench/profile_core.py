@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import core_apply as ca
 
-from storemon.aggregates.batch import compute_report, load_dataset
 from storemon.aggregates.report import render_csv
+from storemon.batch import compute_report, load_dataset
 
 
 def show(profile: cProfile.Profile, out: Path, top: int) -> None:

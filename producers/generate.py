@@ -23,7 +23,6 @@ arguments give byte-identical files.
 from __future__ import annotations
 
 import argparse
-import csv
 import gzip
 import io
 import random
@@ -32,9 +31,19 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Literal, NamedTuple, TypeVar
+from typing import Literal, TypeVar
+
+from storemon.aggregates.records import HoursRow, Poll, Rejection
+from storemon.aggregates.timebase import (
+    DAY_US,
+    HOUR_US,
+    MINUTE_US,
+    US_PER_SECOND,
+    parse_as_of,
+    us_to_datetime,
+)
+from storemon.sources import read_hours, read_zones
 
 # --------------------------------------------------------------------------- constants
 
@@ -48,12 +57,6 @@ TIMEZONES_FILE = "timezones.csv"
 # The newest poll of the full 2023 file, as other implementations report it.
 DEFAULT_END = "2023-01-25 18:13:22.47922"
 DEFAULT_TIMEZONE = "America/Chicago"
-
-SECOND_US = 1_000_000
-MINUTE_US = 60 * SECOND_US
-HOUR_US = 60 * MINUTE_US
-DAY_US = 24 * HOUR_US
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 IdStyle = Literal["uuid", "numeric"]
 
@@ -122,7 +125,7 @@ OPEN_DAY_COUNTS: tuple[tuple[int, float], ...] = (
 )
 # Weight of each weekday (0 = Monday) among the closed days of a store that skips some.
 CLOSED_DAY_WEIGHTS = (5.2, 1.7, 0.7, 0.4, 0.3, 0.3, 5.9)
-END_OF_DAY_MARKERS = ("23:59:59", "23:59:00")
+END_OF_DAY_MARKERS = (86_399, 86_340)  # 23:59:59 and 23:59:00, as the real files write them
 MIDNIGHT = 24 * 3600  # a close at MIDNIGHT is written with the store's end-of-day marker
 
 _H = 3600
@@ -185,14 +188,6 @@ OVERNIGHT_CLOSES: tuple[tuple[int, float], ...] = (
 # --------------------------------------------------------------------------- records
 
 
-class HoursRow(NamedTuple):
-    """One row of ``menu_hours``: weekday (0 = Monday) and local ``HH:MM:SS`` times."""
-
-    day: int
-    start: str
-    end: str
-
-
 @dataclass(frozen=True, slots=True)
 class StoreSpec:
     """A store: its id, its zone row (``None``: no row), hours rows (empty: none), polled?"""
@@ -211,14 +206,6 @@ class PollProfile:
     queue_offset_us: int  # where the store sits in the poller's queue, within :00-:09
     fail_p: float  # up -> down per poll
     recover_p: float  # down -> up per poll
-
-
-class Poll(NamedTuple):
-    """One decoded poll (integer microseconds since the epoch, UTC)."""
-
-    ts_us: int
-    store_id: str
-    active: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,7 +231,7 @@ class PollSet:
         ids = self.store_ids
         for key in self.keys:
             rest = key >> 1
-            yield Poll((rest >> bits) + base, ids[rest & mask], not key & 1)
+            yield Poll(ids[rest & mask], (rest >> bits) + base, not key & 1)
 
     def lines(self) -> Iterator[str]:
         """The data lines of ``store_status.csv`` (no header), each ending in ``\\n``."""
@@ -263,7 +250,7 @@ class PollSet:
             if head is None:
                 head = _hour_prefix(hour)
                 hour_prefix[hour] = head
-            whole, micros = divmod(within, SECOND_US)
+            whole, micros = divmod(within, US_PER_SECOND)
             frac = f".{micros:06d}".rstrip("0") if micros else ""
             prefix = down_prefixes if key & 1 else prefixes
             yield f"{prefix[rest & mask]}{head}{minute_second[whole]}{frac} UTC\n"
@@ -288,31 +275,8 @@ class Dataset:
 # --------------------------------------------------------------------------- time helpers
 
 
-def to_us(moment: datetime) -> int:
-    """Microseconds since the epoch of an aware datetime."""
-    if moment.tzinfo is None:
-        raise ValueError("naive datetime")
-    return (moment - _EPOCH) // timedelta(microseconds=1)
-
-
-def from_us(ts_us: int) -> datetime:
-    """The aware UTC datetime of microseconds since the epoch."""
-    return _EPOCH + timedelta(microseconds=ts_us)
-
-
-def parse_end(text: str) -> int:
-    """``YYYY-MM-DD HH:MM:SS[.ffffff][ UTC]`` (UTC unless an offset is given) -> microseconds."""
-    raw = text.strip()
-    if raw.endswith(" UTC"):
-        raw = raw[:-4]
-    moment = datetime.fromisoformat(raw)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return to_us(moment)
-
-
 def _hour_prefix(hour: int) -> str:
-    return from_us(hour * HOUR_US).strftime("%Y-%m-%d %H:")
+    return us_to_datetime(hour * HOUR_US).strftime("%Y-%m-%d %H:")
 
 
 _MINUTE_SECOND: tuple[str, ...] = tuple(f"{s // 60:02d}:{s % 60:02d}" for s in range(3600))
@@ -323,8 +287,8 @@ def format_timestamp(ts_us: int) -> str:
 
     Trailing zeros of the fraction are stripped; a fraction of 0 prints no fraction at all.
     """
-    whole, micros = divmod(ts_us, SECOND_US)
-    head = from_us(whole * SECOND_US).strftime("%Y-%m-%d %H:%M:%S")
+    whole, micros = divmod(ts_us, US_PER_SECOND)
+    head = us_to_datetime(whole * US_PER_SECOND).strftime("%Y-%m-%d %H:%M:%S")
     frac = f".{micros:06d}".rstrip("0") if micros else ""
     return f"{head}{frac} UTC"
 
@@ -423,7 +387,7 @@ def _split_schedule(rng: random.Random, days: Sequence[int]) -> dict[int, list[t
     return {day: list(pieces) for day in days}
 
 
-def make_schedule(rng: random.Random) -> list[HoursRow]:
+def make_schedule(rng: random.Random, store_id: str) -> list[HoursRow]:
     """A store's ``menu_hours`` rows, sorted by day and start (never empty).
 
     The kinds follow the 2023 file: 24x7 rows, single shifts, split shifts of 2-3 intervals and
@@ -444,8 +408,7 @@ def make_schedule(rng: random.Random) -> list[HoursRow]:
     rows: list[HoursRow] = []
     for day in sorted(intervals):
         for start, end in sorted(intervals[day]):
-            end_text = end_of_day if end >= MIDNIGHT else format_clock(end)
-            rows.append(HoursRow(day, format_clock(start), end_text))
+            rows.append(HoursRow(store_id, day, start, end_of_day if end >= MIDNIGHT else end))
     return rows
 
 
@@ -483,7 +446,7 @@ def make_stores(rng: random.Random, n: int, id_style: IdStyle = "uuid") -> list[
     zones = iter(assign_timezones(rng, sum(1 for plan in plans if plan[2])))
     stores: list[StoreSpec] = []
     for store_id, polled, has_zone, has_hours in plans:
-        hours = tuple(make_schedule(rng)) if has_hours else ()
+        hours = tuple(make_schedule(rng, store_id)) if has_hours else ()
         stores.append(StoreSpec(store_id, next(zones) if has_zone else None, hours, polled))
     return stores
 
@@ -633,7 +596,12 @@ def hours_rows(stores: Iterable[StoreSpec]) -> Iterator[tuple[str, str, str, str
     """The data rows of ``menu_hours.csv``."""
     for store in stores:
         for row in store.hours:
-            yield store.store_id, str(row.day), row.start, row.end
+            yield (
+                store.store_id,
+                str(row.weekday),
+                format_clock(row.start_s),
+                format_clock(row.end_s),
+            )
 
 
 def timezone_rows(stores: Iterable[StoreSpec]) -> Iterator[tuple[str, str]]:
@@ -646,45 +614,20 @@ def timezone_rows(stores: Iterable[StoreSpec]) -> Iterator[tuple[str, str]]:
 # --------------------------------------------------------------------------- reading real files
 
 
-def _open_text(path: Path) -> IO[str]:
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="")
-    return path.open(encoding="utf-8-sig", newline="")
-
-
-def _read_table(path: Path, wanted: Sequence[Sequence[str]]) -> Iterator[list[str]]:
-    """Rows of a CSV file, columns reordered as ``wanted`` (each a list of accepted names)."""
-    with _open_text(path) as handle:
-        reader = csv.reader(handle)
-        header = [name.strip() for name in next(reader, [])]
-        positions: list[int] = []
-        for names in wanted:
-            found = [header.index(name) for name in names if name in header]
-            if not found:
-                raise ValueError(f"{path}: no column {' or '.join(names)} in {header}")
-            positions.append(found[0])
-        for line_no, row in enumerate(reader, start=2):
-            if not row or not "".join(row).strip():
-                continue
-            if len(row) < len(header):
-                raise ValueError(f"{path}:{line_no}: expected {len(header)} fields: {row}")
-            yield [row[i].strip() for i in positions]
-
-
 def read_hours_file(path: Path) -> dict[str, list[HoursRow]]:
-    """A real ``menu_hours`` file (CSV or .csv.gz, day column ``day`` or ``dayOfWeek``)."""
-    columns = (("store_id",), ("dayOfWeek", "day"), ("start_time_local",), ("end_time_local",))
+    """The valid rows of a real ``menu_hours`` file, by store (bad rows are left out)."""
     out: dict[str, list[HoursRow]] = {}
-    for store_id, day, start, end in _read_table(path, columns):
-        out.setdefault(store_id, []).append(HoursRow(int(day), start, end))
+    for row in read_hours(path):
+        if not isinstance(row, Rejection):
+            out.setdefault(row.store_id, []).append(row)
     return out
 
 
 def read_timezones_file(path: Path) -> dict[str, str]:
-    """A real ``timezones`` file; the last row of a store wins."""
-    return dict(
-        (store_id, zone) for store_id, zone in _read_table(path, (("store_id",), ("timezone_str",)))
-    )
+    """The valid rows of a real ``timezones`` file; the last row of a store wins."""
+    return {
+        row.store_id: row.zone_name for row in read_zones(path) if not isinstance(row, Rejection)
+    }
 
 
 # --------------------------------------------------------------------------- writer
@@ -781,7 +724,7 @@ def run(args: argparse.Namespace) -> int:
         print("storemon generate: need --stores >= 0 and --days > 0", file=sys.stderr)
         return 2
     try:
-        end_us = parse_end(args.end)
+        end_us = parse_as_of(args.end)
     except ValueError as exc:
         print(f"storemon generate: bad --end {args.end!r}: {exc}", file=sys.stderr)
         return 2

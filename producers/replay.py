@@ -26,22 +26,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, TextIO
+from typing import Any, TextIO
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
-from storemon.aggregates.files import add_data_argument, find_input, open_text
 from storemon.aggregates.records import Rejection
-from storemon.aggregates.timebase import HOUR_US, format_utc, parse_poll_timestamp
+from storemon.aggregates.timebase import HOUR_US, format_utc
 from storemon.settings import Settings
+from storemon.sources import (
+    add_data_argument,
+    find_input,
+    poll_timestamps,
+    read_raw,
+    read_text_columns,
+)
 from storemon.streams import messages
 from storemon.streams.topics import TopicMismatch, ensure_topics
 
@@ -132,51 +137,6 @@ class ReplayStats:
 # ------------------------------------------------------------------------------ reading
 
 
-class _Table:
-    """The rows of one CSV file, columns picked by name; rows with a wrong field count are
-    turned into rejections."""
-
-    def __init__(
-        self, path: Path, source: str, columns: Sequence[Sequence[str]], stats: TopicStats
-    ) -> None:
-        self.path = path
-        self.source = source
-        self.columns = columns
-        self.stats = stats
-
-    def rows(self, rejected: list[Rejection]) -> Iterator[list[str]]:
-        with open_text(self.path) as handle:
-            yield from self._read(handle, rejected)
-
-    def _read(self, handle: IO[str], rejected: list[Rejection]) -> Iterator[list[str]]:
-        reader = csv.reader(handle)
-        header = [name.strip() for name in next(reader, [])]
-        positions: list[int] = []
-        for names in self.columns:
-            found = [header.index(name) for name in names if name in header]
-            if not found:
-                raise ValueError(f"{self.path}: no column {' or '.join(names)} in header {header}")
-            positions.append(found[0])
-        width = len(header)
-        stats = self.stats
-        for row in reader:
-            if not row:
-                continue  # a blank line
-            stats.rows += 1
-            if len(row) != width:
-                stats.rejected += 1
-                rejected.append(
-                    Rejection(
-                        self.source,
-                        "wrong field count",
-                        f"line {reader.line_num}: expected {width} fields, got {len(row)}",
-                        dict(zip(header, row, strict=False)),
-                    )
-                )
-                continue
-            yield [row[i] for i in positions]
-
-
 @dataclass
 class _Polls:
     """The poll rows to send, in file order, with their sort keys.
@@ -202,13 +162,28 @@ class _Polls:
         return sorted(range(len(ts)), key=ts.__getitem__)
 
 
+def _read_rows(
+    path: Path,
+    source: str,
+    columns: Sequence[Sequence[str]],
+    stats: TopicStats,
+    rejected: list[Rejection],
+) -> list[list[str]]:
+    """The text of ``columns`` row by row; rows with a wrong field count are rejected."""
+    rows, bad = read_text_columns(path, source, columns)
+    stats.rows += len(rows) + len(bad)
+    stats.rejected += len(bad)
+    rejected += bad
+    return rows
+
+
 def _read_hours(
     path: Path, stats: TopicStats, rejected: list[Rejection]
 ) -> dict[str, list[dict[str, str]]]:
     """Schedule rows grouped by store (stripped id), stores in order of first appearance."""
     schedules: dict[str, list[dict[str, str]]] = {}
-    for store_id, day, start, end in _Table(path, messages.HOURS, HOURS_COLUMNS, stats).rows(
-        rejected
+    for store_id, day, start, end in _read_rows(
+        path, messages.HOURS, HOURS_COLUMNS, stats, rejected
     ):
         interval = {"dayOfWeek": day, "start_time_local": start, "end_time_local": end}
         schedules.setdefault(store_id.strip(), []).append(interval)
@@ -216,42 +191,42 @@ def _read_hours(
 
 
 def _read_zones(path: Path, stats: TopicStats, rejected: list[Rejection]) -> list[list[str]]:
-    return list(_Table(path, messages.TIMEZONES, ZONE_COLUMNS, stats).rows(rejected))
+    return _read_rows(path, messages.TIMEZONES, ZONE_COLUMNS, stats, rejected)
 
 
 def _read_polls(
     path: Path, stats: TopicStats, rejected: list[Rejection], replay_stats: ReplayStats
 ) -> _Polls:
+    raw = read_raw(path, messages.POLLS)
+    columns = []
+    for names in POLL_COLUMNS:
+        column = raw.column(names)
+        if column is None:
+            raise ValueError(f"{path}: no column {' or '.join(names)} in header {raw.header}")
+        columns.append(column)
+    id_column, ts_column, status_column = columns
+    bad = raw.rejections()
+    stats.rows += raw.num_rows + len(bad)
+    stats.rejected += len(bad)
+    rejected += bad
+    parsed, ts_us = poll_timestamps(ts_column)
     polls = _Polls()
+    polls.ts = [
+        ts if ok else UNPARSABLE_TS for ts, ok in zip(ts_us.tolist(), parsed.tolist(), strict=True)
+    ]
+    # Store ids and statuses: one object per distinct text.
+    shared: dict[str, str] = {}
+    polls.store_ids = [shared.setdefault(v, v) for v in id_column.to_pylist()]
+    polls.statuses = [shared.setdefault(v, v) for v in status_column.to_pylist()]
+    polls.stamps = ts_column.to_pylist()
     key_of: dict[str, bytes] = {}
-    shared: dict[str, str] = {}  # store ids and statuses: one object per distinct text
-    first: int | None = None
-    newest: int | None = None
-    unparsable = 0
-    for store_id, timestamp, status in _Table(path, messages.POLLS, POLL_COLUMNS, stats).rows(
-        rejected
-    ):
-        key = key_of.get(store_id)
-        if key is None:
-            key = key_of[store_id] = store_id.strip().encode()
-        try:
-            ts = parse_poll_timestamp(timestamp)
-        except ValueError:
-            ts = UNPARSABLE_TS
-            unparsable += 1
-        else:
-            if first is None or ts < first:
-                first = ts
-            if newest is None or ts > newest:
-                newest = ts
-        polls.ts.append(ts)
-        polls.keys.append(key)
-        polls.store_ids.append(shared.setdefault(store_id, store_id))
-        polls.stamps.append(timestamp)
-        polls.statuses.append(shared.setdefault(status, status))
-    replay_stats.first_poll_us = first
-    replay_stats.newest_poll_us = newest
-    replay_stats.unparsable_timestamps = unparsable
+    polls.keys = [
+        key_of.get(v) or key_of.setdefault(v, v.strip().encode()) for v in polls.store_ids
+    ]
+    if parsed.any():
+        replay_stats.first_poll_us = int(ts_us[parsed].min())
+        replay_stats.newest_poll_us = int(ts_us[parsed].max())
+    replay_stats.unparsable_timestamps = int((~parsed).sum())
     return polls
 
 
@@ -556,11 +531,10 @@ def run(args: argparse.Namespace) -> int:
     except (KafkaError, services.ServiceError) as error:
         print(f"storemon replay: {error.__class__.__name__}: {error}", file=sys.stderr)
         return 1
+    # The result on stdout (progress went to stderr).
     print(
-        f"storemon replay: {args.data} -> {settings.kafka_bootstrap} "
-        f"(topics {settings.topic('*')})",
-        file=sys.stderr,
+        f"storemon replay: {args.data} -> {settings.kafka_bootstrap} (topics {settings.topic('*')})"
     )
     for line in stats.summary_lines():
-        print(line, file=sys.stderr)
+        print(line)
     return 0

@@ -33,6 +33,7 @@ from storemon.db import reports as db_reports
 from storemon.db import retention as db_retention
 from storemon.db.assemble import NoData, OutOfRange, assemble_report
 from storemon.db.migrate import connect
+from storemon.db.reports import ReportStatus
 from storemon.metrics import ReportMetrics, WorkerCollector
 from storemon.settings import Settings
 from storemon.streams import messages
@@ -366,12 +367,12 @@ async def run_report_job(
     async def attempt() -> None:
         pool = await database.pool()
         started = await db_reports.start_report(pool, report_id)
-        if started is False:
+        if started is None:
             return  # unknown, or already finished: a redelivery
-        requested = started if isinstance(started, int) and not isinstance(started, bool) else None
+        requested = started.requested_as_of_us
         began = time.monotonic()
 
-        def finished(status: str) -> None:
+        def finished(status: ReportStatus) -> None:
             if metrics is not None:
                 metrics.observe(status, time.monotonic() - began)
 
@@ -382,18 +383,18 @@ async def run_report_job(
             )
         except (NoData, OutOfRange) as error:
             await db_reports.fail_report(pool, report_id, str(error))
-            finished(db_reports.FAILED)
+            finished(ReportStatus.FAILED)
             return
         except TimeoutError:
             await db_reports.fail_report(pool, report_id, f"did not finish within {timeout_s:g} s")
-            finished(db_reports.FAILED)
+            finished(ReportStatus.FAILED)
             return
         except DB_OUTAGE_ERRORS:
             raise
         except Exception as error:  # a bug must fail the report, not the worker
             log.exception("report %s failed", report_id)
             await db_reports.fail_report(pool, report_id, f"{error.__class__.__name__}: {error}")
-            finished(db_reports.FAILED)
+            finished(ReportStatus.FAILED)
             return
         shared = await db_reports.complete_report(
             pool,
@@ -404,7 +405,7 @@ async def run_report_job(
             built.alike_pending,
             exact=(pack_sums(built.rows), built.schedules_digest),
         )
-        finished(db_reports.COMPLETE)
+        finished(ReportStatus.COMPLETE)
         if metrics is not None and shared:
             metrics.shared.inc(shared)
         log.info(

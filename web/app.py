@@ -54,6 +54,7 @@ from storemon.aggregates.timebase import format_utc, parse_as_of
 from storemon.db import reports as db_reports
 from storemon.db.assemble import schedules_digest
 from storemon.db.migrate import connect
+from storemon.db.reports import ReportStatus
 from storemon.db.retention import report_range
 from storemon.metrics import ApiMetrics
 from storemon.settings import Settings
@@ -273,7 +274,7 @@ async def get_report(request: web.Request) -> web.Response:
         record = await db_reports.get_report(pool, report_id)
     if record is None:
         return error_response(404, f"no report {report_id}")
-    if record.status != db_reports.COMPLETE:
+    if record.status != ReportStatus.COMPLETE:
         return _status_response(record)
     if record.as_of_us is None:
         raise RuntimeError(f"report {report_id} is Complete without an as_of")
@@ -346,7 +347,7 @@ async def _coverage(
 
 def _status_response(record: db_reports.ReportRecord) -> web.Response:
     body: dict[str, Any] = {"status": record.status, "report_id": str(record.report_id)}
-    if record.status == db_reports.FAILED:
+    if record.status == ReportStatus.FAILED:
         body["error"] = record.error or "unknown error"
     return json_response(body)
 
@@ -365,7 +366,7 @@ async def metrics(request: web.Request) -> web.Response:
             " WHERE relkind = 'r' AND relname = ANY($1::text[])",
             list(MEASURED_TABLES),
         )
-    for status in db_reports.STATUSES:
+    for status in ReportStatus:
         api_metrics.reports.labels(status).set(by_status.get(status, 0))
     api_metrics.stores.set(store_count)
     if newest is not None:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "report": ("storemon.aggregates.batch", "compute the uptime report from CSV files (batch)"),
+    "report": ("storemon.batch", "compute the uptime report from CSV files (batch)"),
     "generate": ("storemon.producers.generate", "write a synthetic data set in the real formats"),
     "replay": ("storemon.producers.replay", "publish CSV files to the Kafka topics"),
     "services": ("storemon.services", "start, stop or inspect the local Kafka and PostgreSQL"),

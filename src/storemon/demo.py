@@ -42,14 +42,15 @@ from aiohttp import web
 from aiokafka.admin import AIOKafkaAdminClient
 
 from storemon import services
-from storemon.aggregates.batch import load_dataset
-from storemon.aggregates.timebase import format_utc
+from storemon.aggregates.timebase import format_utc, parse_as_of
+from storemon.batch import load_dataset
 from storemon.db.migrate import connect
-from storemon.producers.generate import DEFAULT_END, build_dataset, parse_end, write_dataset
+from storemon.producers.generate import DEFAULT_END, build_dataset, write_dataset
 from storemon.producers.replay import DEFAULT_PACK_HOURS, replay
 from storemon.settings import Settings
 from storemon.streams import messages
 from storemon.streams.topics import ensure_topics
+from storemon.waiting import poll_async
 from storemon.web.app import build_app
 
 DEMO_DATABASE = "storemon_demo"
@@ -111,7 +112,7 @@ class DemoPaths:
 
 def generate_data(out: Path, stores: int, days: float, seed: int) -> None:
     began = time.perf_counter()
-    dataset = build_dataset(random.Random(seed), stores, days, parse_end(DEFAULT_END))
+    dataset = build_dataset(random.Random(seed), stores, days, parse_as_of(DEFAULT_END))
     summary = write_dataset(dataset, out)
     say(
         f"generated {stores} stores, {summary.polls:,} polls, {summary.hours_rows:,} hours rows,"
@@ -190,32 +191,34 @@ async def wait_for_worker(
     """Until every polled store's row in ``stores`` has the data set's newest poll of that
     store (so the count of polled stores and the newest poll overall match too)."""
     newest = max(expected.values())
-    deadline = time.monotonic() + timeout_s
     shown = -1
     conn = await asyncpg.connect(database_url)
-    try:
-        while True:
-            if worker.poll() is not None:
-                raise DemoError(
-                    f"the worker exited with status {worker.returncode}; last lines of"
-                    f" {log_path}:\n{log_tail(log_path)}"
-                )
-            rows = await conn.fetch(
-                "SELECT store_id, newest_poll_us FROM stores WHERE newest_poll_us IS NOT NULL"
+
+    async def caught_up() -> bool | None:
+        nonlocal shown
+        if worker.poll() is not None:
+            raise DemoError(
+                f"the worker exited with status {worker.returncode}; last lines of"
+                f" {log_path}:\n{log_tail(log_path)}"
             )
-            got = {r["store_id"]: r["newest_poll_us"] for r in rows}
-            done = sum(1 for store, ts in expected.items() if got.get(store) == ts)
-            if done != shown:
-                say(f"worker: {done}/{len(expected)} stores up to their newest poll")
-                shown = done
-            if done == len(expected) and max(got.values()) == newest:
-                return
-            if time.monotonic() > deadline:
-                raise DemoError(
-                    f"the worker did not catch up within {timeout_s:.0f} s ({done} of"
-                    f" {len(expected)} stores); last lines of {log_path}:\n{log_tail(log_path)}"
-                )
-            await asyncio.sleep(POLL_INTERVAL_S)
+        rows = await conn.fetch(
+            "SELECT store_id, newest_poll_us FROM stores WHERE newest_poll_us IS NOT NULL"
+        )
+        got = {r["store_id"]: r["newest_poll_us"] for r in rows}
+        done = sum(1 for store, ts in expected.items() if got.get(store) == ts)
+        if done != shown:
+            say(f"worker: {done}/{len(expected)} stores up to their newest poll")
+            shown = done
+        return True if done == len(expected) and max(got.values()) == newest else None
+
+    def too_late() -> DemoError:
+        return DemoError(
+            f"the worker did not catch up within {timeout_s:.0f} s ({shown} of"
+            f" {len(expected)} stores); last lines of {log_path}:\n{log_tail(log_path)}"
+        )
+
+    try:
+        await poll_async(caught_up, timeout_s=timeout_s, on_timeout=too_late, cap_s=POLL_INTERVAL_S)
     finally:
         await conn.close()
 
@@ -246,8 +249,8 @@ async def fetch_report(base_url: str, token: str, timeout_s: float) -> StreamRep
                 raise DemoError(f"POST /trigger_report: {response.status} {body}")
         report_id = str(body["report_id"])
         say(f"report {report_id} triggered")
-        deadline = time.monotonic() + timeout_s
-        while True:
+
+        async def finished() -> StreamReport | None:
             async with http.get("/get_report", params={"report_id": report_id}) as response:
                 if response.status == 200 and response.content_type == "text/csv":
                     as_of = response.headers["X-Report-As-Of"]
@@ -255,9 +258,16 @@ async def fetch_report(base_url: str, token: str, timeout_s: float) -> StreamRep
                 body = await response.json()
                 if response.status != 200 or body.get("status") == "Failed":
                     raise DemoError(f"GET /get_report: {response.status} {body}")
-            if time.monotonic() > deadline:
-                raise DemoError(f"report {report_id} not complete within {timeout_s:.0f} s")
-            await asyncio.sleep(POLL_INTERVAL_S)
+            return None
+
+        return await poll_async(
+            finished,
+            timeout_s=timeout_s,
+            on_timeout=lambda: DemoError(
+                f"report {report_id} not complete within {timeout_s:.0f} s"
+            ),
+            cap_s=POLL_INTERVAL_S,
+        )
 
 
 def batch_report(data_dir: Path, out: Path) -> bytes:
@@ -355,7 +365,7 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(paths.worker_state, ignore_errors=True)
         generate_data(paths.data, args.stores, args.days, args.seed)
         data = load_dataset(paths.data)
-        expected = {s: max(ts for ts, _ in polls) for s, polls in data.polls_by_store.items()}
+        expected = {s: max(ts for ts, _ in polls) for s, polls in data.polls_by_store().items()}
         if not expected:
             raise DemoError(f"no valid poll in {paths.data}")
         tag = f"storemon-demo-{uuid.uuid4().hex[:8]}"

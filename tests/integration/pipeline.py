@@ -4,7 +4,6 @@ the session's Kafka broker and PostgreSQL. Nothing is mocked."""
 from __future__ import annotations
 
 import asyncio
-import csv
 import dataclasses
 import os
 import signal
@@ -23,13 +22,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from storemon.aggregates.batch import compute_report, load_dataset
-from storemon.aggregates.files import find_input, open_text
 from storemon.aggregates.report import render_csv
 from storemon.aggregates.timebase import parse_as_of, parse_poll_timestamp
+from storemon.batch import compute_report, load_dataset
 from storemon.db import reports as db_reports
 from storemon.db.migrate import connect
 from storemon.settings import Settings
+from storemon.sources import find_input, read_text_columns
 from storemon.streams import messages
 from storemon.streams.topics import ensure_topics
 
@@ -96,36 +95,27 @@ def read_messages(
     """(reference messages, poll messages) of a data set: (logical topic, key, value)."""
     reference: list[tuple[str, str, bytes]] = []
     hours: dict[str, list[dict[str, str]]] = defaultdict(list)
-    with open_text(find_input(data_dir, "menu_hours")) as handle:
-        for row in csv.DictReader(handle):
-            hours[row["store_id"]].append(
-                {
-                    "dayOfWeek": row.get("dayOfWeek") or row.get("day") or "",
-                    "start_time_local": row["start_time_local"],
-                    "end_time_local": row["end_time_local"],
-                }
-            )
+    hours_columns = [
+        ("store_id",),
+        ("dayOfWeek", "day"),
+        ("start_time_local",),
+        ("end_time_local",),
+    ]
+    rows, _ = read_text_columns(find_input(data_dir, "menu_hours"), "hours", hours_columns)
+    for store_id, day, start, end in rows:
+        hours[store_id].append({"dayOfWeek": day, "start_time_local": start, "end_time_local": end})
     for store_id, intervals in hours.items():
         reference.append((messages.HOURS, store_id, messages.hours_message(store_id, intervals)))
-    with open_text(find_input(data_dir, "timezones")) as handle:
-        for row in csv.DictReader(handle):
-            reference.append(
-                (
-                    messages.TIMEZONES,
-                    row["store_id"],
-                    messages.timezone_message(row["store_id"], row["timezone_str"]),
-                )
-            )
-    polls: list[tuple[str, str, bytes]] = []
-    with open_text(find_input(data_dir, "store_status")) as handle:
-        for row in csv.DictReader(handle):
-            polls.append(
-                (
-                    messages.POLLS,
-                    row["store_id"],
-                    messages.poll_message(row["store_id"], row["timestamp_utc"], row["status"]),
-                )
-            )
+    zone_columns = [("store_id",), ("timezone_str",)]
+    rows, _ = read_text_columns(find_input(data_dir, "timezones"), "timezones", zone_columns)
+    for store_id, zone in rows:
+        reference.append((messages.TIMEZONES, store_id, messages.timezone_message(store_id, zone)))
+    poll_columns = [("store_id",), ("timestamp_utc",), ("status",)]
+    rows, _ = read_text_columns(find_input(data_dir, "store_status"), "polls", poll_columns)
+    polls = [
+        (messages.POLLS, store_id, messages.poll_message(store_id, stamp, status))
+        for store_id, stamp, status in rows
+    ]
     return reference, polls
 
 
@@ -406,11 +396,11 @@ class Pipeline:
         while time.monotonic() < deadline:
             record = await db_reports.get_report(self.pool, report_id)
             assert record is not None
-            if record.status == db_reports.COMPLETE:
+            if record.status == db_reports.ReportStatus.COMPLETE:
                 csv_text = await db_reports.get_report_csv(self.pool, report_id)
                 assert csv_text is not None
                 return csv_text
-            assert record.status != db_reports.FAILED, record.error
+            assert record.status != db_reports.ReportStatus.FAILED, record.error
             await asyncio.sleep(poll_s)
         raise AssertionError(
             f"report {report_id} not complete in {timeout_s} s:\n{self.worker_log()}"

@@ -159,7 +159,7 @@ async def test_trigger_stores_a_pending_report_and_queues_the_request(
     report_id = body["report_id"]
     record = await db_reports.get_report(pool, uuid.UUID(report_id))
     assert record is not None
-    assert record.status == db_reports.PENDING
+    assert record.status == db_reports.ReportStatus.PENDING
     assert record.requested_as_of_us is None
     key, value = await find_request(api_settings, report_id)
     assert key == report_id.encode()
@@ -201,7 +201,7 @@ async def test_trigger_with_as_of(
     as_of_us = parse_as_of("2023-01-25 18:13:22.47922")
     record = await db_reports.get_report(pool, uuid.UUID(report_id))
     assert record is not None
-    assert record.status == db_reports.PENDING
+    assert record.status == db_reports.ReportStatus.PENDING
     assert record.requested_as_of_us == as_of_us
     _, value = await find_request(api_settings, report_id)
     assert messages.decode_object(value) == {"report_id": report_id, "as_of": format_utc(as_of_us)}
@@ -273,7 +273,7 @@ async def test_report_states(client: TestClient[Any, Any], pool: asyncpg.Pool) -
     as_of_us = parse_as_of("2023-01-25 18:13:22.47922")
     for report_id in (running, complete, failed):
         await db_reports.create_report(pool, report_id, None)
-        assert await db_reports.start_report(pool, report_id) is None
+        assert await db_reports.start_report(pool, report_id) == db_reports.StartedReport(None)
 
     response = await client.get("/get_report", params={"report_id": str(running)})
     assert response.status == 200
@@ -295,6 +295,16 @@ async def test_report_states(client: TestClient[Any, Any], pool: asyncpg.Pool) -
     body = await json_of(response)
     assert body["status"] == "Failed"
     assert body["error"] == "no poll ingested yet"
+
+    # A finished or unknown report is not started again; a requested time comes back typed.
+    for finished in (complete, failed, uuid.uuid4()):
+        assert await db_reports.start_report(pool, finished) is None
+    asked = uuid.uuid4()
+    await db_reports.create_report(pool, asked, as_of_us)
+    assert await db_reports.start_report(pool, asked) == db_reports.StartedReport(as_of_us)
+    record = await db_reports.get_report(pool, asked)
+    assert record is not None
+    assert record.status is db_reports.ReportStatus.RUNNING
 
 
 async def test_internal_error_is_500_json_without_details(
@@ -472,7 +482,7 @@ async def test_metrics_endpoint_parses_and_counts(
 
     counts = dict(await pool.fetch("SELECT status, count(*) FROM reports GROUP BY status"))
     reports = {s.labels["status"]: s.value for s in families["storemon_reports"].samples}
-    assert reports == {status: counts.get(status, 0) for status in db_reports.STATUSES}
+    assert reports == {status: counts.get(status, 0) for status in db_reports.ReportStatus}
 
     requests = {
         (s.labels["route"], s.labels["status"]): s.value

@@ -25,12 +25,12 @@ import pytest
 from aiohttp.test_utils import TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from storemon.aggregates.batch import compute_report, load_dataset
 from storemon.aggregates.coverage import coverage, coverage_values
 from storemon.aggregates.reach import supported_range
 from storemon.aggregates.records import DEFAULT_ZONE
 from storemon.aggregates.report import format_hundredths
 from storemon.aggregates.timebase import HOUR_US, format_utc, parse_poll_timestamp
+from storemon.batch import compute_report, load_dataset
 from storemon.settings import Settings
 from storemon.streams import messages
 from storemon.web import assets

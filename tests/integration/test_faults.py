@@ -149,15 +149,15 @@ async def test_report_job_whose_worker_dies_is_run_again(pipeline: Pipeline, dat
             for _ in range(300):
                 record = await db_reports.get_report(pipeline.pool, report_id)
                 assert record is not None
-                if record.status == db_reports.RUNNING:
+                if record.status == db_reports.ReportStatus.RUNNING:
                     break
                 await asyncio.sleep(0.1)
-            assert record.status == db_reports.RUNNING
+            assert record.status == db_reports.ReportStatus.RUNNING
             pipeline.stop_worker(signal.SIGKILL)
         # The lock is gone with the transaction; the job is still Running, its worker dead.
         record = await db_reports.get_report(pipeline.pool, report_id)
         assert record is not None
-        assert record.status == db_reports.RUNNING
+        assert record.status == db_reports.ReportStatus.RUNNING
     pipeline.start_worker()
     assert await pipeline.wait_report(report_id) == batch_csv(dataset)
     record = await db_reports.get_report(pipeline.pool, report_id)

@@ -23,7 +23,6 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from storemon.aggregates.batch import Dataset, compute_report, dedupe_polls, load_dataset
 from storemon.aggregates.coverage import Coverage, business_windows, coverage_values
 from storemon.aggregates.reach import store_cutoff_us, supported_range
 from storemon.aggregates.records import DEFAULT_ZONE
@@ -37,6 +36,8 @@ from storemon.aggregates.timebase import (
     format_utc,
     parse_as_of,
 )
+from storemon.aggregates.timeline import dedupe_polls
+from storemon.batch import Dataset, compute_report, load_dataset
 from storemon.db import reports as db_reports
 from storemon.streams import messages
 from storemon.web.app import build_app

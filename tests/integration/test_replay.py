@@ -19,8 +19,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped,unused-ignore]
 from aiokafka.admin import AIOKafkaAdminClient  # type: ignore[import-untyped,unused-ignore]
 
-from storemon.aggregates.timebase import HOUR_US, parse_poll_timestamp
-from storemon.producers.generate import build_dataset, parse_end, write_dataset
+from storemon.aggregates.timebase import HOUR_US, parse_as_of, parse_poll_timestamp
+from storemon.producers.generate import build_dataset, write_dataset
 from storemon.producers.replay import MAX_PACK, UNPARSABLE_TS, replay
 from storemon.settings import Settings
 from storemon.streams import messages
@@ -79,7 +79,7 @@ def csv_rows(path: Path) -> list[dict[str, str]]:
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("replay") / "set"
-    dataset = build_dataset(random.Random(3), 20, 2, parse_end("2023-01-25 18:13:22.47922"))
+    dataset = build_dataset(random.Random(3), 20, 2, parse_as_of("2023-01-25 18:13:22.47922"))
     write_dataset(dataset, out)
     return out
 

@@ -7,12 +7,12 @@ from collections.abc import Iterable
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from storemon.aggregates.batch import dedupe_polls
 from storemon.aggregates.records import HoursRow, parse_time_of_day
 from storemon.aggregates.report import LONGEST_WINDOW_US, StoreWindows
 from storemon.aggregates.schedule import Schedule, build_schedule, sessions_between
 from storemon.aggregates.state import StoreState
 from storemon.aggregates.timebase import HOUR_US, MINUTE_US, US_PER_SECOND, datetime_to_us
+from storemon.aggregates.timeline import dedupe_polls
 from storemon.aggregates.windows import state_windows, windows_from_polls
 
 STORE = "store-1"

@@ -8,14 +8,13 @@ from bisect import bisect_right
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from storemon.aggregates.batch import dedupe_polls
 from storemon.aggregates.reach import retention_us, store_cutoff_us, supported_range
 from storemon.aggregates.records import HoursRow
 from storemon.aggregates.report import LONGEST_WINDOW_US, WINDOWS
 from storemon.aggregates.schedule import Schedule, build_schedule, sessions_between
 from storemon.aggregates.state import StoreState
 from storemon.aggregates.timebase import DAY_US, HOUR_US, MINUTE_US
-from storemon.aggregates.timeline import business_us, timeline_runs
+from storemon.aggregates.timeline import business_us, dedupe_polls, timeline_runs
 from storemon.aggregates.windows import state_windows
 
 from .corekit import STORE, scratch, utc

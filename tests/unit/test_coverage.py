@@ -12,7 +12,6 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
 
-from storemon.aggregates.batch import dedupe_polls
 from storemon.aggregates.coverage import (
     COVERAGE_HEADER,
     Coverage,
@@ -24,6 +23,7 @@ from storemon.aggregates.coverage import (
 from storemon.aggregates.report import LONGEST_WINDOW_US, WINDOWS, StoreWindows, render_csv
 from storemon.aggregates.schedule import sessions_between
 from storemon.aggregates.timebase import HOUR_US, MINUTE_US
+from storemon.aggregates.timeline import dedupe_polls
 from storemon.web import formats
 
 from .corekit import at, schedule, scratch

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from storemon.aggregates.files import find_input, open_text, read_hours, read_polls, read_zones
 from storemon.aggregates.records import HoursRow, Poll, Rejection, ZoneRow
+from storemon.sources import find_input, open_text, read_hours, read_polls, read_zones
 
 US = 1_000_000
 

@@ -5,17 +5,33 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
+from typing import Any
 
 import asyncpg
 
-PENDING, RUNNING, COMPLETE, FAILED = "Pending", "Running", "Complete", "Failed"
-STATUSES = (PENDING, RUNNING, COMPLETE, FAILED)
+
+class ReportStatus(StrEnum):
+    """A report's state; the value is what the database column and the API say."""
+
+    PENDING = "Pending"
+    RUNNING = "Running"
+    COMPLETE = "Complete"
+    FAILED = "Failed"
+
+
+@dataclass(frozen=True, slots=True)
+class StartedReport:
+    """A report a job has just marked Running: the time it was asked for, or None for
+    the newest poll."""
+
+    requested_as_of_us: int | None
 
 
 @dataclass(frozen=True, slots=True)
 class ReportRecord:
     report_id: uuid.UUID
-    status: str
+    status: ReportStatus
     requested_as_of_us: int | None
     as_of_us: int | None
     created_at: datetime
@@ -42,28 +58,27 @@ async def create_report(
         " (SELECT count(*) FROM reports WHERE status IN ($2, $5)) < $4::integer"
         " RETURNING 1",
         report_id,
-        PENDING,
+        ReportStatus.PENDING,
         requested_as_of_us,
         max_open,
-        RUNNING,
+        ReportStatus.RUNNING,
     )
     return row is not None
 
 
-async def start_report(pool: asyncpg.Pool, report_id: uuid.UUID) -> int | bool | None:
-    """Mark Running (again, after a crash) and count the attempt. Returns the requested
-    as_of, or False when the report is unknown or already finished (nothing to do)."""
+async def start_report(pool: asyncpg.Pool, report_id: uuid.UUID) -> StartedReport | None:
+    """Mark Running (again, after a crash) and count the attempt. None when the report is
+    unknown or already finished (nothing to do)."""
     row = await pool.fetchrow(
         "UPDATE reports SET status = $2, started_at = now(), attempts = attempts + 1"
         " WHERE report_id = $1 AND status IN ($3, $2) RETURNING requested_as_of_us",
         report_id,
-        RUNNING,
-        PENDING,
+        ReportStatus.RUNNING,
+        ReportStatus.PENDING,
     )
     if row is None:
-        return False
-    value: int | None = row["requested_as_of_us"]
-    return value
+        return None
+    return StartedReport(row["requested_as_of_us"])
 
 
 async def complete_report(
@@ -85,7 +100,7 @@ async def complete_report(
             " finished_at = now(), error = NULL, window_us = $6, schedules_digest = $7"
             " WHERE report_id = $1",
             report_id,
-            COMPLETE,
+            ReportStatus.COMPLETE,
             as_of_us,
             csv_text,
             row_count,
@@ -100,11 +115,11 @@ async def complete_report(
             " started_at = now(), finished_at = now(), error = NULL, window_us = $7,"
             " schedules_digest = $8 WHERE report_id = ANY($1::uuid[]) AND status = $6",
             others,
-            COMPLETE,
+            ReportStatus.COMPLETE,
             as_of_us,
             csv_text,
             row_count,
-            PENDING,
+            ReportStatus.PENDING,
             window_us,
             digest,
         )
@@ -115,7 +130,7 @@ async def fail_report(pool: asyncpg.Pool, report_id: uuid.UUID, error: str) -> N
     await pool.execute(
         "UPDATE reports SET status = $2, error = $3, finished_at = now() WHERE report_id = $1",
         report_id,
-        FAILED,
+        ReportStatus.FAILED,
         error[:2000],
     )
 
@@ -126,12 +141,17 @@ async def get_report(pool: asyncpg.Pool, report_id: uuid.UUID) -> ReportRecord |
         " finished_at, attempts, error, row_count FROM reports WHERE report_id = $1",
         report_id,
     )
-    return None if row is None else ReportRecord(**dict(row))
+    if row is None:
+        return None
+    fields: dict[str, Any] = dict(row)
+    return ReportRecord(**{**fields, "status": ReportStatus(fields["status"])})
 
 
 async def get_report_csv(pool: asyncpg.Pool, report_id: uuid.UUID) -> str | None:
     value: str | None = await pool.fetchval(
-        "SELECT csv FROM reports WHERE report_id = $1 AND status = $2", report_id, COMPLETE
+        "SELECT csv FROM reports WHERE report_id = $1 AND status = $2",
+        report_id,
+        ReportStatus.COMPLETE,
     )
     return value
 
@@ -143,7 +163,7 @@ async def get_report_exact(
     row = await pool.fetchrow(
         "SELECT window_us, schedules_digest FROM reports WHERE report_id = $1 AND status = $2",
         report_id,
-        COMPLETE,
+        ReportStatus.COMPLETE,
     )
     if row is None:
         return None, None
@@ -156,8 +176,8 @@ async def prune_reports(pool: asyncpg.Pool, keep_hours: float) -> int:
     status: str = await pool.execute(
         "DELETE FROM reports WHERE status IN ($1, $2)"
         " AND created_at < now() - make_interval(secs => $3)",
-        COMPLETE,
-        FAILED,
+        ReportStatus.COMPLETE,
+        ReportStatus.FAILED,
         keep_hours * 3600.0,
     )
     return int(status.split()[-1])

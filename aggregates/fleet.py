@@ -1,0 +1,154 @@
+"""The report of every store at once, on arrays: what the batch command computes.
+
+The rules are those of :mod:`~storemon.aggregates.timeline` and
+:func:`~storemon.aggregates.windows.windows_from_polls`, applied to all polls in a few
+array operations instead of a loop per poll: each poll covers the stretch of its session
+from the midpoint with the poll before it (or the session start) to the midpoint with the
+poll after it (or the session end), and each window sums what of that stretch lies in it.
+Every number is an exact integer of microseconds; the property tests hold the result equal
+to :func:`~storemon.aggregates.windows.windows_from_polls`, store by store.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from storemon.aggregates.report import LONGEST_WINDOW_US, WINDOWS, StoreWindows
+from storemon.aggregates.schedule import Sessions
+
+Int64s = npt.NDArray[np.int64]
+Bools = npt.NDArray[np.bool_]
+
+
+def sorted_unique_polls(
+    store: Int64s, ts_us: Int64s, active: Bools
+) -> tuple[Int64s, Int64s, Bools]:
+    """The polls sorted by store and time, one per store and timestamp (inactive winning,
+    as in :func:`~storemon.aggregates.timeline.dedupe_polls`)."""
+    if len(ts_us) == 0:
+        return store, ts_us, active
+    first_ts = int(ts_us.min())
+    ts_bits = (int(ts_us.max()) - first_ts).bit_length()
+    store_bits = int(store.max()).bit_length()
+    if ts_bits + store_bits + 1 <= 62:
+        # One integer key per poll (store, time, status) sorts faster than three columns.
+        key = (store << (ts_bits + 1)) | ((ts_us - first_ts) << 1) | active.astype(np.int64)
+        key.sort()
+        store = key >> (ts_bits + 1)
+        ts_us = ((key >> 1) & ((1 << ts_bits) - 1)) + first_ts
+        active = (key & 1).astype(np.bool_)
+    else:
+        order = np.lexsort((active, ts_us, store))
+        store, ts_us, active = store[order], ts_us[order], active[order]
+    keep = np.ones(len(ts_us), dtype=np.bool_)
+    keep[1:] = (store[1:] != store[:-1]) | (ts_us[1:] != ts_us[:-1])
+    return store[keep], ts_us[keep], active[keep]
+
+
+def fleet_windows(
+    store_ids: Sequence[str],
+    store: Int64s,
+    ts_us: Int64s,
+    active: Bools,
+    sessions_of: Callable[[Int64s], tuple[Int64s, Sequence[Sessions]]],
+    as_of_us: int,
+) -> list[StoreWindows]:
+    """One report row per store with a poll at or before ``as_of_us``.
+
+    ``store[i]`` indexes ``store_ids`` for poll ``i``; polls may come in any order and
+    repeat. ``sessions_of(stores)`` gives, for the store numbers asked, the index of each
+    one's sessions (overlapping the longest window) in the list it returns beside: stores
+    with the same schedule and zone share them.
+    """
+    used = ts_us <= as_of_us
+    store, ts_us, active = sorted_unique_polls(store[used], ts_us[used], active[used])
+    reported = store[np.r_[True, store[1:] != store[:-1]]] if len(store) else store
+    # The sessions of the reported stores, flat and sorted by (store, start).
+    which, shared = sessions_of(reported)
+    counts = np.array([len(sessions.starts) for sessions in shared], dtype=np.int64)
+    s_store = np.repeat(reported, counts[which] if len(which) else 0)
+    s_start = _flat([shared[w].starts for w in which.tolist()])
+    s_end = _flat([shared[w].ends for w in which.tolist()])
+    n_stores = len(store_ids)
+    up = np.zeros((len(WINDOWS), n_stores), dtype=np.int64)
+    down = np.zeros((len(WINDOWS), n_stores), dtype=np.int64)
+    if len(ts_us) and len(s_start):
+        # The session holding each poll: the last session of its store that starts at or
+        # before it, if the poll lies before that session's end.
+        s_order = np.lexsort((s_start, s_store))
+        s_store, s_start, s_end = s_store[s_order], s_start[s_order], s_end[s_order]
+        session = _last_at_or_before(s_store, s_start, store, ts_us)
+        inside = (session >= 0) & (ts_us < s_end[np.maximum(session, 0)])
+        store, ts_us, active, session = (
+            store[inside],
+            ts_us[inside],
+            active[inside],
+            session[inside],
+        )
+        if len(ts_us):
+            first = np.ones(len(ts_us), dtype=np.bool_)
+            first[1:] = session[1:] != session[:-1]
+            last = np.ones(len(ts_us), dtype=np.bool_)
+            last[:-1] = first[1:]
+            # Midpoints rounded down: the later poll wins the odd half microsecond.
+            midpoints = (ts_us[:-1] + ts_us[1:]) // 2
+            cover_lo = s_start[session].copy()
+            cover_lo[1:] = np.where(first[1:], cover_lo[1:], midpoints)
+            cover_hi = s_end[session].copy()
+            cover_hi[:-1] = np.where(last[:-1], cover_hi[:-1], midpoints)
+            cover_hi = np.minimum(cover_hi, as_of_us)
+            for w, (length, _) in enumerate(WINDOWS):
+                covered = np.maximum(cover_hi - np.maximum(cover_lo, as_of_us - length), 0)
+                up[w] = _sum_by(store, np.where(active, covered, 0), n_stores)
+                down[w] = _sum_by(store, np.where(active, 0, covered), n_stores)
+    ups = up[:, reported].T.tolist()
+    downs = down[:, reported].T.tolist()
+    return [
+        StoreWindows(store_ids[number], (u[0], u[1], u[2]), (d[0], d[1], d[2]))
+        for number, u, d in zip(reported.tolist(), ups, downs, strict=True)
+    ]
+
+
+def _flat(lists: list[list[int]]) -> Int64s:
+    return np.fromiter(itertools.chain.from_iterable(lists), dtype=np.int64)
+
+
+def _last_at_or_before(s_store: Int64s, s_start: Int64s, store: Int64s, ts_us: Int64s) -> Int64s:
+    """For each (store, ts), the index of the last session of that store starting at or
+    before ts, or -1. Sessions are sorted by (store, start); polls by (store, ts)."""
+    # Starts before the first poll all behave alike: clamping them keeps their order (a tie
+    # resolves to the later session, the only one that can still hold a poll).
+    lowest = int(ts_us.min()) - 1
+    starts = np.maximum(s_start, lowest) - lowest
+    span = int(max(int(starts.max()), int(ts_us.max()) - lowest)) + 1
+    if (int(store.max()) + 1) * span < 2**62:
+        keyed = s_store * span + starts
+        found = np.searchsorted(keyed, store * span + (ts_us - lowest), side="right") - 1
+    else:  # too wide for one integer key: merge sessions and polls in one sort
+        times = np.concatenate([starts, ts_us - lowest])
+        stores = np.concatenate([s_store, store])
+        kinds = np.r_[np.zeros(len(starts), np.int64), np.ones(len(ts_us), np.int64)]
+        order = np.lexsort((kinds, times, stores))
+        marks = np.r_[np.arange(len(starts), dtype=np.int64), np.full(len(ts_us), -1, np.int64)]
+        running = np.maximum.accumulate(marks[order])
+        found = np.empty(len(ts_us), dtype=np.int64)
+        is_poll = order >= len(starts)
+        found[order[is_poll] - len(starts)] = running[is_poll]
+    clamped = np.maximum(found, 0)
+    return np.where((found >= 0) & (s_store[clamped] == store), found, -1)
+
+
+def _sum_by(store: Int64s, values: Int64s, n_stores: int) -> Int64s:
+    """Exact integer sums of ``values`` per store (``store`` is sorted)."""
+    sums = np.zeros(n_stores, dtype=np.int64)
+    if len(values):
+        starts = np.flatnonzero(np.r_[True, store[1:] != store[:-1]])
+        sums[store[starts]] = np.add.reduceat(values, starts)
+    return sums
+
+
+__all__ = ["LONGEST_WINDOW_US", "fleet_windows", "sorted_unique_polls"]

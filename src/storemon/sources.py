@@ -1,0 +1,588 @@
+"""The one reader of the three input files: ``store_status``, ``menu_hours`` and
+``timezones``, ``.csv`` or ``.csv.gz``, as they really come (byte-order mark or not, LF or
+CRLF, blank lines, ``day`` or ``dayOfWeek``).
+
+pyarrow reads the CSV (in C, on every core) and its columns are checked a whole column at
+a time: timestamps of the real files' form are parsed from the bytes with numpy, store ids
+and statuses are validated once per distinct value. Only a row that this cannot take goes
+through the validators of :mod:`storemon.aggregates.records`, one row at a time, so each
+rejection keeps its exact reason and the good rows around it go through. Rows pyarrow
+itself refuses (a wrong number of fields) are rejected with the fields Python's ``csv``
+finds in them; a file pyarrow cannot read at all is read again with ``csv`` alone.
+
+Used by the batch command, the replay producer, the generator and the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import io
+import re
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+
+from storemon.aggregates.records import (
+    BadField,
+    HoursRow,
+    Poll,
+    Rejection,
+    ZoneRow,
+    parse_hours,
+    parse_store_id,
+    parse_time_of_day,
+    parse_zone,
+    poll_from_fields,
+)
+from storemon.aggregates.timebase import US_PER_SECOND, parse_poll_timestamp
+
+POLL_COLUMNS = ("store_id", "status", "timestamp_utc")
+_SURROGATE = re.compile("[\udc80-\udcff]")
+
+Int64s = npt.NDArray[np.int64]
+Bools = npt.NDArray[np.bool_]
+_T = TypeVar("_T")
+
+
+def add_data_argument(parser: argparse.ArgumentParser) -> None:
+    """The ``--data DIR`` option of the commands that read the three files."""
+    parser.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="folder with store_status, menu_hours and timezones (.csv or .csv.gz)",
+    )
+
+
+def find_input(directory: Path, stem: str) -> Path:
+    """``stem.csv`` or ``stem.csv.gz`` in ``directory``."""
+    for candidate in (directory / f"{stem}.csv", directory / f"{stem}.csv.gz"):
+        if candidate.exists():
+            return candidate
+    raise FileNotFoundError(f"neither {stem}.csv nor {stem}.csv.gz in {directory}")
+
+
+def open_text(path: Path) -> IO[str]:
+    # utf-8-sig drops a leading byte-order mark; newline="" lets csv handle CRLF; bytes that
+    # are not UTF-8 survive as surrogates, so that only their row is rejected.
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8-sig", errors="surrogateescape", newline="")
+    return path.open(encoding="utf-8-sig", errors="surrogateescape", newline="")
+
+
+def _record(header: Sequence[str], row: Sequence[str]) -> dict[str, str]:
+    record = dict(zip(header, row, strict=False))
+    if len(row) > len(header):
+        record["extra_fields"] = ",".join(row[len(header) :])
+    return record
+
+
+def _wrong_count(source: str, header: Sequence[str], row: Sequence[str]) -> Rejection:
+    detail = f"expected {len(header)} fields, got {len(row)}"
+    return Rejection(source, "wrong field count", detail, _record(header, row))
+
+
+def _bad_encoding(source: str, header: Sequence[str], row: Sequence[str]) -> Rejection:
+    return Rejection(source, "bad encoding", "bytes that are not UTF-8", _record(header, row))
+
+
+# --------------------------------------------------------------------------- raw tables
+
+
+@dataclass
+class RawTable:
+    """The data rows of one file as text columns (one per header name, stripped), and the
+    rows that could not be rows at all. ``ordinals[i]`` is the place of row ``i`` among the
+    file's data rows (blank lines not counted), which puts rejections in file order."""
+
+    path: Path
+    source: str
+    header: list[str]
+    columns: list[pa.ChunkedArray]
+    ordinals: Int64s
+    rejected: list[tuple[int, Rejection]] = field(default_factory=list)
+
+    @property
+    def num_rows(self) -> int:
+        return len(self.ordinals)
+
+    def column(self, names: Sequence[str]) -> pa.ChunkedArray | None:
+        """The first column with one of ``names`` (in the order given), or None."""
+        for name in names:
+            if name in self.header:
+                return self.columns[self.header.index(name)]
+        return None
+
+    def rows(self, indexes: Sequence[int]) -> list[list[str]]:
+        """The text fields of the given rows (a few: the ones Python has to look at)."""
+        if not indexes:
+            return []
+        taken = [col.take(pa.array(indexes, pa.int64())).to_pylist() for col in self.columns]
+        return [list(row) for row in zip(*taken, strict=True)]
+
+    def rejections(self) -> list[Rejection]:
+        return [rejection for _, rejection in sorted(self.rejected, key=lambda pair: pair[0])]
+
+
+def _read_header(path: Path) -> list[str]:
+    """The first row as pyarrow will see it (names not stripped); [] for an empty file."""
+    try:
+        with open_text(path) as handle:
+            return next(csv.reader(handle), [])
+    except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+        raise ValueError(f"{path}: damaged file ({error})") from error
+    except csv.Error:
+        return []  # the Python reader explains it
+
+
+def _arrow_read(path: Path, raw_header: list[str], careful: bool) -> tuple[pa.Table, list[Any]]:
+    """The file with every column as text. ``careful``: one thread (which numbers the rows
+    pyarrow refuses) and newlines allowed in quoted values wherever blocks are cut."""
+    invalid: list[Any] = []
+
+    def keep(row: Any) -> str:
+        invalid.append(row)
+        return "skip"
+
+    table = pa_csv.read_csv(
+        path,
+        read_options=pa_csv.ReadOptions(use_threads=not careful),
+        parse_options=pa_csv.ParseOptions(newlines_in_values=careful, invalid_row_handler=keep),
+        convert_options=pa_csv.ConvertOptions(
+            column_types=dict.fromkeys(raw_header, pa.string()), check_utf8=False
+        ),
+    )
+    return table, invalid
+
+
+def read_raw(path: Path, source: str) -> RawTable:
+    """Every data row of ``path`` as text. Raises ValueError for a damaged gzip file."""
+    raw_header = _read_header(path)
+    header = [name.strip() for name in raw_header]
+    if not raw_header or _has_undecodable(raw_header):
+        return _python_read(path, source)
+    try:
+        try:
+            table, invalid = _arrow_read(path, raw_header, careful=False)
+        except pa.ArrowInvalid:
+            invalid = [None]
+        if invalid:  # refused rows, or a quoted newline where a block was cut
+            table, invalid = _arrow_read(path, raw_header, careful=True)
+    except (pa.ArrowException, OSError, EOFError, zlib.error):
+        return _python_read(path, source)
+    if table.column_names != raw_header or any(t != pa.string() for t in table.schema.types):
+        return _python_read(path, source)
+    columns = list(table.columns)
+    refused: list[tuple[int, Rejection]] = []
+    try:
+        for row in invalid:
+            fields = next(csv.reader(io.StringIO(row.text)), [])
+            refused.append((row.number - 2, _wrong_count(source, header, fields)))
+    except csv.Error:  # a row the csv module cannot read either: it says where and why
+        return _python_read(path, source)
+    ordinals = np.arange(table.num_rows, dtype=np.int64)
+    if refused:
+        # Row r of the table is the data row r + (rows refused before it).
+        places = np.array(sorted(o for o, _ in refused), dtype=np.int64)
+        before = places - np.arange(len(places), dtype=np.int64)
+        ordinals += np.searchsorted(before, ordinals, side="right")
+    raw = RawTable(path, source, header, columns, ordinals, refused)
+    _reject_undecodable(raw)
+    return raw
+
+
+def _reject_undecodable(raw: RawTable) -> None:
+    """Rows with bytes that are not UTF-8 become rejections (the columns were read without
+    checking, so one bad byte does not stop the file)."""
+    bad: set[int] = set()
+    for column in raw.columns:
+        first = 0
+        for chunk in column.chunks:
+            try:
+                chunk.validate(full=True)
+            except pa.ArrowInvalid:
+                for i, value in enumerate(chunk.view(pa.binary()).to_pylist()):
+                    try:
+                        value.decode("utf-8")
+                    except UnicodeDecodeError:
+                        bad.add(first + i)
+            first += len(chunk)
+    if not bad:
+        return
+    indexes = sorted(bad)
+    taken = [
+        pa.chunked_array([c.view(pa.binary()) for c in col.chunks], pa.binary())
+        .take(pa.array(indexes, pa.int64()))
+        .to_pylist()
+        for col in raw.columns
+    ]
+    for i, row in zip(indexes, zip(*taken, strict=True), strict=True):
+        fields = [value.decode("utf-8", "replace") for value in row]
+        raw.rejected.append((int(raw.ordinals[i]), _bad_encoding(raw.source, raw.header, fields)))
+    keep = np.ones(raw.num_rows, dtype=np.bool_)
+    keep[indexes] = False
+    mask = pa.array(keep)
+    raw.columns = [column.filter(mask) for column in raw.columns]
+    raw.ordinals = raw.ordinals[keep]
+
+
+def _has_undecodable(row: list[str]) -> bool:
+    return any(not value.isascii() and _SURROGATE.search(value) for value in row)
+
+
+def _python_read(path: Path, source: str) -> RawTable:
+    """The same table read with the ``csv`` module alone: for what pyarrow cannot read (a
+    quote left open to the end of a big file, a row longer than its block). A CSV syntax
+    error ends the file with one rejection that says so."""
+    header: list[str] = []
+    kept: list[list[str]] = []
+    ordinals: list[int] = []
+    rejected: list[tuple[int, Rejection]] = []
+    ordinal = 0
+    try:
+        with open_text(path) as handle:
+            reader = csv.reader(handle)
+            header = [name.strip() for name in next(reader, [])]
+            try:
+                for row in reader:
+                    if not row:
+                        continue
+                    if len(row) != len(header):
+                        rejected.append((ordinal, _wrong_count(source, header, row)))
+                    elif _has_undecodable(row):
+                        fields = [
+                            value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+                            for value in row
+                        ]
+                        rejected.append((ordinal, _bad_encoding(source, header, fields)))
+                    else:
+                        kept.append(row)
+                        ordinals.append(ordinal)
+                    ordinal += 1
+            except csv.Error as error:
+                detail = f"{path.name} line {reader.line_num}: {error}; the rest of the file was not read"
+                rejection = Rejection(source, "unreadable csv", detail, {"file": path.name})
+                rejected.append((ordinal, rejection))
+    except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+        raise ValueError(f"{path}: damaged file ({error})") from error
+    columns = [
+        pa.chunked_array([pa.array([row[i] for row in kept], pa.string())])
+        for i in range(len(header))
+    ]
+    return RawTable(path, source, header, columns, np.array(ordinals, dtype=np.int64), rejected)
+
+
+def _in_file_order(
+    items: Sequence[_T], item_ordinals: Int64s, rejected: list[tuple[int, Rejection]]
+) -> Iterator[_T | Rejection]:
+    order = np.argsort(item_ordinals, kind="stable")
+    bad = sorted(rejected, key=lambda pair: pair[0])
+    b = 0
+    for i in order.tolist():
+        while b < len(bad) and bad[b][0] < item_ordinals[i]:
+            yield bad[b][1]
+            b += 1
+        yield items[i]
+    for _, rejection in bad[b:]:
+        yield rejection
+
+
+# --------------------------------------------------------------------------- timestamps
+
+
+_FIRST_DAY_US = -62_135_596_800 * US_PER_SECOND  # 0001-01-01, the first day Python knows
+
+
+def utc_suffix_timestamps(column: pa.ChunkedArray) -> tuple[Bools, Int64s]:
+    """(parsed?, epoch microseconds) of every value of the real files' form,
+    ``YYYY-MM-DD HH:MM:SS[.f] UTC`` with 0-6 fraction digits and nothing around it. A value
+    of any other form, or an impossible date or time, is not parsed here: it is for
+    :func:`~storemon.aggregates.timebase.parse_poll_timestamp`, which also explains why."""
+    parts = [_utc_suffix_chunk(chunk) for chunk in column.chunks]
+    if not parts:
+        return np.zeros(0, dtype=np.bool_), np.zeros(0, dtype=np.int64)
+    return np.concatenate([ok for ok, _ in parts]), np.concatenate([ts for _, ts in parts])
+
+
+def _utc_suffix_chunk(chunk: pa.Array) -> tuple[Bools, Int64s]:
+    chunk = chunk.cast(pa.string())
+    n = len(chunk)
+    ok = np.zeros(n, dtype=np.bool_)
+    ts_us = np.zeros(n, dtype=np.int64)
+    _, offsets_buffer, data_buffer = chunk.buffers()
+    if n == 0 or data_buffer is None or data_buffer.size == 0:
+        return ok, ts_us
+    offsets = np.frombuffer(offsets_buffer, dtype=np.int32)[chunk.offset : chunk.offset + n + 1]
+    data = np.frombuffer(data_buffer, dtype=np.uint8)
+    last = len(data) - 1
+    starts = offsets[:-1]
+    lengths = np.diff(offsets)
+    # The shape: 19 characters of date and time, a fraction of 1-6 digits or none, " UTC".
+    ok = (lengths == 23) | ((lengths >= 25) & (lengths <= 30))
+    ok &= data[np.minimum(starts + 10, last)] == ord(" ")
+    ok &= (lengths == 23) | (data[np.minimum(starts + 19, last)] == ord("."))
+    ok &= pc.ends_with(chunk, " UTC").to_numpy(zero_copy_only=False)
+    if not ok.any():
+        return ok, ts_us
+    # pyarrow's ISO 8601 parser checks the digits, the separators and that the date and
+    # time exist; a value it refuses is left to Python.
+    shaped = chunk if ok.all() else chunk.filter(pa.array(ok))
+    clocks = pc.utf8_slice_codeunits(shaped, 0, -4)
+    parsed, refused = _cast_each(clocks)
+    good = np.flatnonzero(ok)
+    ok[good[refused]] = False
+    ts_us[good] = parsed
+    ok &= ts_us >= _FIRST_DAY_US
+    return ok, np.where(ok, ts_us, 0)
+
+
+def poll_timestamps(column: pa.ChunkedArray) -> tuple[Bools, Int64s]:
+    """(parsed?, epoch microseconds) of every timestamp in ``column``, in every form the
+    contract accepts: the real files' form in arrays, any other through Python."""
+    ok, ts_us = utc_suffix_timestamps(column)
+    others = np.flatnonzero(~ok)
+    if len(others):
+        for i, text in zip(others.tolist(), column.take(pa.array(others)).to_pylist(), strict=True):
+            try:
+                ts_us[i] = parse_poll_timestamp(text)
+                ok[i] = True
+            except ValueError:
+                pass
+    return ok, ts_us
+
+
+def _cast_each(clocks: pa.Array) -> tuple[Int64s, Int64s]:
+    """(epoch microseconds, indexes pyarrow refused) of ``YYYY-MM-DD HH:MM:SS[.f]`` texts;
+    a refused value is looked for by halves, so a bad one costs a few casts, not the chunk."""
+    try:
+        values = pc.cast(clocks, pa.timestamp("us")).cast(pa.int64())
+        return values.to_numpy(zero_copy_only=False), np.zeros(0, dtype=np.int64)
+    except pa.ArrowInvalid:
+        if len(clocks) == 1:
+            return np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64)
+    half = len(clocks) // 2
+    head, head_refused = _cast_each(clocks.slice(0, half))
+    tail, tail_refused = _cast_each(clocks.slice(half))
+    return np.concatenate([head, tail]), np.concatenate([head_refused, tail_refused + half])
+
+
+# --------------------------------------------------------------------------- polls
+
+
+@dataclass
+class PollTable:
+    """The polls of a file, a column each (not in file order), and its bad rows."""
+
+    store_ids: list[str]  # distinct valid store ids; ``store`` indexes this list
+    store: Int64s
+    ts_us: Int64s
+    active: Bools
+    ordinals: Int64s  # each poll's place among the file's data rows
+    rejected: list[tuple[int, Rejection]]
+
+    def __len__(self) -> int:
+        return len(self.ts_us)
+
+    def rejections(self) -> list[Rejection]:
+        return [rejection for _, rejection in sorted(self.rejected, key=lambda pair: pair[0])]
+
+    def polls(self) -> list[Poll]:
+        """The polls in file order."""
+        ids = self.store_ids
+        order = np.argsort(self.ordinals, kind="stable")
+        return [
+            Poll(ids[s], t, a)
+            for s, t, a in zip(
+                self.store[order].tolist(),
+                self.ts_us[order].tolist(),
+                self.active[order].tolist(),
+                strict=True,
+            )
+        ]
+
+
+def _encode(column: pa.ChunkedArray) -> tuple[list[str], Int64s]:
+    """The distinct values of ``column`` and, for each row, the index of its value."""
+    encoded = pc.dictionary_encode(column)
+    if encoded.num_chunks == 0:
+        return [], np.zeros(0, dtype=np.int64)
+    dictionaries = [chunk.dictionary for chunk in encoded.chunks]
+    if not all(d.equals(dictionaries[-1]) for d in dictionaries):
+        encoded = pa.table({"values": encoded}).unify_dictionaries().column("values")
+    indexes = np.concatenate(
+        [chunk.indices.to_numpy(zero_copy_only=False) for chunk in encoded.chunks]
+    ).astype(np.int64)
+    return encoded.chunk(0).dictionary.to_pylist(), indexes
+
+
+def _per_distinct(
+    column: pa.ChunkedArray, check: Callable[[str], _T]
+) -> tuple[list[_T | None], Int64s]:
+    """``check`` of each distinct value (None where it raises BadField), and each row's
+    index into that list: a column of few distinct values is checked at their number."""
+    distinct, indexes = _encode(column)
+    results: list[_T | None] = []
+    for value in distinct:
+        try:
+            results.append(check(value))
+        except BadField:
+            results.append(None)
+    return results, indexes
+
+
+def read_poll_table(path: Path) -> PollTable:
+    """The polls of a ``store_status`` file. Raises ValueError for a missing column or a
+    damaged file."""
+    raw = read_raw(path, "polls")
+    missing = [name for name in POLL_COLUMNS if name not in raw.header]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
+    id_column, status_column, ts_column = (raw.column((name,)) for name in POLL_COLUMNS)
+    number_of: dict[str, int] = {}
+
+    def store_number(value: str) -> int:
+        store_id = parse_store_id(value)
+        return number_of.setdefault(store_id, len(number_of))
+
+    numbers, id_rows = _per_distinct(id_column, store_number)
+    store = np.array([-1 if n is None else n for n in numbers], dtype=np.int64)[id_rows]
+    # Other spellings of a status ("Active", " inactive ") are for parse_status.
+    active = pc.equal(status_column, "active").to_numpy(zero_copy_only=False)
+    inactive = pc.equal(status_column, "inactive").to_numpy(zero_copy_only=False)
+    ts_ok, ts_us = utc_suffix_timestamps(ts_column)
+    fast = ts_ok & (store >= 0) & (active | inactive)
+    slow = np.flatnonzero(~fast)
+    rejected = list(raw.rejected)
+    slow_polls: list[Poll] = []
+    slow_ordinals: list[int] = []
+    for i, row in zip(slow.tolist(), raw.rows(slow.tolist()), strict=True):
+        fields = dict(zip(raw.header, row, strict=True))
+        try:
+            poll = poll_from_fields(fields["store_id"], fields["timestamp_utc"], fields["status"])
+        except BadField as error:
+            rejected.append(
+                (int(raw.ordinals[i]), Rejection("polls", error.reason, str(error), fields))
+            )
+            continue
+        number_of.setdefault(poll.store_id, len(number_of))
+        slow_polls.append(poll)
+        slow_ordinals.append(int(raw.ordinals[i]))
+    store_ids: list[str] = list(number_of)
+    keep = fast if len(slow) else slice(None)
+    return PollTable(
+        store_ids,
+        np.concatenate(
+            [store[keep], np.array([number_of[p.store_id] for p in slow_polls], np.int64)]
+        ),
+        np.concatenate([ts_us[keep], np.array([p.ts_us for p in slow_polls], np.int64)]),
+        np.concatenate([active[keep], np.array([p.active for p in slow_polls], np.bool_)]),
+        np.concatenate([raw.ordinals[keep], np.array(slow_ordinals, np.int64)]),
+        rejected,
+    )
+
+
+def read_polls(path: Path) -> Iterator[Poll | Rejection]:
+    """Every poll of a ``store_status`` file or the rejection of its row, in file order."""
+    table = read_poll_table(path)
+    yield from _in_file_order(table.polls(), np.sort(table.ordinals), table.rejected)
+
+
+# --------------------------------------------------------------------------- hours and zones
+
+
+def _parsed_rows(
+    raw: RawTable, parse: Callable[[dict[str, str]], _T | Rejection], fast: Callable[..., _T | None]
+) -> Iterator[_T | Rejection]:
+    """Each row through ``fast`` (given its fields in header order; None: not sure), and
+    through ``parse`` when ``fast`` cannot tell, which also gives the reason of a rejection."""
+    records: list[_T | Rejection] = []
+    header = raw.header
+    for row in zip(*(column.to_pylist() for column in raw.columns), strict=True):
+        record = fast(*row)
+        records.append(record if record is not None else parse(dict(zip(header, row, strict=True))))
+    is_good = np.array([not isinstance(r, Rejection) for r in records], dtype=np.bool_)
+    good = [r for r in records if not isinstance(r, Rejection)]
+    rejected = list(raw.rejected)
+    for ordinal, parsed in zip(raw.ordinals.tolist(), records, strict=True):
+        if isinstance(parsed, Rejection):
+            rejected.append((ordinal, parsed))
+    return _in_file_order(good, raw.ordinals[is_good], rejected)
+
+
+def read_hours(path: Path) -> Iterator[HoursRow | Rejection]:
+    """Every row of a ``menu_hours`` file, parsed, or its rejection, in file order."""
+    raw = read_raw(path, "hours")
+    day = "dayOfWeek" if "dayOfWeek" in raw.header else "day"
+    names = ("store_id", day, "start_time_local", "end_time_local")
+    if not all(name in raw.header for name in names):  # parse_hours says what is missing
+        return _parsed_rows(raw, parse_hours, lambda *row: None)
+    id_column, day_column, start_column, end_column = (raw.column((n,)) for n in names)
+
+    def weekday(text: str) -> int:
+        # parse_hours' own rule for the day, on a row whose other fields are good
+        parsed = parse_hours(
+            {"store_id": "x", "day": text, "start_time_local": "00:00", "end_time_local": "01:00"}
+        )
+        if isinstance(parsed, Rejection):
+            raise BadField(parsed.reason, parsed.detail)
+        return parsed.weekday
+
+    # Each column has few distinct values: each is parsed once, and a row whose four
+    # fields all parse is a good row (parse_hours checks exactly these four).
+    columns: list[tuple[list[Any], Int64s]] = [
+        _per_distinct(id_column, parse_store_id),
+        _per_distinct(day_column, weekday),
+        _per_distinct(start_column, lambda t: parse_time_of_day(t, is_end=False)),
+        _per_distinct(end_column, lambda t: parse_time_of_day(t, is_end=True)),
+    ]
+    fast = np.ones(raw.num_rows, dtype=np.bool_)
+    for values, rows in columns:
+        good = np.array([v is not None for v in values], dtype=np.bool_)
+        fast &= good[rows] if len(good) else fast
+    picked = [[values[i] for i in rows[fast].tolist()] for values, rows in columns]
+    records: list[HoursRow | Rejection] = [HoursRow(*row) for row in zip(*picked, strict=True)]
+    ordinals = [raw.ordinals[fast]]
+    rejected = list(raw.rejected)
+    slow = np.flatnonzero(~fast)
+    slow_good: list[int] = []
+    for i, row in zip(slow.tolist(), raw.rows(slow.tolist()), strict=True):
+        parsed = parse_hours(dict(zip(raw.header, row, strict=True)))
+        if isinstance(parsed, Rejection):
+            rejected.append((int(raw.ordinals[i]), parsed))
+        else:
+            records.append(parsed)
+            slow_good.append(int(raw.ordinals[i]))
+    ordinals.append(np.array(slow_good, dtype=np.int64))
+    return _in_file_order(records, np.concatenate(ordinals), rejected)
+
+
+def read_zones(path: Path) -> Iterator[ZoneRow | Rejection]:
+    """Every row of a ``timezones`` file, parsed, or its rejection, in file order."""
+    return _parsed_rows(read_raw(path, "timezones"), parse_zone, lambda *row: None)
+
+
+def read_text_columns(
+    path: Path, source: str, wanted: Sequence[Sequence[str]]
+) -> tuple[list[list[str]], list[Rejection]]:
+    """The text of the ``wanted`` columns (each a list of accepted names, the first present
+    wins) row by row, unvalidated, and the rows that could not be rows. Raises ValueError
+    naming the file when a wanted column is missing."""
+    raw = read_raw(path, source)
+    picked: list[pa.Array] = []
+    for names in wanted:
+        column = raw.column(names)
+        if column is None:
+            raise ValueError(f"{path}: no column {' or '.join(names)} in header {raw.header}")
+        picked.append(column)
+    rows = [list(row) for row in zip(*(c.to_pylist() for c in picked), strict=True)]
+    return rows, raw.rejections()

@@ -1,0 +1,63 @@
+"""Topic creation on the real broker: the first writes to new topics go through at once."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped,unused-ignore]
+from aiokafka.admin import AIOKafkaAdminClient  # type: ignore[import-untyped,unused-ignore]
+
+from storemon.settings import Settings
+from storemon.streams.messages import ALL_TOPICS
+from storemon.streams.topics import changelog_topic, ensure_topics
+
+pytestmark = [pytest.mark.services, pytest.mark.timeout(120)]
+
+
+@pytest.fixture
+async def settings(service_settings: Settings) -> AsyncIterator[Settings]:
+    """The session's services under a topic prefix and app id of this test's own."""
+    tag = f"test-topics-{uuid.uuid4().hex[:10]}"
+    yield dataclasses.replace(service_settings, topic_prefix=tag, faust_app_id=tag)
+    admin = AIOKafkaAdminClient(bootstrap_servers=service_settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        names = [t for t in await admin.list_topics() if t.startswith(tag)]
+        if names:
+            await admin.delete_topics(names)
+    finally:
+        await admin.close()
+
+
+async def test_new_topics_take_writes_to_every_partition_at_once(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without waiting for the leaders, a producer writing right after creation gets
+    NotLeaderForPartition on some partitions, which aiokafka retries and logs as warnings
+    (dozens of them per run on this broker)."""
+    created = await ensure_topics(settings)
+    expected = [settings.topic(name) for name in ALL_TOPICS]
+    expected.append(changelog_topic(settings, "stores"))
+    assert sorted(created) == sorted(expected)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    with caplog.at_level(logging.WARNING, logger="aiokafka"):
+        await producer.start()
+        try:
+            sent = [
+                await producer.send(topic, b"{}", key=b"k", partition=partition)
+                for topic in created
+                for partition in range(settings.partitions)
+            ]
+            for delivery in sent:
+                metadata = await delivery
+                assert metadata.offset == 0
+        finally:
+            await producer.stop()
+    complaints = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert complaints == []
+    # A second call finds every topic there and creates none.
+    assert await ensure_topics(settings) == []
