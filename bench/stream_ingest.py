@@ -15,8 +15,11 @@ Figures:
   never asked for (the newest poll minus 7, 14, ... minutes: each computed); baseline: the
   `storemon report` command on the same files (median of 3 runs); the split of a report's
   time (queued, read, finish, render, store) from the reports table;
-- worker peak memory (VmHWM), RocksDB and PostgreSQL sizes, and whether the stream's CSV
-  equals the batch command's.
+- worker peak memory (VmHWM) and memory after the replay (VmRSS), RocksDB and PostgreSQL
+  sizes (``store_days`` after a prune and ``VACUUM FULL``: the rows the retention keeps),
+  and whether the stream's CSV equals the batch command's. ``--reach-hours`` sets the
+  worker's ``STOREMON_REPORT_REACH_HOURS``: two runs on a data set longer than both
+  retentions give the cost of a day of reach.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 from storemon import services  # noqa: E402
 from storemon.aggregates.timebase import MINUTE_US, format_utc  # noqa: E402
+from storemon.db.retention import prune_history  # noqa: E402
 from storemon.producers.replay import DEFAULT_PACK_HOURS, replay  # noqa: E402
 from storemon.settings import Settings  # noqa: E402
 from storemon.streams import messages  # noqa: E402
@@ -70,6 +74,13 @@ async def plain_consumer_rate(settings: Settings, expected: int, polls: int) -> 
         return polls / (time.perf_counter() - started)
     finally:
         await consumer.stop()
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -209,6 +220,7 @@ async def main(
     batch_size: int | None = None,
     profile: bool = False,
     preload: bool = False,
+    reach_hours: int | None = None,
 ) -> dict[str, object]:
     base = Settings.from_env()
     if not base.kafka_bootstrap or not base.database_url:
@@ -221,7 +233,10 @@ async def main(
     shutil.rmtree(work / "state", ignore_errors=True)
     pipeline = await Pipeline.create(base, "bench", work)
     pipeline.settings = dataclasses.replace(
-        pipeline.settings, batch_timeout_s=0.5, batch_size=batch_size or base.batch_size
+        pipeline.settings,
+        batch_timeout_s=0.5,
+        batch_size=batch_size or base.batch_size,
+        report_reach_hours=base.report_reach_hours if reach_hours is None else reach_hours,
     )
     assert pipeline.pool is not None
     wal_before = await pipeline.pool.fetchval("SELECT pg_current_wal_lsn()::text")
@@ -277,8 +292,17 @@ async def main(
         " FROM reports WHERE status = 'Complete' AND timings IS NOT NULL"
     )
     rss = peak_rss_mb(pipeline.worker.pid)
+    rss_now = rss_mb(pipeline.worker.pid)
     worker_stats = await worker_page(pipeline)
     assert pipeline.pool is not None
+    # What the retention keeps: the prune timer's work done now, the table rewritten
+    # compactly, so the size is that of the rows kept, not of their deleted versions.
+    await prune_history(pipeline.pool, pipeline.settings.retention_us)
+    await pipeline.pool.execute("VACUUM FULL store_days")
+    store_days_mb = (
+        await pipeline.pool.fetchval("SELECT pg_total_relation_size('store_days')") / 2**20
+    )
+    store_day_rows = await pipeline.pool.fetchval("SELECT count(*) FROM store_days")
     pg_mb = await pipeline.pool.fetchval("SELECT pg_database_size(current_database())") / 2**20
     rocksdb_mb = du_mb(pipeline.settings.state_dir / "worker")
     await pipeline.close()
@@ -340,6 +364,11 @@ async def main(
         "worker_peak_rss_mb": round(rss, 1),
         "changelog_bytes_per_poll": round(table_bytes / polls, 1),
         "postgres_wal_bytes_per_poll": round(wal_bytes / polls, 1),
+        "report_reach_hours": pipeline.settings.report_reach_hours,
+        "retention_days": pipeline.settings.retention_us / 86_400_000_000,
+        "worker_rss_after_mb": round(rss_now, 1),
+        "store_days_mb": round(store_days_mb, 1),
+        "store_day_rows": store_day_rows,
         "rocksdb_mb": round(rocksdb_mb, 1),
         "postgres_db_mb": round(pg_mb, 1),
         "stream_csv_equals_batch": csv_text == out.read_text(),
@@ -348,9 +377,9 @@ async def main(
         "worker_table_writes": worker_stats.get("table_writes"),
         "batcher": worker_stats.get("batcher"),
     }
-    (work / f"result-pack{pack_hours}{'-preloaded' if preload else ''}.json").write_text(
-        json.dumps(result, indent=2)
-    )
+    suffix = f"-reach{reach_hours}" if reach_hours is not None else ""
+    suffix += "-preloaded" if preload else ""
+    (work / f"result-pack{pack_hours}{suffix}.json").write_text(json.dumps(result, indent=2))
     return result
 
 
@@ -365,6 +394,9 @@ if __name__ == "__main__":
     parser.add_argument(
         "--preload", action="store_true", help="publish everything first, then time the worker"
     )
+    parser.add_argument(
+        "--reach-hours", type=int, default=None, help="STOREMON_REPORT_REACH_HOURS of the worker"
+    )
     args = parser.parse_args()
     outcome = asyncio.run(
         main(
@@ -375,6 +407,7 @@ if __name__ == "__main__":
             args.batch_size,
             args.profile,
             args.preload,
+            args.reach_hours,
         )
     )
     for key, value in outcome.items():

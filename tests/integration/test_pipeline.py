@@ -22,7 +22,8 @@ pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.timeout(600)]
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # 9 days, so pruning at the 8-day horizon happens while the stream runs.
+    # 9 days: more than a week window, so the week column of every report time is full (pruning
+    # while the stream runs is covered by test_reach.py, with a shorter reach).
     return generate(tmp_path_factory.mktemp("data") / "set", stores=60, days=9, seed=11)
 
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import asyncpg
 import orjson
 
+from storemon.aggregates.reach import out_of_range_message
 from storemon.aggregates.report import StoreWindows, render_csv
 from storemon.aggregates.schedule import Schedule, Sessions, WeeklyInterval, sessions_between
 from storemon.aggregates.timebase import DAY_US, HOUR_US, floor_to
@@ -32,6 +33,7 @@ from storemon.aggregates.windows import (
     finish_store,
     plan_report,
 )
+from storemon.db.retention import report_range
 
 if TYPE_CHECKING:
     from storemon.db import Connection
@@ -39,6 +41,11 @@ if TYPE_CHECKING:
 
 class NoData(RuntimeError):
     """Nothing ingested yet, so there is no default report time."""
+
+
+class OutOfRange(RuntimeError):
+    """The requested report time lies outside the supported range in the job's snapshot
+    (history it needs was pruned after the request was accepted)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +64,22 @@ class AssembledReport:
     reused_from: uuid.UUID | None = None
     # Seconds spent reading (the transaction), finishing the rows and rendering the CSV.
     timings: dict[str, float] = field(default_factory=dict)
+    # See schedules_digest(): which schedules and zones the report was computed with.
+    schedules_digest: int | None = None
+
+
+# One statement text, used by the job (in its snapshot) and by the API (when it adds
+# business time to a finished report): a change of any schedule or zone of the report's
+# stores changes the sum (barring a 32-bit hash collision).
+_DIGEST_SQL = (
+    "SELECT coalesce(sum(hashtext(store_id || chr(31) || schedule::text || chr(31) || zone)"
+    "::bigint), 0)::bigint FROM stores WHERE "
+)
+
+
+async def schedules_digest(conn: Connection, store_ids: list[str]) -> int:
+    value: int = await conn.fetchval(_DIGEST_SQL + "store_id = ANY($1::text[])", store_ids)
+    return value
 
 
 async def newest_poll_us(conn: Connection) -> int | None:
@@ -304,6 +327,8 @@ async def assemble_report(
     *,
     find_alike: bool = False,
     reuse: bool = False,
+    reach: tuple[int, int] | None = None,
+    with_digest: bool = False,
 ) -> AssembledReport:
     """The report as of ``requested_as_of_us`` (None: the newest poll), of every store or,
     with ``only_store``, of that one (its row, computed exactly as in the full report).
@@ -312,6 +337,10 @@ async def assemble_report(
     time and are visible in this snapshot. They were stored before the snapshot began, so
     this report, read from data at least as new as each of their requests, is a right
     answer to them too: under a burst of triggers one job answers many.
+
+    With ``reach`` (reach and lead in microseconds), a requested report time is checked
+    against the supported range of this very snapshot: data pruned between the request
+    and the job makes it fail (:class:`OutOfRange`), never answer from cut history.
 
     With ``reuse``, a Complete report of the same report time read from the same version of
     the aggregates is returned by reference (``reused_from``) instead of being recomputed:
@@ -327,6 +356,10 @@ async def assemble_report(
         )
         if as_of_us is None:
             raise NoData("no poll has been ingested yet")
+        if requested_as_of_us is not None and reach is not None:
+            allowed = await report_range(conn, *reach)
+            if requested_as_of_us not in (allowed or ()):
+                raise OutOfRange(out_of_range_message(requested_as_of_us, allowed))
         version = await aggregates_version(conn)
         alike: tuple[uuid.UUID, ...] = ()
         if find_alike:
@@ -362,6 +395,9 @@ async def assemble_report(
         )
         per_store = await _window_sums(conn, plans, only_store)
         fixes = await _as_of_fixes(conn, list(stores), as_of_us)
+        digest = None
+        if with_digest:
+            digest = await conn.fetchval(_DIGEST_SQL + "first_poll_us <= $1", as_of_us)
     read = time.perf_counter()
     nothing = [0] * (2 * len(plans))
     rows = [
@@ -384,5 +420,12 @@ async def assemble_report(
         "render_s": time.perf_counter() - finished,
     }
     return AssembledReport(
-        as_of_us, csv_text, len(rows), tuple(rows), alike, version, timings=timings
+        as_of_us,
+        csv_text,
+        len(rows),
+        tuple(rows),
+        alike,
+        version,
+        timings=timings,
+        schedules_digest=digest,
     )

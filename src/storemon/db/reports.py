@@ -93,14 +93,18 @@ async def complete_report(
     *,
     data_version: int | None = None,
     timings: dict[str, float] | None = None,
+    exact: tuple[bytes, int | None] | None = None,
 ) -> int:
     """Store the report as Complete, and the same answer for ``also_pending`` reports that
-    are still Pending (their own jobs then find them finished). Returns how many of those."""
+    are still Pending (their own jobs then find them finished). Returns how many of those.
+    ``exact``: the packed exact sums and the schedules' digest (see aggregates.coverage)."""
     timings_json = orjson.dumps(timings).decode() if timings is not None else None
+    window_us, digest = exact if exact is not None else (None, None)
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(
             "UPDATE reports SET status = $2, as_of_us = $3, csv = $4, row_count = $5,"
-            " finished_at = now(), error = NULL, data_version = $6, timings = $7::jsonb"
+            " finished_at = now(), error = NULL, data_version = $6, timings = $7::jsonb,"
+            " window_us = $8, schedules_digest = $9"
             " WHERE report_id = $1",
             report_id,
             ReportStatus.COMPLETE,
@@ -109,13 +113,16 @@ async def complete_report(
             row_count,
             data_version,
             timings_json,
+            window_us,
+            digest,
         )
         others = [r for r in also_pending if r != report_id]
         if not others:
             return 0
         status: str = await conn.execute(
             "UPDATE reports SET status = $2, as_of_us = $3, csv = $4, row_count = $5,"
-            " started_at = now(), finished_at = now(), error = NULL, data_version = $7"
+            " started_at = now(), finished_at = now(), error = NULL, data_version = $7,"
+            " window_us = $8, schedules_digest = $9"
             " WHERE report_id = ANY($1::uuid[]) AND status = $6",
             others,
             ReportStatus.COMPLETE,
@@ -124,6 +131,8 @@ async def complete_report(
             row_count,
             ReportStatus.PENDING,
             data_version,
+            window_us,
+            digest,
         )
         return int(status.split()[-1])
 
@@ -143,7 +152,8 @@ async def complete_as(
     async with pool.acquire() as conn, conn.transaction():
         status: str = await conn.execute(
             "UPDATE reports r SET status = $3, as_of_us = s.as_of_us, csv = s.csv,"
-            " row_count = s.row_count, data_version = s.data_version,"
+            " row_count = s.row_count, data_version = s.data_version, window_us = s.window_us,"
+            " schedules_digest = s.schedules_digest,"
             " started_at = coalesce(r.started_at, now()), finished_at = now(), error = NULL,"
             " timings = CASE WHEN r.report_id = $1 THEN $5::jsonb END"
             " FROM reports s WHERE s.report_id = $2 AND s.status = $3"
@@ -200,6 +210,20 @@ async def get_report_csv(pool: asyncpg.Pool, report_id: uuid.UUID) -> str | None
         ReportStatus.COMPLETE,
     )
     return value
+
+
+async def get_report_exact(
+    pool: asyncpg.Pool, report_id: uuid.UUID
+) -> tuple[bytes | None, int | None]:
+    """The packed exact sums and schedules' digest of a Complete report (None if absent)."""
+    row = await pool.fetchrow(
+        "SELECT window_us, schedules_digest FROM reports WHERE report_id = $1 AND status = $2",
+        report_id,
+        ReportStatus.COMPLETE,
+    )
+    if row is None:
+        return None, None
+    return row["window_us"], row["schedules_digest"]
 
 
 async def prune_reports(pool: asyncpg.Pool, keep_hours: float) -> int:
