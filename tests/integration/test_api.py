@@ -480,7 +480,10 @@ async def test_metrics_endpoint_parses_and_counts(
     assert response.content_type == "text/plain"
     families = {f.name: f for f in text_string_to_metric_families(await response.text())}
 
-    counts = dict(await pool.fetch("SELECT status, count(*) FROM reports GROUP BY status"))
+    counts = {
+        row["status"]: row["count"]
+        for row in await pool.fetch("SELECT status, count(*) FROM reports GROUP BY status")
+    }
     reports = {s.labels["status"]: s.value for s in families["storemon_reports"].samples}
     assert reports == {status: counts.get(status, 0) for status in db_reports.ReportStatus}
 

@@ -289,8 +289,8 @@ async def test_pages_render_in_headless_chromium(live: Live, tmp_path: Path) -> 
         assert "poll: active" in legend
         assert await page.evaluate("document.querySelectorAll('.schedule li').length") >= 1
         text = await page.evaluate("document.querySelector('#store-numbers').innerText")
-        row = live.batch[store_id]
-        assert f"{row[6]} h" in text  # the week's downtime, as in the report
+        batch_row = live.batch[store_id]
+        assert f"{batch_row[6]} h" in text  # the week's downtime, as in the report
         assert await page.evaluate("document.getElementById('store-id').textContent") == store_id
         shot = await page.screenshot(ARTIFACTS / "store-page.png")
         assert shot.stat().st_size > 10_000

@@ -152,6 +152,7 @@ async def test_report_job_whose_worker_dies_is_run_again(pipeline: Pipeline, dat
                 if record.status == db_reports.ReportStatus.RUNNING:
                     break
                 await asyncio.sleep(0.1)
+            assert record is not None
             assert record.status == db_reports.ReportStatus.RUNNING
             pipeline.stop_worker(signal.SIGKILL)
         # The lock is gone with the transaction; the job is still Running, its worker dead.
@@ -198,12 +199,13 @@ async def test_a_burst_of_alike_requests_is_answered_by_one_job(
     assert answers == [batch_csv(dataset)] * len(burst)
     assert await pipeline.wait_report(other) == batch_csv(dataset, earlier)
     assert pipeline.pool is not None
-    attempts = dict(
-        await pipeline.pool.fetch(
+    attempts = {
+        row["report_id"]: row["attempts"]
+        for row in await pipeline.pool.fetch(
             "SELECT report_id, attempts FROM reports WHERE report_id = ANY($1::uuid[])",
             [*burst, other],
         )
-    )
+    }
     assert sum(attempts[r] for r in burst) == 1  # one job ran; its answer served all six
     assert attempts[other] == 1
 
@@ -267,13 +269,11 @@ async def test_rows_past_the_retention_are_pruned_across_a_restart(
         for store, ts in by_store.items()
         for t in ts
         if t - t % DAY_US + DAY_US <= cutoffs[store]
-        and (
-            anchor_days[store] is None
-            or t - t % DAY_US != anchor_days[store] - anchor_days[store] % DAY_US
-        )
+        and ((anchor := anchor_days[store]) is None or t - t % DAY_US != anchor - anchor % DAY_US)
     }
     assert doomed, "the data set must reach past the retention"
     old_report, new_report = uuid.uuid4(), uuid.uuid4()
+    assert pipeline.pool is not None
     for report_id, age_days in ((old_report, 30), (new_report, 0)):
         await pipeline.pool.execute(
             "INSERT INTO reports (report_id, status, created_at, csv)"

@@ -65,7 +65,7 @@ async def test_report_status_moves_pending_running_complete(
         # Hold the aggregates so the job, once started, has to wait: it is seen Running.
         await blocker.execute("LOCK TABLE store_days IN ACCESS EXCLUSIVE MODE")
         report_id = await pipeline.request_report()
-        statuses = []
+        statuses: list[str] = []
         for _ in range(100):
             status = await pipeline.pool.fetchval(
                 "SELECT status FROM reports WHERE report_id = $1", report_id
@@ -82,6 +82,7 @@ async def test_report_status_moves_pending_running_complete(
     record = await pipeline.pool.fetchrow(
         "SELECT attempts, started_at, finished_at FROM reports WHERE report_id = $1", report_id
     )
+    assert record is not None
     assert record["attempts"] == 1
     assert record["started_at"] <= record["finished_at"]
 
@@ -243,6 +244,7 @@ async def test_a_report_that_cannot_finish_ends_failed_in_bounded_time(
             row = await pipeline.pool.fetchrow(
                 "SELECT status, error FROM reports WHERE report_id = $1", report_id
             )
+            assert row is not None
             if row["status"] == "Failed" or time.monotonic() - started > 30:
                 break
             await asyncio.sleep(0.1)

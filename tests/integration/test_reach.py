@@ -154,8 +154,8 @@ def between_two_polls(data: Dataset, lo_us: int, hi_us: int) -> list[int]:
     hands) and just after it, and just before the second; for two stores."""
     found: list[int] = []
     stores = 0
-    for store_id in sorted(data.polls_by_store):
-        poll_ts, _ = dedupe_polls(data.polls_by_store[store_id])
+    for store_id in sorted(data.polls_by_store()):
+        poll_ts, _ = dedupe_polls(data.polls_by_store()[store_id])
         sessions = sessions_between(
             data.schedules.get(store_id, ()),
             data.zones.get(store_id, DEFAULT_ZONE),
@@ -220,9 +220,11 @@ async def test_every_report_time_in_the_range_equals_the_batch_report(
         for r in await pipeline.pool.fetch("SELECT store_id, day_start_us FROM store_days")
     }
     poll_days = {
-        (store, ts - ts % DAY_US) for store, polls in data.polls_by_store.items() for ts, _ in polls
+        (store, ts - ts % DAY_US)
+        for store, polls in data.polls_by_store().items()
+        for ts, _ in polls
     }
-    assert len(poll_days - kept) >= len(data.polls_by_store)
+    assert len(poll_days - kept) >= len(data.polls_by_store())
 
     day = floor_to(newest, DAY_US)
     hour = floor_to(newest, HOUR_US)
@@ -340,11 +342,11 @@ async def test_history_pruned_after_the_request_fails_the_report(
     while True:
         record = await db_reports.get_report(pipeline.pool, late_id)
         assert record is not None
-        if record.status in (db_reports.COMPLETE, db_reports.FAILED):
+        if record.status in (db_reports.ReportStatus.COMPLETE, db_reports.ReportStatus.FAILED):
             break
         assert time.monotonic() < deadline
         await asyncio.sleep(0.2)
-    assert record.status == db_reports.FAILED
+    assert record.status == db_reports.ReportStatus.FAILED
     assert record.error is not None
     assert "outside the supported range" in record.error
     # The night clocks went back (02:00 local happens twice): in range, exact.

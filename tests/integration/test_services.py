@@ -193,7 +193,7 @@ def test_root_keeps_the_cluster_where_its_server_user_can_reach_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     paths = state.Paths(tmp_path / "private" / ".state")
-    monkeypatch.setattr(postgres.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
     as_root = postgres.cluster_of(paths, None)
     assert as_root.root.parent == postgres.ROOT_CLUSTERS_DIR
     # One folder per state dir, the same on every call.
@@ -213,7 +213,7 @@ def test_a_user_keeps_the_cluster_in_the_state_dir(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     paths = state.Paths(tmp_path / ".state")
-    monkeypatch.setattr(postgres.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
     assert postgres.cluster_of(paths, None).root == tmp_path / ".state" / "postgres"
 
 

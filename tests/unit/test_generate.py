@@ -16,7 +16,7 @@ from typing import NamedTuple
 import pytest
 
 from storemon.aggregates.records import HoursRow
-from storemon.aggregates.timebase import datetime_to_us, parse_as_of
+from storemon.aggregates.timebase import DAY_US, HOUR_US, MINUTE_US, datetime_to_us, parse_as_of
 from storemon.cli import main
 from storemon.producers import generate as gen
 
@@ -75,7 +75,7 @@ def test_written_files_are_byte_identical_for_a_seed(tmp_path: Path) -> None:
 
 def test_stores_do_not_depend_on_the_time_range() -> None:
     short = gen.build_dataset(random.Random(3), 20, 1, END_US)
-    long = gen.build_dataset(random.Random(3), 20, 8, END_US - gen.DAY_US)
+    long = gen.build_dataset(random.Random(3), 20, 8, END_US - DAY_US)
     assert short.stores == long.stores
 
 
@@ -144,7 +144,7 @@ def test_store_ids_uuid_and_numeric() -> None:
 def test_timestamps_lie_in_the_range_and_the_newest_is_the_end() -> None:
     data = dataset()
     stamps = [parse_stamp(stamp) for _, _, stamp in status_rows()]
-    assert data.start_us == END_US - DAYS * gen.DAY_US
+    assert data.start_us == END_US - DAYS * DAY_US
     assert all(data.start_us <= ts <= END_US for ts in stamps)
     assert max(stamps) == END_US
     assert status_rows()[-1][2] == "2023-01-25 18:13:22.47922 UTC"
@@ -161,7 +161,7 @@ def test_rows_sorted_by_timestamp_then_store_id() -> None:
 
 def test_ties_on_a_timestamp_are_ordered_by_store_id() -> None:
     stores = [gen.StoreSpec(store_id, None, (), True) for store_id in ("c", "a", "b")]
-    polls = gen.generate_polls(random.Random(2), stores, END_US - 2 * gen.HOUR_US, END_US)
+    polls = gen.generate_polls(random.Random(2), stores, END_US - 2 * HOUR_US, END_US)
     assert polls.store_ids == ("a", "b", "c")
     keys = [(p.ts_us, p.store_id) for p in polls]
     assert keys == sorted(keys)
@@ -182,7 +182,7 @@ def test_polls_per_store_per_day() -> None:
 
 
 def test_the_poller_runs_near_the_top_of_the_hour() -> None:
-    minutes = Counter((poll.ts_us // gen.MINUTE_US) % 60 // 10 for poll in dataset().polls)
+    minutes = Counter((poll.ts_us // MINUTE_US) % 60 // 10 for poll in dataset().polls)
     total = sum(minutes.values())
     assert 0.60 <= minutes[0] / total <= 0.85
     assert 0.08 <= minutes[1] / total <= 0.25
@@ -194,7 +194,7 @@ def test_multi_hour_gaps_and_day_holes_occur() -> None:
     for poll in dataset().polls:
         by_store[poll.store_id].append(poll.ts_us)
     gaps = [
-        (later - earlier) / gen.HOUR_US
+        (later - earlier) / HOUR_US
         for stamps in by_store.values()
         for earlier, later in itertools.pairwise(stamps)
     ]
