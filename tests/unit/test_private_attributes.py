@@ -1,0 +1,114 @@
+"""Every private attribute of Faust or aiokafka that storemon reads, patches or calls exists
+in the installed versions, so an upgrade that renames or removes one fails here, by name,
+rather than at run time in a worker (or silently, where the code falls back).
+
+Attributes a class defines are checked on the class; attributes its ``__init__`` sets on
+the instance are checked in that ``__init__``'s source. (No mode internals are used.)"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from dataclasses import dataclass
+
+import faust.streams
+import pytest
+from aiokafka import AIOKafkaConsumer
+from aiokafka.consumer.subscription_state import (
+    Assignment,
+    Subscription,
+    SubscriptionState,
+    TopicPartitionState,
+)
+from faust.transport.consumer import Consumer, ThreadDelegateConsumer
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+from faust.transport.drivers.aiokafka import Consumer as AIOKafkaDriverConsumer
+
+
+@dataclass(frozen=True)
+class Relied:
+    owner: type
+    name: str
+    used_in: str  # where storemon relies on it
+    set_in_init: bool = False  # an instance attribute assigned in owner.__init__
+
+
+RELIED_ON = [
+    # streams/offsets.py: guard_offset_commits patches these on Faust's consumer.
+    Relied(Consumer, "_read_offset", "streams/offsets.py guard_offset_commits", True),
+    Relied(Consumer, "_new_offset", "streams/offsets.py guard_offset_commits (wrapped)"),
+    Relied(Consumer, "_acked", "streams/offsets.py guard_offset_commits, CommitWatchdog", True),
+    Relied(Consumer, "_gap", "streams/offsets.py guard_offset_commits", True),
+    Relied(
+        Consumer,
+        "_committed_offset",
+        "streams/offsets.py guard_offset_commits, CommitWatchdog.holes;"
+        " streams/app.py consumer_lag",
+        True,
+    ),
+    # streams/offsets.py: CommitWatchdog reads and seeks through these.
+    Relied(Consumer, "_unacked_messages", "streams/offsets.py CommitWatchdog.holes", True),
+    Relied(Consumer, "_commit_fut", "streams/offsets.py CommitWatchdog.check"),
+    Relied(ThreadDelegateConsumer, "_thread", "streams/offsets.py CommitWatchdog.check", True),
+    Relied(AIOKafkaConsumerThread, "seek_wait", "streams/offsets.py CommitWatchdog.check"),
+    # streams/lag.py: where an aiokafka consumer fetches from before its first commit
+    # (used by streams/batcher.py and streams/report_jobs.py).
+    Relied(AIOKafkaConsumer, "_subscription", "streams/lag.py consumer_lag", True),
+    Relied(SubscriptionState, "subscription", "streams/lag.py consumer_lag"),
+    Relied(Subscription, "assignment", "streams/lag.py consumer_lag"),
+    Relied(Assignment, "state_value", "streams/lag.py consumer_lag"),
+    Relied(TopicPartitionState, "position", "streams/lag.py consumer_lag"),
+    Relied(TopicPartitionState, "has_valid_position", "streams/lag.py consumer_lag"),
+]
+
+
+def sets_in_init(owner: type, name: str) -> bool:
+    """Whether ``owner.__init__`` assigns ``self.<name>`` (annotated or not)."""
+    source = inspect.getsource(vars(owner)["__init__"])
+    return re.search(rf"\bself\.{re.escape(name)}\s*(:[^=\n]*)?=(?!=)", source) is not None
+
+
+@pytest.mark.parametrize("relied", RELIED_ON, ids=lambda r: f"{r.owner.__name__}.{r.name}")
+def test_attribute_exists_in_the_installed_version(relied: Relied) -> None:
+    if relied.set_in_init:
+        assert sets_in_init(relied.owner, relied.name), (
+            f"{relied.owner.__module__}.{relied.owner.__qualname__}.__init__ no longer sets"
+            f" {relied.name}, which {relied.used_in} relies on"
+        )
+    else:
+        assert hasattr(relied.owner, relied.name), (
+            f"{relied.owner.__module__}.{relied.owner.__qualname__} has no {relied.name},"
+            f" which {relied.used_in} relies on"
+        )
+
+
+def test_current_event_is_faust_streams_context_variable() -> None:
+    # streams/app.py bind_event sets it to make an event current for table writes.
+    import contextvars
+
+    assert isinstance(faust.streams._current_event, contextvars.ContextVar)
+
+
+def test_the_patched_and_called_methods_keep_their_signatures() -> None:
+    # guard_offset_commits replaces _new_offset with a function of the partition alone;
+    # CommitWatchdog passes seek_wait one mapping of partition to offset.
+    assert list(inspect.signature(Consumer._new_offset).parameters) == ["self", "tp"]
+    assert list(inspect.signature(AIOKafkaConsumerThread.seek_wait).parameters) == [
+        "self",
+        "partitions",
+    ]
+
+
+def test_the_driver_consumer_gets_the_thread_whose_seek_is_used() -> None:
+    # The app's consumer is the aiokafka driver's; its _thread must be the thread class
+    # whose seek_wait is checked above.
+    assert issubclass(AIOKafkaDriverConsumer, ThreadDelegateConsumer)
+    source = inspect.getsource(AIOKafkaDriverConsumer._new_consumer_thread)
+    assert "AIOKafkaConsumerThread(" in source
+
+
+def test_a_missing_attribute_is_reported() -> None:
+    # The checks above can fail: a misspelt name is caught both ways.
+    assert not sets_in_init(Consumer, "_acked_offsets")
+    assert not hasattr(Consumer, "_new_offsets")
+    assert sets_in_init(Consumer, "_acked")
