@@ -154,8 +154,9 @@ def between_two_polls(data: Dataset, lo_us: int, hi_us: int) -> list[int]:
     hands) and just after it, and just before the second; for two stores."""
     found: list[int] = []
     stores = 0
-    for store_id in sorted(data.polls_by_store()):
-        poll_ts, _ = dedupe_polls(data.polls_by_store()[store_id])
+    polls_by_store = data.polls_by_store()
+    for store_id in sorted(polls_by_store):
+        poll_ts, _ = dedupe_polls(polls_by_store[store_id])
         sessions = sessions_between(
             data.schedules.get(store_id, ()),
             data.zones.get(store_id, DEFAULT_ZONE),
@@ -219,12 +220,11 @@ async def test_every_report_time_in_the_range_equals_the_batch_report(
         (r["store_id"], r["day_start_us"])
         for r in await pipeline.pool.fetch("SELECT store_id, day_start_us FROM store_days")
     }
+    polls_by_store = data.polls_by_store()
     poll_days = {
-        (store, ts - ts % DAY_US)
-        for store, polls in data.polls_by_store().items()
-        for ts, _ in polls
+        (store, ts - ts % DAY_US) for store, polls in polls_by_store.items() for ts, _ in polls
     }
-    assert len(poll_days - kept) >= len(data.polls_by_store())
+    assert len(poll_days - kept) >= len(polls_by_store)
 
     day = floor_to(newest, DAY_US)
     hour = floor_to(newest, HOUR_US)
