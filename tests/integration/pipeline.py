@@ -357,6 +357,12 @@ class Pipeline:
         ends, committed = await self.offsets()
         return sum(committed.values()) / (sum(ends.values()) or 1)
 
+    async def agent_committed(self) -> int:
+        """Internal batches the ingest agent (which writes PostgreSQL) has committed."""
+        _, committed = await self.offsets()
+        batches = self.settings.topic(messages.INPUT_BATCHES)
+        return sum(offset for tp, offset in committed.items() if tp.topic == batches)
+
     async def wait_consumed(self, timeout_s: float = 400.0) -> None:
         """Until the worker's committed offsets reach the end of every input topic (the
         worker writes PostgreSQL before it acknowledges, so the database is then complete)."""

@@ -13,7 +13,7 @@ from aiokafka.admin import AIOKafkaAdminClient  # type: ignore[import-untyped,un
 
 from storemon.settings import Settings
 from storemon.streams.messages import ALL_TOPICS
-from storemon.streams.topics import changelog_topic, ensure_topics
+from storemon.streams.topics import TABLES, changelog_topic, ensure_topics
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(120)]
 
@@ -41,7 +41,7 @@ async def test_new_topics_take_writes_to_every_partition_at_once(
     (dozens of them per run on this broker)."""
     created = await ensure_topics(settings)
     expected = [settings.topic(name) for name in ALL_TOPICS]
-    expected.append(changelog_topic(settings, "stores"))
+    expected.extend(changelog_topic(settings, table) for table in TABLES)
     assert sorted(created) == sorted(expected)
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
     with caplog.at_level(logging.WARNING, logger="aiokafka"):
