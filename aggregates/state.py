@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from storemon.aggregates.reach import DEFAULT_REACH_HOURS, retention_us
 from storemon.aggregates.records import DEFAULT_ZONE
 from storemon.aggregates.schedule import (
     ALWAYS_OPEN,
@@ -35,7 +36,8 @@ from storemon.aggregates.schedule import (
 from storemon.aggregates.timebase import DAY_US, FOREVER_US, HOUR_US, NEVER_US, floor_to
 from storemon.aggregates.timeline import Run, timeline_runs
 
-DEFAULT_HORIZON_US = 192 * HOUR_US
+# History kept before a store's newest poll at the default reach (see aggregates.reach).
+DEFAULT_HORIZON_US = retention_us(DEFAULT_REACH_HOURS * HOUR_US)
 # How far ahead of the newest poll the cached sessions reach, so a stream in time order
 # recomputes them about once a week of data.
 _SESSION_LOOKAHEAD_US = 7 * DAY_US
@@ -238,8 +240,10 @@ class StoreState:
                     touched.append(ts)
                     changes.poll_hours.add(ts - ts % HOUR_US)
                 continue
-            if poll_ts and ts < poll_ts[0] and ts < self.cutoff_us:
+            if poll_ts and ts < poll_ts[0] < self.cutoff_us:
                 continue  # older than the kept anchor: it cannot reach past the cutoff
+            # (without an anchor yet, a late poll before the cutoff becomes the anchor: it
+            # is the status of the instants after the cutoff until the next poll)
             poll_ts.insert(j, ts)
             poll_active.insert(j, active)
             touched.append(ts)

@@ -50,9 +50,13 @@ from typing import NamedTuple
 
 from storemon.aggregates.records import DEFAULT_ZONE
 from storemon.aggregates.schedule import ALWAYS_OPEN
-from storemon.aggregates.state import DEFAULT_HORIZON_US, StoreState
+from storemon.aggregates.state import StoreState
 from storemon.aggregates.timebase import HOUR_US
 from storemon.batch import load_dataset
+
+# The retention these measurements were taken with (8 days; the default is now reach + 1 week,
+# see aggregates/reach.py).
+HORIZON_US = 192 * HOUR_US
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "bench" / "work"
@@ -120,9 +124,7 @@ def load(
         (sid, data.schedules.get(sid, ALWAYS_OPEN), data.zones.get(sid, DEFAULT_ZONE))
         for sid in ids
     ]
-    stream = [
-        (ts, i, active) for i, sid in enumerate(ids) for ts, active in by_store[sid]
-    ]
+    stream = [(ts, i, active) for i, sid in enumerate(ids) for ts, active in by_store[sid]]
     del data
     stream.sort(key=lambda item: item[0])  # stable: ties keep file order per store
     ordered = to_columns(stream)
@@ -142,7 +144,7 @@ def to_columns(stream: list[tuple[int, int, bool]]) -> Columns:
 
 
 def build_states(settings: Settings) -> list[StoreState]:
-    return [StoreState(sid, sch, zone, DEFAULT_HORIZON_US) for sid, sch, zone in settings]
+    return [StoreState(sid, sch, zone, HORIZON_US) for sid, sch, zone in settings]
 
 
 def run_baseline(settings: Settings, cols: Columns) -> float:
@@ -173,7 +175,7 @@ def run_apply(
         for i in range(n):
             ts = ts_col[i]
             while ts >= next_hour:  # the data's clock crossed an hour: prune every store
-                cutoff = next_hour - DEFAULT_HORIZON_US
+                cutoff = next_hour - HORIZON_US
                 for state in states:
                     state.prune(cutoff)
                 next_hour += HOUR_US
@@ -182,7 +184,7 @@ def run_apply(
         for i in range(n):
             state = states[store_col[i]]
             state.apply_polls(((ts_col[i], active_col[i] == 1),))
-            state.prune(state.poll_ts[-1] - DEFAULT_HORIZON_US)
+            state.prune(state.poll_ts[-1] - HORIZON_US)
     else:
         raise ValueError(prune)
     return time.perf_counter() - started, states

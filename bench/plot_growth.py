@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent
 WIDTH, HEIGHT, PAD = 360, 260, 50
 
 
-def load() -> list[dict[str, float]]:
+def load() -> list[dict[str, Any]]:
     rows = []
     for path in sorted((ROOT / "work").glob("stream-*/result-pack*.json")):
         rows.append(json.loads(path.read_text()))
@@ -63,7 +64,7 @@ def panel(
     out.append(
         f'<text x="{x0 + WIDTH / 2}" y="{HEIGHT - 12}" text-anchor="middle">stores ({unit})</text>'
     )
-    colours = ["#1f77b4", "#d62728", "#2ca02c"]
+    colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
     for n, (name, series) in enumerate(sorted(points.items())):
         series = sorted(series)
         colour = colours[n % len(colours)]
@@ -78,19 +79,66 @@ def panel(
     return out
 
 
+PHASES = (("queued", "#999999"), ("read", "#1f77b4"), ("finish", "#ff7f0e"),
+          ("render", "#2ca02c"), ("store", "#9467bd"))  # fmt: skip
+
+
+def split_panel(x0: int, rows: list[dict[str, Any]]) -> list[str]:
+    """Stacked bars: where a computed report's time goes (medians), one bar per run."""
+    bars = [
+        (f"{r['stores']:,} x {r['days']} d", r["split_computed_fresh"])
+        for r in sorted(rows, key=lambda r: (r["stores"], r["days"]))
+        if r.get("split_computed_fresh", {}).get("read_ms") is not None
+    ]
+    if not bars:
+        return []
+    longest = max(sum(split.get(f"{name}_ms", 0.0) for name, _ in PHASES) for _, split in bars)
+    scale = (WIDTH - 1.5 * PAD - 40) / longest
+    out = [
+        f'<text x="{x0 + WIDTH / 2}" y="20" text-anchor="middle" font-weight="bold">'
+        "a computed report's time (ms, median)</text>"
+    ]
+    for i, (label, split) in enumerate(bars):
+        y = PAD + i * 34
+        out.append(f'<text x="{x0 + 4}" y="{y + 14}" font-size="10">{label}</text>')
+        x = x0 + 90.0
+        for name, colour in PHASES:
+            width = split.get(f"{name}_ms", 0.0) * scale
+            out.append(
+                f'<rect x="{x:.1f}" y="{y}" width="{width:.1f}" height="18" fill="{colour}"/>'
+            )
+            x += width
+        total = sum(split.get(f"{name}_ms", 0.0) for name, _ in PHASES)
+        out.append(f'<text x="{x + 4:.1f}" y="{y + 14}" font-size="10">{total:,.0f}</text>')
+    for n, (name, colour) in enumerate(PHASES):
+        out.append(
+            f'<text x="{x0 + 90 + 55 * n}" y="{HEIGHT - 12}" fill="{colour}" '
+            f'font-size="11">{name}</text>'
+        )
+    return out
+
+
 def main() -> None:
     rows = load()
     latency: dict[str, list[tuple[float, float]]] = {}
     memory: dict[str, list[tuple[float, float]]] = {}
     for row in rows:
         days = row["days"]
-        name = "history within the 8-day horizon" if days <= 8 else f"{days} days of history"
-        latency.setdefault(name, []).append((row["stores"], row["report_latency_median_s"]))
-        memory.setdefault(name, []).append((row["stores"], row["worker_peak_rss_mb"]))
-    body = panel(0, "report latency, median (s)", latency, "log scale")
+        suffix = "" if days <= 8 else f", {days} days"
+        series = [("batch command", row["batch_report_command_median_s"])]
+        if "fresh_moment_report_latency_median_s" in row:
+            series.append(("report, new moment", row["fresh_moment_report_latency_median_s"]))
+            series.append(("report, moment asked before", row["report_latency_median_s"]))
+        else:
+            series.append(("report", row["report_latency_median_s"]))
+        for name, value in series:
+            latency.setdefault(name + suffix, []).append((row["stores"], value))
+        memory.setdefault("worker" + suffix, []).append((row["stores"], row["worker_peak_rss_mb"]))
+    body = panel(0, "trigger -> CSV through the API, median (s)", latency, "log scale")
     body += panel(WIDTH + 20, "worker peak RSS (MB)", memory, "log scale")
+    body += split_panel(2 * WIDTH + 40, rows)
     svg = (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{2 * WIDTH + 20}" height="{HEIGHT}" '
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{3 * WIDTH + 40}" height="{HEIGHT}" '
         'font-family="sans-serif" font-size="12">'
         '<rect width="100%" height="100%" fill="white"/>' + "".join(body) + "</svg>\n"
     )

@@ -10,10 +10,16 @@ Figures:
   in polls per second; baseline: the same poll topic read by a plain aiokafka consumer that
   does nothing with the messages;
 - report latency: `POST /trigger_report` -> `GET /get_report` answering the CSV, through the
-  real API, over 10 reports (median, p95); baseline: the
-  `storemon report` command on the same files (median of 3 runs);
-- worker peak memory (VmHWM), RocksDB and PostgreSQL sizes, and whether the stream's CSV
-  equals the batch command's.
+  real API, over 10 reports (median, p95) at the default report time (the first computes,
+  the others may reuse its answer: the aggregates have not changed), then 10 at moments
+  never asked for (the newest poll minus 7, 14, ... minutes: each computed); baseline: the
+  `storemon report` command on the same files (median of 3 runs); the split of a report's
+  time (queued, read, finish, render, store) from the reports table;
+- worker peak memory (VmHWM) and memory after the replay (VmRSS), RocksDB and PostgreSQL
+  sizes (``store_days`` after a prune and ``VACUUM FULL``: the rows the retention keeps),
+  and whether the stream's CSV equals the batch command's. ``--reach-hours`` sets the
+  worker's ``STOREMON_REPORT_REACH_HOURS``: two runs on a data set longer than both
+  retentions give the cost of a day of reach.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from storemon import services  # noqa: E402
+from storemon.aggregates.timebase import MINUTE_US, format_utc  # noqa: E402
+from storemon.db.retention import prune_history  # noqa: E402
 from storemon.producers.replay import DEFAULT_PACK_HOURS, replay  # noqa: E402
 from storemon.settings import Settings  # noqa: E402
 from storemon.streams import messages  # noqa: E402
@@ -68,6 +76,13 @@ async def plain_consumer_rate(settings: Settings, expected: int, polls: int) -> 
         await consumer.stop()
 
 
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -94,9 +109,12 @@ async def wait_worker_ready(pipeline: Pipeline, timeout_s: float = 120.0) -> Non
     raise TimeoutError("worker not ready")
 
 
-async def reports_through_the_api(pipeline: Pipeline, reports: int) -> tuple[list[float], str]:
+async def reports_through_the_api(
+    pipeline: Pipeline, reports: int, as_of: list[str] | None = None
+) -> tuple[list[float], str]:
     """Trigger -> Complete as a client sees it: `POST /trigger_report` on the real API (run
-    in this process), then `GET /get_report` every 10 ms until the CSV comes back."""
+    in this process), then `GET /get_report` every 10 ms until the CSV comes back. With
+    ``as_of``, report i asks for ``as_of[i]`` (moments no report was taken at before)."""
     import aiohttp
     from aiohttp import web
 
@@ -112,9 +130,10 @@ async def reports_through_the_api(pipeline: Pipeline, reports: int) -> tuple[lis
     csv_text = ""
     try:
         async with aiohttp.ClientSession() as session:
-            for _ in range(reports):
+            for i in range(reports):
+                body = {"as_of": as_of[i]} if as_of is not None else None
                 t0 = time.perf_counter()
-                async with session.post(f"{base}/trigger_report") as response:
+                async with session.post(f"{base}/trigger_report", json=body) as response:
                     report_id = (await response.json())["report_id"]
                 while True:
                     async with session.get(
@@ -201,6 +220,7 @@ async def main(
     batch_size: int | None = None,
     profile: bool = False,
     preload: bool = False,
+    reach_hours: int | None = None,
 ) -> dict[str, object]:
     base = Settings.from_env()
     if not base.kafka_bootstrap or not base.database_url:
@@ -213,7 +233,10 @@ async def main(
     shutil.rmtree(work / "state", ignore_errors=True)
     pipeline = await Pipeline.create(base, "bench", work)
     pipeline.settings = dataclasses.replace(
-        pipeline.settings, batch_timeout_s=0.5, batch_size=batch_size or base.batch_size
+        pipeline.settings,
+        batch_timeout_s=0.5,
+        batch_size=batch_size or base.batch_size,
+        report_reach_hours=base.report_reach_hours if reach_hours is None else reach_hours,
     )
     assert pipeline.pool is not None
     wal_before = await pipeline.pool.fetchval("SELECT pg_current_wal_lsn()::text")
@@ -252,16 +275,34 @@ async def main(
     baseline_rate = await plain_consumer_rate(pipeline.settings, stats.poll_messages, polls)
     latencies, csv_text = await reports_through_the_api(pipeline, reports)
     assert pipeline.pool is not None
-    # Where a report's time goes, from the reports table's own clock: queued (trigger ->
-    # the job starts) and running (the job's assembly and the CSV write).
+    # Reports at moments never asked for before (so none can reuse an earlier answer): the
+    # newest poll minus 7, 14, ... minutes, which also puts them before many stores' last poll.
+    newest = await pipeline.pool.fetchval("SELECT max(newest_poll_us) FROM stores")
+    moments = [format_utc(newest - (i + 1) * 7 * MINUTE_US) for i in range(reports)]
+    fresh_latencies, fresh_csv = await reports_through_the_api(pipeline, reports, moments)
+    # Where a report's time goes, from the reports table's own clock and the job's timings:
+    # queued (trigger -> the job starts), read (its transaction), finish (the core's rows),
+    # render (the CSV), store (the completing write); "running" is start -> finish.
     phases = await pipeline.pool.fetch(
-        "SELECT extract(epoch FROM started_at - created_at)::float8 AS queued,"
-        " extract(epoch FROM finished_at - started_at)::float8 AS running FROM reports"
-        " WHERE status = 'Complete'"
+        "SELECT requested_as_of_us IS NULL AS default_moment, timings ? 'finish_s' AS computed,"
+        " extract(epoch FROM started_at - created_at)::float8 AS queued,"
+        " extract(epoch FROM finished_at - started_at)::float8 AS running,"
+        " (timings->>'read_s')::float8 AS read, (timings->>'finish_s')::float8 AS finish,"
+        " (timings->>'render_s')::float8 AS render, (timings->>'store_s')::float8 AS store"
+        " FROM reports WHERE status = 'Complete' AND timings IS NOT NULL"
     )
     rss = peak_rss_mb(pipeline.worker.pid)
+    rss_now = rss_mb(pipeline.worker.pid)
     worker_stats = await worker_page(pipeline)
     assert pipeline.pool is not None
+    # What the retention keeps: the prune timer's work done now, the table rewritten
+    # compactly, so the size is that of the rows kept, not of their deleted versions.
+    await prune_history(pipeline.pool, pipeline.settings.retention_us)
+    await pipeline.pool.execute("VACUUM FULL store_days")
+    store_days_mb = (
+        await pipeline.pool.fetchval("SELECT pg_total_relation_size('store_days')") / 2**20
+    )
+    store_day_rows = await pipeline.pool.fetchval("SELECT count(*) FROM store_days")
     pg_mb = await pipeline.pool.fetchval("SELECT pg_database_size(current_database())") / 2**20
     rocksdb_mb = du_mb(pipeline.settings.state_dir / "worker")
     await pipeline.close()
@@ -271,6 +312,23 @@ async def main(
     )
     latencies.sort()
     median = statistics.median(latencies)
+    fresh_latencies.sort()
+    fresh_median = statistics.median(fresh_latencies)
+    fresh_batch = work / "batch-fresh.csv"
+    command_median_s(
+        [sys.executable, "-m", "storemon", "report", "--data", str(data), "--out",
+         str(fresh_batch), "--as-of", moments[-1]],
+        runs=1,
+    )  # fmt: skip
+
+    def split(rows: list[Any]) -> dict[str, float | int]:
+        out: dict[str, float | int] = {"reports": len(rows)}
+        for name in ("queued", "read", "finish", "render", "store", "running"):
+            values = [r[name] for r in rows if r[name] is not None]
+            if values:
+                out[f"{name}_ms"] = round(statistics.median(values) * 1000, 1)
+        return out
+
     result: dict[str, object] = {
         "stores": stores,
         "days": days,
@@ -290,9 +348,27 @@ async def main(
         "report_running_median_s": round(statistics.median(r["running"] for r in phases), 3),
         "batch_report_command_median_s": round(batch_s, 3),
         "batch_over_stream_report": round(batch_s / median, 1),
+        "fresh_moment_report_latency_median_s": round(fresh_median, 3),
+        "fresh_moment_report_latency_p95_s": round(
+            fresh_latencies[max(0, math.ceil(0.95 * len(fresh_latencies)) - 1)], 3
+        ),
+        "batch_over_fresh_moment_report": round(batch_s / fresh_median, 1),
+        "fresh_moment_csv_equals_batch": fresh_csv == fresh_batch.read_text(),
+        "split_reused": split([r for r in phases if not r["computed"]]),
+        "split_computed_default": split(
+            [r for r in phases if r["computed"] and r["default_moment"]]
+        ),
+        "split_computed_fresh": split(
+            [r for r in phases if r["computed"] and not r["default_moment"]]
+        ),
         "worker_peak_rss_mb": round(rss, 1),
         "changelog_bytes_per_poll": round(table_bytes / polls, 1),
         "postgres_wal_bytes_per_poll": round(wal_bytes / polls, 1),
+        "report_reach_hours": pipeline.settings.report_reach_hours,
+        "retention_days": pipeline.settings.retention_us / 86_400_000_000,
+        "worker_rss_after_mb": round(rss_now, 1),
+        "store_days_mb": round(store_days_mb, 1),
+        "store_day_rows": store_day_rows,
         "rocksdb_mb": round(rocksdb_mb, 1),
         "postgres_db_mb": round(pg_mb, 1),
         "stream_csv_equals_batch": csv_text == out.read_text(),
@@ -301,9 +377,9 @@ async def main(
         "worker_table_writes": worker_stats.get("table_writes"),
         "batcher": worker_stats.get("batcher"),
     }
-    (work / f"result-pack{pack_hours}{'-preloaded' if preload else ''}.json").write_text(
-        json.dumps(result, indent=2)
-    )
+    suffix = f"-reach{reach_hours}" if reach_hours is not None else ""
+    suffix += "-preloaded" if preload else ""
+    (work / f"result-pack{pack_hours}{suffix}.json").write_text(json.dumps(result, indent=2))
     return result
 
 
@@ -318,6 +394,9 @@ if __name__ == "__main__":
     parser.add_argument(
         "--preload", action="store_true", help="publish everything first, then time the worker"
     )
+    parser.add_argument(
+        "--reach-hours", type=int, default=None, help="STOREMON_REPORT_REACH_HOURS of the worker"
+    )
     args = parser.parse_args()
     outcome = asyncio.run(
         main(
@@ -328,6 +407,7 @@ if __name__ == "__main__":
             args.batch_size,
             args.profile,
             args.preload,
+            args.reach_hours,
         )
     )
     for key, value in outcome.items():

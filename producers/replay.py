@@ -533,8 +533,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     # The result on stdout (progress went to stderr).
     print(
-        f"storemon replay: {args.data} -> {settings.kafka_bootstrap} "
-        f"(topics {settings.topic('*')})"
+        f"storemon replay: {args.data} -> {settings.kafka_bootstrap} (topics {settings.topic('*')})"
     )
     for line in stats.summary_lines():
         print(line)

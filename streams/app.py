@@ -26,12 +26,14 @@ from aiokafka.errors import KafkaError
 from faust.streams import _current_event
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from storemon.aggregates.coverage import pack_sums
 from storemon.aggregates.records import Rejection
 from storemon.aggregates.report import LONGEST_WINDOW_US
 from storemon.aggregates.timebase import HOUR_US, format_utc
 from storemon.db import aggregates as db_aggregates
 from storemon.db import reports as db_reports
-from storemon.db.assemble import NoData, assemble_report, newest_poll_us
+from storemon.db import retention as db_retention
+from storemon.db.assemble import AssembledReport, NoData, OutOfRange, assemble_report
 from storemon.db.migrate import connect
 from storemon.db.reports import ReportStatus
 from storemon.metrics import ReportMetrics, WorkerCollector
@@ -201,7 +203,7 @@ def create_app(settings: Settings) -> faust.App:  # noqa: C901 (agents are closu
         store_polls=store_polls,
         write_sink=write_sink,
         send_dead_letter=send_dead_letter,
-        horizon_us=settings.horizon_hours * HOUR_US,
+        horizon_us=settings.retention_us,
     )
     app.storemon_ingestor = ingestor  # type: ignore[attr-defined]  # for the operator pages
     registry = CollectorRegistry()
@@ -209,7 +211,13 @@ def create_app(settings: Settings) -> faust.App:  # noqa: C901 (agents are closu
     own_topics = {settings.topic(messages.INPUT_BATCHES)}
 
     async def answer(raw: bytes | None) -> None:
-        await run_report_job(database, raw, settings.report_timeout_s, report_metrics)
+        await run_report_job(
+            database,
+            raw,
+            settings.report_timeout_s,
+            report_metrics,
+            reach=(settings.reach_us, settings.lead_us),
+        )
 
     report_requests = ReportRequestConsumer(settings, answer, stop_unless_done)
     batcher = InputBatcher(settings, stop_unless_done)
@@ -261,12 +269,8 @@ def create_app(settings: Settings) -> faust.App:  # noqa: C901 (agents are closu
     async def prune_database() -> None:
         try:
             pool = await database.pool()
-            async with pool.acquire() as conn:
-                newest = await newest_poll_us(conn)
-            if newest is not None:
-                cutoff = newest - settings.horizon_hours * HOUR_US
-                deleted = await db_aggregates.prune(pool, cutoff)
-                log.info("pruned rows before %s: %s", format_utc(cutoff), deleted)
+            deleted = await db_retention.prune_history(pool, settings.retention_us)
+            log.info("pruned history before each store's cutoff: %s", deleted)
             reports = await db_reports.prune_reports(pool, settings.report_retention_hours)
             if reports:
                 log.info("pruned %d finished reports", reports)
@@ -383,7 +387,12 @@ def _require_token(app: faust.App, token: str) -> None:
 
 
 async def run_report_job(
-    database: Database, raw: bytes | None, timeout_s: float, metrics: ReportMetrics | None = None
+    database: Database,
+    raw: bytes | None,
+    timeout_s: float,
+    metrics: ReportMetrics | None = None,
+    *,
+    reach: tuple[int, int] | None = None,
 ) -> None:
     """Answer one report request. The request is acknowledged (by returning) only once the
     report is stored as Complete or Failed; a database outage is waited out, so a request
@@ -407,10 +416,10 @@ async def run_report_job(
                 metrics.observe(status, time.monotonic() - began)
 
         try:
-            built = await asyncio.wait_for(
-                assemble_report(pool, requested, find_alike=True), timeout_s
+            built, shared = await asyncio.wait_for(
+                _reuse_or_assemble(pool, report_id, requested, reach), timeout_s
             )
-        except NoData as error:
+        except (NoData, OutOfRange) as error:
             await db_reports.fail_report(pool, report_id, str(error))
             finished(ReportStatus.FAILED)
             return
@@ -425,17 +434,58 @@ async def run_report_job(
             await db_reports.fail_report(pool, report_id, f"{error.__class__.__name__}: {error}")
             finished(ReportStatus.FAILED)
             return
-        shared = await db_reports.complete_report(
-            pool, report_id, built.as_of_us, built.csv_text, built.row_count, built.alike_pending
-        )
+        if shared is None:
+            stored = time.perf_counter()
+            shared = await db_reports.complete_report(
+                pool,
+                report_id,
+                built.as_of_us,
+                built.csv_text,
+                built.row_count,
+                built.alike_pending,
+                data_version=built.data_version,
+                timings=built.timings,
+                exact=(pack_sums(built.rows), built.schedules_digest),
+            )
+            await db_reports.record_store_time(pool, report_id, time.perf_counter() - stored)
         finished(ReportStatus.COMPLETE)
         if metrics is not None and shared:
             metrics.shared.inc(shared)
         log.info(
-            "report %s complete: %d stores as of %s",
+            "report %s complete: %s as of %s",
             report_id,
-            built.row_count,
+            f"the answer of report {built.reused_from}"
+            if built.reused_from is not None
+            else f"{built.row_count} stores",
             format_utc(built.as_of_us),
         )
 
     await retry_forever(attempt, (*DB_OUTAGE_ERRORS, KafkaError), f"report {report_id}")
+
+
+async def _reuse_or_assemble(
+    pool: asyncpg.Pool,
+    report_id: uuid.UUID,
+    requested: int | None,
+    reach: tuple[int, int] | None,
+) -> tuple[AssembledReport, int | None]:
+    """The report's answer. When a Complete report of the same report time was computed from
+    the same version of the aggregates, its CSV is copied and the report is stored here
+    (returns how many alike Pending reports were answered too); otherwise the report is
+    assembled and returned with None, still to be stored."""
+    built = await assemble_report(
+        pool, requested, find_alike=True, reuse=True, reach=reach, with_digest=True
+    )
+    if built.reused_from is None:
+        return built, None
+    stored = time.perf_counter()
+    shared = await db_reports.complete_as(
+        pool, report_id, built.reused_from, built.alike_pending, timings=built.timings
+    )
+    if shared is None:  # the earlier report was pruned meanwhile: compute this one
+        fresh = await assemble_report(
+            pool, requested, find_alike=True, reach=reach, with_digest=True
+        )
+        return fresh, None
+    await db_reports.record_store_time(pool, report_id, time.perf_counter() - stored)
+    return built, shared

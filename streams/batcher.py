@@ -43,6 +43,7 @@ from storemon.aggregates.records import (
 )
 from storemon.aggregates.schedule import build_schedule
 from storemon.settings import Settings
+from storemon.streams.lag import consumer_lag
 from storemon.streams.messages import (
     HOURS,
     INPUT_BATCHES,
@@ -309,23 +310,7 @@ class InputBatcher:
 
     def lag(self) -> dict[tuple[str, int], int]:
         """Input records not yet batched and committed, per assigned partition."""
-        consumer = self._consumer
-        if consumer is None:
-            return {}
-        lag: dict[tuple[str, int], int] = {}
-        for tp in consumer.assignment():
-            end = consumer.highwater(tp)
-            if end is None:
-                continue
-            done = self._committed.get(tp)
-            if done is None:
-                try:
-                    state = consumer._subscription.subscription.assignment.state_value(tp)
-                    done = state.position if state.has_valid_position else None
-                except AttributeError:
-                    done = None
-            lag[(tp.topic, tp.partition)] = max(0, end - (done or 0))
-        return lag
+        return consumer_lag(self._consumer, self._committed)
 
     async def run(self) -> None:
         session_ms = int(self.settings.broker_session_timeout_s * 1000)

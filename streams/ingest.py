@@ -279,6 +279,10 @@ class Ingestor:
         days = set(changes.days)
         days.update(h - h % DAY_US for h in changes.hours)
         days.update(poll_days)
+        # The days of the polls kept, the anchor's among them (a report before a later poll
+        # looks the anchor up in its day's row).
+        kept_from = state.poll_ts[0] if state.poll_ts else state.cutoff_us
+        days.update(ts - ts % DAY_US for ts, _ in item.polls if ts >= kept_from)
         # The rows are taken before pruning: polls that arrive together (a backlog read in
         # one batch) give their old days their exact values before the state lets them go.
         for day in sorted(days):

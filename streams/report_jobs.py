@@ -24,6 +24,7 @@ from aiokafka.errors import KafkaError
 
 from storemon.settings import Settings
 from storemon.streams import messages
+from storemon.streams.lag import consumer_lag
 
 log = logging.getLogger(__name__)
 
@@ -53,23 +54,7 @@ class ReportRequestConsumer:
 
     def lag(self) -> dict[tuple[str, int], int]:
         """Requests not yet answered, per assigned partition (end offset - committed)."""
-        consumer = self._consumer
-        if consumer is None:
-            return {}
-        lag: dict[tuple[str, int], int] = {}
-        for tp in consumer.assignment():
-            end = consumer.highwater(tp)
-            if end is None:
-                continue  # nothing fetched from this partition yet
-            done = self._committed.get(tp)
-            if done is None:  # nothing answered here yet: where fetching started
-                try:
-                    state = consumer._subscription.subscription.assignment.state_value(tp)
-                    done = state.position if state.has_valid_position else None
-                except AttributeError:  # aiokafka's internals moved: report what is known
-                    done = None
-            lag[(tp.topic, tp.partition)] = max(0, end - (done or 0))
-        return lag
+        return consumer_lag(self._consumer, self._committed)
 
     async def run(self) -> None:
         """Until cancelled: fetch, run each job, commit after each."""

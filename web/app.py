@@ -5,7 +5,9 @@
                             (UTC; ISO 8601 with an offset is accepted too). Stores a Pending
                             report, queues it on ``report-requests`` and answers **202**
                             ``{"report_id": ...}`` once Kafka has acknowledged the request;
-                            **429** while ``STOREMON_MAX_OPEN_REPORTS`` reports are open.
+                            **429** while ``STOREMON_MAX_OPEN_REPORTS`` reports are open;
+                            **422** ``{"error", "earliest_as_of", "latest_as_of"}`` for an
+                            ``as_of`` outside the supported range (docs/semantics.md).
 ``GET /get_report``         ``?report_id=<uuid>[&format=csv|json|parquet]``: ``{"status":
                             "Pending"|"Running", ...}``, ``{"status": "Failed", "error":
                             ...}``, or the report itself (with ``Content-Disposition`` and
@@ -17,7 +19,7 @@
 
 Every error is JSON, ``{"error": "..."}``: 400 bad input, 401 missing or wrong bearer token
 (when ``STOREMON_API_TOKEN`` is set; ``/healthz`` stays open), 404, 405, 413 (bodies over
-64 KiB), 429 (report queue full), 503 when PostgreSQL or Kafka cannot be reached, 500 for
+64 KiB), 422 (``as_of`` outside the supported range), 429 (report queue full), 503 when PostgreSQL or Kafka cannot be reached, 500 for
 anything else (the stack trace goes to the log, never to the client).
 
 The handlers are thin: they parse the request, call :mod:`storemon.db.reports` or the
@@ -45,10 +47,15 @@ from aiokafka.errors import KafkaError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from storemon import logs
+from storemon.aggregates.coverage import Coverage, coverage, unpack_sums
+from storemon.aggregates.reach import out_of_range_message
+from storemon.aggregates.schedule import Schedule, WeeklyInterval
 from storemon.aggregates.timebase import format_utc, parse_as_of
 from storemon.db import reports as db_reports
+from storemon.db.assemble import schedules_digest
 from storemon.db.migrate import connect
 from storemon.db.reports import ReportStatus
+from storemon.db.retention import report_range
 from storemon.metrics import ApiMetrics
 from storemon.settings import Settings
 from storemon.streams import messages
@@ -227,8 +234,16 @@ async def trigger_report(request: web.Request) -> web.Response:
     except BadRequest as error:
         return error_response(400, str(error))
     pool, publisher = request.app[POOL], request.app[PUBLISHER]
+    settings = request.app[SETTINGS]
+    if as_of_us is not None:
+        async with asyncio.timeout(DB_TIMEOUT_S), pool.acquire() as conn:
+            allowed = await report_range(conn, settings.reach_us, settings.lead_us)
+        if as_of_us not in (allowed or ()):
+            body: dict[str, Any] = {"error": out_of_range_message(as_of_us, allowed)}
+            body.update(allowed.as_json() if allowed is not None else {})
+            return json_response(body, status=422)
     report_id = uuid.uuid4()
-    max_open = request.app[SETTINGS].max_open_reports
+    max_open = settings.max_open_reports
     async with asyncio.timeout(DB_TIMEOUT_S):
         stored = await db_reports.create_report(pool, report_id, as_of_us, max_open)
     if not stored:
@@ -263,7 +278,8 @@ async def get_report(request: web.Request) -> web.Response:
         return _status_response(record)
     if record.as_of_us is None:
         raise RuntimeError(f"report {report_id} is Complete without an as_of")
-    as_of = format_utc(record.as_of_us)
+    as_of_us = record.as_of_us
+    as_of = format_utc(as_of_us)
     # Parquet is compressed inside; the text formats travel gzipped when the client says so.
     gzipped = report_format != "parquet" and accepts_gzip(request.headers.get("Accept-Encoding"))
 
@@ -274,11 +290,16 @@ async def get_report(request: web.Request) -> web.Response:
             raise RuntimeError(f"report {report_id} is Complete without a CSV")
         if report_format == "csv":
             return csv_text.encode()
+        extra = await _coverage(pool, report_id, as_of_us, csv_text)
         if report_format == "json":
-            return formats.report_json(report_id, as_of, csv_text)
-        return await asyncio.to_thread(formats.report_parquet, report_id, as_of, csv_text)
+            return await asyncio.to_thread(formats.report_json, report_id, as_of, csv_text, extra)
+        return await asyncio.to_thread(formats.report_parquet, report_id, as_of, csv_text, extra)
 
-    body = await request.app[BODIES].body((str(report_id), report_format, gzipped), render)
+    # Reports of one report time computed from one version of the aggregates have the same
+    # CSV (see migration 0004): one body serves them all. The other formats name the report.
+    same_answer = report_format == "csv" and record.data_version is not None
+    body_id = f"{record.as_of_us}@{record.data_version}" if same_answer else str(report_id)
+    body = await request.app[BODIES].body((body_id, report_format, gzipped), render)
     headers = {
         "Content-Disposition": f'attachment; filename="report-{report_id}.{report_format}"',
         "X-Report-As-Of": as_of,
@@ -293,6 +314,39 @@ async def get_report(request: web.Request) -> web.Response:
     if report_format != "parquet":
         response.charset = "utf-8"
     return response
+
+
+async def _coverage(
+    pool: asyncpg.Pool, report_id: uuid.UUID, as_of_us: int, csv_text: str
+) -> formats.Extra:
+    """Business and unobserved time of every row, or why they are left out: they need the
+    report's exact sums and the schedules it was computed with (same digest as then)."""
+    async with asyncio.timeout(DB_TIMEOUT_S):
+        packed, digest = await db_reports.get_report_exact(pool, report_id)
+        if packed is None or digest is None:
+            return "this report was stored without its exact sums"
+        ids = formats.store_ids(csv_text)
+        async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+            if await schedules_digest(conn, ids) != digest:
+                return "a store's business hours or time zone changed since the report was taken"
+            stores = await conn.fetch(
+                "SELECT store_id, schedule::text AS schedule, zone FROM stores"
+                " WHERE store_id = ANY($1::text[])",
+                ids,
+            )
+    hours = {r["store_id"]: (r["schedule"], r["zone"]) for r in stores}
+    rows = unpack_sums(ids, packed)
+    schedules: dict[str, Schedule] = {
+        store_id: tuple(WeeklyInterval(*i) for i in orjson.loads(text))
+        for store_id, (text, _) in hours.items()
+    }
+
+    def compute() -> list[Coverage]:
+        return [
+            coverage(row, schedules[row.store_id], hours[row.store_id][1], as_of_us) for row in rows
+        ]
+
+    return await asyncio.to_thread(compute)
 
 
 def _status_response(record: db_reports.ReportRecord) -> web.Response:

@@ -11,7 +11,7 @@ import gzip
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
-BodyKey = tuple[str, str, bool]  # report id, format, gzip
+BodyKey = tuple[str, str, bool]  # report id (or "as_of@version" for a CSV), format, gzip
 
 
 class BodyCache:
@@ -58,6 +58,7 @@ class BodyCache:
         self.misses += 1
         body = await render()
         if key[2]:
-            body = await asyncio.to_thread(gzip.compress, body, 6, mtime=0)
+            # Level 1: a fifth of level 6's time on a report CSV, about 10 % larger.
+            body = await asyncio.to_thread(gzip.compress, body, 1, mtime=0)
         self.put(key, body)
         return body

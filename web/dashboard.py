@@ -15,13 +15,15 @@ of ours, ``static/dashboard.js``. No build step.
 
 Each page carries its chart data as JSON in a ``<script type="application/json">`` element;
 every text that came from data is HTML-escaped. The fleet's report numbers come from the
-same assembly as a report job, cached for ``FLEET_CACHE_S`` and rebuilt by one request at a
-time (a 100,000-store fleet takes seconds to assemble).
+same assembly as a report job, kept while the aggregates' version is unchanged (else for
+``FLEET_CACHE_S``) and rebuilt by one request at a time (a 100,000-store fleet takes seconds
+to assemble).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import time
 from collections.abc import Iterable
@@ -34,11 +36,26 @@ import asyncpg
 import orjson
 from aiohttp import web
 
+from storemon.aggregates.coverage import Coverage, coverage
 from storemon.aggregates.report import WINDOWS, StoreWindows, format_hundredths
-from storemon.aggregates.schedule import Schedule
-from storemon.aggregates.timebase import DAY_US, HOUR_US, MINUTE_US, floor_to, us_to_datetime
+from storemon.aggregates.schedule import Schedule, WeeklyInterval
+from storemon.aggregates.timebase import (
+    DAY_US,
+    HOUR_US,
+    MINUTE_US,
+    floor_to,
+    format_utc,
+    us_to_datetime,
+)
 from storemon.db import dashboard as queries
-from storemon.db.assemble import AssembledReport, assemble_report, newest_poll_us
+from storemon.db.assemble import (
+    AssembledReport,
+    aggregates_version,
+    assemble_report,
+    newest_poll_us,
+    schedules_digest,
+)
+from storemon.db.retention import report_range
 from storemon.web import assets
 from storemon.web.keys import POOL, SETTINGS
 from storemon.web.security import TOKEN_COOKIE, token_matches
@@ -145,24 +162,76 @@ def page(title: str, body: str, *, charts: bool = False, logout: bool = False) -
 
 @dataclass
 class FleetCache:
-    """The last fleet-wide assembly, rebuilt when older than FLEET_CACHE_S or when a newer
-    poll has arrived, by one request at a time."""
+    """The last fleet-wide assembly and hourly sums. Kept as long as the aggregates' version
+    is unchanged (the same inputs give the same page); while they change, rebuilt when older
+    than FLEET_CACHE_S or when a newer poll has arrived, by one request at a time."""
 
     built_at: float = float("-inf")
-    newest_us: int | None = None
+    key: tuple[int, int] | None = None  # (newest poll, aggregates' version) it was built at
     report: AssembledReport | None = None
+    hours: list[tuple[int, int, int]] | None = None
+    # The fleet's business and unobserved microseconds per window (None: unknown)
+    coverage: Coverage | None = None
     lock: asyncio.Lock | None = None
 
-    async def get(self, pool: asyncpg.Pool, newest_us: int) -> AssembledReport:
+    async def get(
+        self, pool: asyncpg.Pool, newest_us: int
+    ) -> tuple[AssembledReport, list[tuple[int, int, int]]]:
         if self.lock is None:
             self.lock = asyncio.Lock()
         async with self.lock:
+            async with pool.acquire() as conn:
+                version = await aggregates_version(conn)
             fresh = time.monotonic() - self.built_at < FLEET_CACHE_S
-            if self.report is None or not fresh or self.newest_us != newest_us:
-                self.report = await assemble_report(pool, newest_us)
-                self.newest_us = newest_us
+            unchanged = self.key == (newest_us, version)
+            same_poll = self.key is not None and self.key[0] == newest_us
+            if (
+                self.report is None
+                or self.hours is None
+                or not (unchanged or (fresh and same_poll))
+            ):
+                self.report = await assemble_report(pool, newest_us, with_digest=True)
+                self.coverage = await fleet_coverage(pool, self.report)
+                week_start = floor_to(newest_us, HOUR_US) - 167 * HOUR_US
+                async with pool.acquire() as conn:
+                    self.hours = await queries.fleet_hours(
+                        conn, week_start, floor_to(newest_us, HOUR_US) + HOUR_US
+                    )
+                # The version the report's snapshot saw: a write in between rebuilds next time.
+                self.key = (newest_us, self.report.data_version or version)
                 self.built_at = time.monotonic()
-            return self.report
+            return self.report, self.hours
+
+
+async def fleet_coverage(pool: asyncpg.Pool, report: AssembledReport) -> Coverage | None:
+    """Business and unobserved time of the whole fleet per window, from the schedules the
+    report was assembled with (None if one changed since: the sums would not match)."""
+    ids = [r.store_id for r in report.rows]
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        if await schedules_digest(conn, ids) != report.schedules_digest:
+            return None
+        stores = await conn.fetch(
+            "SELECT store_id, schedule::text AS schedule, zone FROM stores"
+            " WHERE store_id = ANY($1::text[])",
+            ids,
+        )
+    hours = {r["store_id"]: (r["schedule"], r["zone"]) for r in stores}
+
+    def add_up() -> Coverage:
+        business = [0, 0, 0]
+        unobserved = [0, 0, 0]
+        for row in report.rows:
+            text, zone = hours[row.store_id]
+            schedule = tuple(WeeklyInterval(*i) for i in orjson.loads(text))
+            found = coverage(row, schedule, zone, report.as_of_us)
+            for w in range(3):
+                business[w] += found.business_us[w]
+                unobserved[w] += found.unobserved_us[w]
+        return Coverage(
+            (business[0], business[1], business[2]), (unobserved[0], unobserved[1], unobserved[2])
+        )
+
+    return await asyncio.to_thread(add_up)
 
 
 FLEET = web.AppKey("fleet_cache", FleetCache)
@@ -221,19 +290,20 @@ def heatmap_html(hours: list[tuple[int, int, int]]) -> str:
 
 async def fleet_page(request: web.Request) -> web.Response:
     pool = _pool(request)
+    settings = request.app[SETTINGS]
     async with pool.acquire() as conn:
         newest = await newest_poll_us(conn)
+        allowed = await report_range(conn, settings.reach_us, settings.lead_us)
     logout = request.app[TOKEN_WANTED]
-    if newest is None:
+    if newest is None or allowed is None:
         body = (
             '<h2>Fleet</h2><p id="empty">No poll has been ingested yet. Replay the files'
             " (<code>storemon replay</code>) or publish polls, then come back.</p>"
         )
         return page("Fleet", body, logout=logout)
-    report = await request.app[FLEET].get(pool, newest)
-    week_start = floor_to(newest, HOUR_US) - 167 * HOUR_US
-    async with pool.acquire() as conn:
-        hours = await queries.fleet_hours(conn, week_start, floor_to(newest, HOUR_US) + HOUR_US)
+    fleet = request.app[FLEET]
+    report, hours = await fleet.get(pool, newest)
+    found = fleet.coverage
     up, down = fleet_totals(report.rows)
     worst = worst_stores(report.rows, WORST_STORES)
     worst_rows = "".join(
@@ -248,10 +318,19 @@ async def fleet_page(request: web.Request) -> web.Response:
         "x": [h // 1_000_000 for h, _, _ in hours],
         "uptime": [round(100 * u / (u + d), 2) if u + d else None for _, u, d in hours],
     }
+    unobserved = business = "\u2013"
+    if found is not None:
+        unobserved = f"{format_hundredths(found.unobserved_us[2], HOUR_US)} h"
+        business = format_hundredths(found.business_us[2], HOUR_US)
     body = f"""
 <h2>Fleet</h2>
 <p class="as-of">Report time: <strong id="as-of">{esc(when(report.as_of_us))}</strong>
 (the newest poll); numbers are business-hours time, as in the report.</p>
+<p class="as-of" id="report-range">Report times answered exactly (<code>as_of</code> of
+<code>POST /trigger_report</code>): <strong id="range-earliest">{esc(format_utc(allowed.earliest_us))}</strong>
+to <strong id="range-latest">{esc(format_utc(allowed.latest_us))}</strong>
+({settings.report_reach_hours} h before the newest poll to {settings.report_lead_hours} h
+after it); others are refused.</p>
 <div class="kpis">
   <div class="kpi"><span class="value" id="kpi-stores">{report.row_count}</span>
     <span class="label">stores</span></div>
@@ -261,6 +340,9 @@ async def fleet_page(request: web.Request) -> web.Response:
     <span class="label">uptime, last 7 days</span></div>
   <div class="kpi"><span class="value">{format_hundredths(down[2], HOUR_US)} h</span>
     <span class="label">downtime, last 7 days (all stores)</span></div>
+  <div class="kpi"><span class="value" id="kpi-unobserved">{unobserved}</span>
+    <span class="label">of {business} business hours, last 7 days, unobserved
+    (no poll in the session: neither up nor down)</span></div>
 </div>
 <h3>Uptime by hour, last week</h3>
 <p class="hint">Share of the fleet's open store-hours that were up, per UTC hour: green 100 %,
@@ -278,17 +360,23 @@ yellow 75 %, red 50 % or less; grey: no store open.</p>
 # ------------------------------------------------------------------------------ store page
 
 
-def numbers_table(row: StoreWindows | None) -> str:
+def numbers_table(row: StoreWindows | None, found: Coverage | None = None) -> str:
+    """Up and down per window; with ``found``, the window's business time and its
+    unobserved part too (time no poll of its session saw: neither up nor down)."""
     if row is None:
         return '<p id="store-numbers">Not in the report yet (no poll before the report time).</p>'
     names = ("last hour", "last day", "last week")
-    lines = ['<table class="numbers" id="store-numbers"><tr><th></th><th>up</th><th>down</th>']
+    head = "<th>up</th><th>down</th>"
+    if found is not None:
+        head += "<th>business</th><th>unobserved</th>"
+    lines = [f'<table class="numbers" id="store-numbers"><tr><th></th>{head}']
     for w, (name, (_, unit)) in enumerate(zip(names, WINDOWS, strict=True)):
         unit_name = "min" if unit == MINUTE_US else "h"
-        lines.append(
-            f"<tr><th>{name}</th><td>{format_hundredths(row.up_us[w], unit)} {unit_name}</td>"
-            f"<td>{format_hundredths(row.down_us[w], unit)} {unit_name}</td></tr>"
-        )
+        values = [row.up_us[w], row.down_us[w]]
+        if found is not None:
+            values += [found.business_us[w], found.unobserved_us[w]]
+        cells = "".join(f"<td>{format_hundredths(v, unit)} {unit_name}</td>" for v in values)
+        lines.append(f"<tr><th>{name}</th>{cells}</tr>")
     lines.append("</table>")
     return "".join(lines)
 
@@ -309,6 +397,10 @@ async def store_page(request: web.Request) -> web.Response:
         return response
     report = await assemble_report(pool, newest, only_store=store_id)
     row = report.rows[0] if report.rows else None
+    found = None
+    if row is not None:
+        with contextlib.suppress(ValueError):  # hours changed between the two reads
+            found = coverage(row, week.schedule, week.zone, report.as_of_us)
     up_polls = sum(1 for _, active in week.polls if active)
     chart = {
         "lo": lo // 1_000_000,
@@ -332,7 +424,9 @@ async def store_page(request: web.Request) -> web.Response:
   </div>
   <aside>
     <h3>Report numbers</h3>
-    {numbers_table(row)}
+    {numbers_table(row, found)}
+    <p class="hint">Unobserved: business time in a session without any poll, counted
+    neither up nor down.</p>
     <h3>Business hours (local time)</h3>
     <ul class="schedule">{schedule}</ul>
   </aside>

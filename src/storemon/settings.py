@@ -13,7 +13,27 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from storemon.aggregates.reach import DEFAULT_LEAD_HOURS, DEFAULT_REACH_HOURS, retention_us
+from storemon.aggregates.timebase import HOUR_US
+
 DEFAULT_STATE_DIR = ".state"
+_DEFAULT_HOURS = {
+    "STOREMON_REPORT_REACH_HOURS": DEFAULT_REACH_HOURS,
+    "STOREMON_REPORT_LEAD_HOURS": DEFAULT_LEAD_HOURS,
+}
+
+
+def _non_negative_int(env: Mapping[str, str], name: str) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return _DEFAULT_HOURS[name]
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number of hours, not {raw!r}") from None
+    if value < 0:
+        raise ValueError(f"{name} must not be negative, not {value}")
+    return value
 
 
 def _mask_url_password(url: str) -> str:
@@ -43,8 +63,10 @@ class Settings:
     api_port: int = 8080
     api_token: str = field(default="", repr=False)
     reports_dir: Path = Path(DEFAULT_STATE_DIR) / "reports"
-    # Polls older than this before the newest poll are dropped from state.
-    horizon_hours: int = 192
+    # How far before / after the newest poll a report time may lie (the supported range);
+    # the history kept is derived from the reach (storemon.aggregates.reach).
+    report_reach_hours: int = DEFAULT_REACH_HOURS
+    report_lead_hours: int = DEFAULT_LEAD_HOURS
     # The worker's batching stage (streams/batcher.py) writes what it read of a partition
     # as one internal message after this many polls or this many seconds, whichever first.
     batch_size: int = 5000
@@ -56,7 +78,7 @@ class Settings:
     broker_session_timeout_s: float = 10.0
     # A report job that has not finished by then ends Failed (never Running for ever).
     report_timeout_s: float = 120.0
-    # How often the worker deletes PostgreSQL rows older than the horizon.
+    # How often the worker deletes PostgreSQL rows older than the retention.
     prune_interval_s: float = 600.0
     # Finished reports (status and CSV) are deleted this long after they were requested.
     report_retention_hours: float = 168.0
@@ -79,6 +101,13 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
+        if env.get("STOREMON_HORIZON_HOURS", "").strip():
+            # Kept history is derived from the reach now; a silently ignored horizon would
+            # leave the operator believing in a retention the worker does not apply.
+            raise ValueError(
+                "STOREMON_HORIZON_HOURS is no longer read: set STOREMON_REPORT_REACH_HOURS "
+                "(history kept = reach + 168 h, see docs/semantics.md)"
+            )
         state_dir = Path(env.get("STOREMON_STATE_DIR", DEFAULT_STATE_DIR))
         return cls(
             state_dir=state_dir,
@@ -93,7 +122,8 @@ class Settings:
             api_port=int(env.get("STOREMON_API_PORT", "8080")),
             api_token=env.get("STOREMON_API_TOKEN", ""),
             reports_dir=Path(env.get("STOREMON_REPORTS_DIR", str(state_dir / "reports"))),
-            horizon_hours=int(env.get("STOREMON_HORIZON_HOURS", "192")),
+            report_reach_hours=_non_negative_int(env, "STOREMON_REPORT_REACH_HOURS"),
+            report_lead_hours=_non_negative_int(env, "STOREMON_REPORT_LEAD_HOURS"),
             batch_size=int(env.get("STOREMON_BATCH_SIZE", "5000")),
             batch_window_s=float(env.get("STOREMON_BATCH_WINDOW_S", "0.1")),
             worker_batch_messages=int(env.get("STOREMON_WORKER_BATCH_MESSAGES", "16")),
@@ -105,6 +135,19 @@ class Settings:
             max_open_reports=int(env.get("STOREMON_MAX_OPEN_REPORTS", "100")),
             log_format=env.get("STOREMON_LOG_FORMAT", "text").strip().lower(),
         )
+
+    @property
+    def reach_us(self) -> int:
+        return self.report_reach_hours * HOUR_US
+
+    @property
+    def lead_us(self) -> int:
+        return self.report_lead_hours * HOUR_US
+
+    @property
+    def retention_us(self) -> int:
+        """History each store keeps before its newest poll: the reach plus one week."""
+        return retention_us(self.reach_us)
 
     def topic(self, name: str) -> str:
         """Full topic name for a logical name such as ``polls``."""

@@ -3,7 +3,9 @@
 Prints, or with ``--json`` emits as one object: Kafka and PostgreSQL (reachable or not), the
 API and the worker's web views (``/healthz`` and ``/storemon/`` answer or not), the lag of
 the worker's consumer groups per topic and partition (end offset minus committed offset; the
-input topics and the report requests), the newest poll ingested, and the last report. Nothing is started. Exit status 0 when Kafka and
+input topics and the report requests), the newest poll ingested, the supported range of
+report times (``report_range``: earliest and latest ``as_of`` the API accepts, see
+docs/semantics.md), and the last report. Nothing is started. Exit status 0 when Kafka and
 PostgreSQL answer, 1 otherwise.
 """
 
@@ -20,7 +22,9 @@ from typing import Any
 
 import orjson
 
+from storemon.aggregates.reach import supported_range
 from storemon.aggregates.timebase import format_utc
+from storemon.db.retention import report_range
 from storemon.settings import Settings
 
 PROBE_TIMEOUT_S = 3.0
@@ -35,6 +39,8 @@ class Status:
     kafka_bootstrap: str = ""
     lag: dict[str, dict[str, int]] = field(default_factory=dict)  # topic -> partition -> lag
     newest_poll: str | None = None
+    # The report times the API accepts (earliest_as_of, latest_as_of, reach/lead hours).
+    report_range: dict[str, Any] | None = None
     stores: int | None = None
     last_report: dict[str, Any] | None = None
     problems: list[str] = field(default_factory=list)
@@ -111,6 +117,18 @@ async def _database_facts(settings: Settings, status: Status) -> None:
         if row is not None:
             status.stores = row["n"]
             status.newest_poll = format_utc(row["newest"]) if row["newest"] is not None else None
+        if await conn.fetchval("SELECT to_regclass('retention_mark') IS NOT NULL"):
+            allowed = await report_range(conn, settings.reach_us, settings.lead_us)
+        else:  # the worker has not migrated this database yet: nothing was pruned
+            allowed = supported_range(
+                row["newest"] if row is not None else None, settings.reach_us, settings.lead_us
+            )
+        if allowed is not None:
+            status.report_range = {
+                **allowed.as_json(),
+                "reach_hours": settings.report_reach_hours,
+                "lead_hours": settings.report_lead_hours,
+            }
         report = await conn.fetchrow(
             "SELECT report_id, status, as_of_us, created_at, finished_at, error, row_count"
             " FROM reports ORDER BY created_at DESC LIMIT 1"
@@ -181,6 +199,12 @@ def _print(status: Status) -> None:
         print(f"  {topic:<32} {shown}")
     print(f"stores     {status.stores if status.stores is not None else '-'}")
     print(f"newest     {status.newest_poll or 'no poll yet'}")
+    shown_range = status.report_range
+    if shown_range is not None:
+        print(
+            f"as_of      {shown_range['earliest_as_of']} .. {shown_range['latest_as_of']}"
+            f" (reach {shown_range['reach_hours']} h, lead {shown_range['lead_hours']} h)"
+        )
     report = status.last_report
     if report is None:
         print("report     none yet")

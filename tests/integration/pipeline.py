@@ -55,7 +55,7 @@ async def create_database(base_url: str, name: str) -> str:
     return base_url.rsplit("/", 1)[0] + "/" + name
 
 
-def generate(out: Path, stores: int, days: int, seed: int) -> Path:
+def generate(out: Path, stores: int, days: int, seed: int, end: str | None = None) -> Path:
     subprocess.run(
         [
             sys.executable,
@@ -70,6 +70,7 @@ def generate(out: Path, stores: int, days: int, seed: int) -> Path:
             str(seed),
             "--out",
             str(out),
+            *(["--end", end] if end is not None else []),
         ],
         check=True,
         capture_output=True,
@@ -223,6 +224,8 @@ class Pipeline:
             "STOREMON_API_TOKEN": s.api_token,
             "STOREMON_PRUNE_INTERVAL_S": str(s.prune_interval_s),
             "STOREMON_LOG_FORMAT": s.log_format,
+            "STOREMON_REPORT_REACH_HOURS": str(s.report_reach_hours),
+            "STOREMON_REPORT_LEAD_HOURS": str(s.report_lead_hours),
         }
 
     def start_worker(self) -> None:

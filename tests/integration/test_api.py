@@ -169,6 +169,32 @@ async def test_trigger_stores_a_pending_report_and_queues_the_request(
 async def test_trigger_with_as_of(
     client: TestClient[Any, Any], api_settings: Settings, pool: asyncpg.Pool
 ) -> None:
+    # Nothing ingested yet: no report time can be answered.
+    before = await pool.fetchval("SELECT count(*) FROM reports")
+    response = await client.post("/trigger_report", json={"as_of": "2023-01-25 18:13:22.47922"})
+    body = await assert_error(response, 422)
+    assert "no poll" in body["error"]
+    assert await pool.fetchval("SELECT count(*) FROM reports") == before
+    newest = parse_as_of("2023-01-25 18:13:22.47922")
+    await pool.execute(
+        "INSERT INTO stores (store_id, first_poll_us, newest_poll_us) VALUES ('s-1', $1, $1)",
+        newest,
+    )
+    # Outside the range (7 days before the newest poll to 2 hours after it by default).
+    for outside in (
+        "2023-01-18 18:13:22.479219",
+        "2023-01-25 20:13:22.479221",
+        "2030-01-01 00:00:00",
+    ):
+        response = await client.post("/trigger_report", json={"as_of": outside})
+        body = await assert_error(response, 422)
+        assert body["earliest_as_of"] == "2023-01-18 18:13:22.479220 UTC"
+        assert body["latest_as_of"] == "2023-01-25 20:13:22.479220 UTC"
+        assert "2023-01-18 18:13:22.479220 UTC" in body["error"]
+    assert await pool.fetchval("SELECT count(*) FROM reports") == before
+    for inside in ("2023-01-18 18:13:22.47922", "2023-01-25 20:13:22.47922"):
+        response = await client.post("/trigger_report", json={"as_of": inside})
+        assert response.status == 202
     response = await client.post("/trigger_report", json={"as_of": "2023-01-25 18:13:22.47922"})
     assert response.status == 202
     report_id = (await json_of(response))["report_id"]
@@ -393,6 +419,8 @@ async def test_report_formats(client: TestClient[Any, Any], pool: asyncpg.Pool) 
     body = await json_of(response)
     assert body["as_of"] == "2023-01-25 18:13:22.000000 UTC"
     assert body["columns"][0] == "store_id"
+    # stored without its exact sums: business and unobserved time are left out, with why
+    assert "exact sums" in body["coverage_missing"]
     assert body["rows"] == [
         {
             "store_id": "a-store",

@@ -25,7 +25,12 @@ import pytest
 from aiohttp.test_utils import TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from storemon.aggregates.timebase import format_utc, parse_poll_timestamp
+from storemon.aggregates.coverage import coverage, coverage_values
+from storemon.aggregates.reach import supported_range
+from storemon.aggregates.records import DEFAULT_ZONE
+from storemon.aggregates.report import format_hundredths
+from storemon.aggregates.timebase import HOUR_US, format_utc, parse_poll_timestamp
+from storemon.batch import compute_report, load_dataset
 from storemon.settings import Settings
 from storemon.streams import messages
 from storemon.web import assets
@@ -156,6 +161,20 @@ async def test_fleet_page_agrees_with_the_batch_report(live: Live) -> None:
     assert 7 <= rows <= 8
     assert heatmap.count("<td") == 24 * rows
     assert heatmap.count(" up") == 168  # the week's hours; the rest lie outside it
+    # The fleet's unobserved business time of the week, as the core sums it.
+    data = load_dataset(live.dataset)
+    assert data.newest_poll_us is not None
+    unobserved = sum(
+        coverage(
+            row,
+            data.schedules.get(row.store_id, ()),
+            data.zones.get(row.store_id, DEFAULT_ZONE),
+            data.newest_poll_us,
+        ).unobserved_us[2]
+        for row in compute_report(data, data.newest_poll_us)
+    )
+    shown_unobserved = re.search(r'id="kpi-unobserved">([\d.]+) h<', body).group(1)  # type: ignore[union-attr]
+    assert shown_unobserved == format_hundredths(unobserved, HOUR_US)
 
 
 async def test_store_page_shows_its_report_row_and_its_week(live: Live) -> None:
@@ -167,8 +186,29 @@ async def test_store_page_shows_its_report_row_and_its_week(live: Live) -> None:
     ]
     cells = re.findall(r"<td>([\d.]+) (?:min|h)</td>", numbers)
     row = live.batch[store_id]
-    # report columns: up hour, day, week, down hour, day, week; the table: (up, down) per window
-    assert cells == [row[1], row[4], row[2], row[5], row[3], row[6]]
+    # report columns: up hour, day, week, down hour, day, week; the table: up, down,
+    # business and unobserved time per window, the last two from the core's sessions
+    data = load_dataset(live.dataset)
+    assert data.newest_poll_us is not None
+    core_row = next(r for r in compute_report(data, data.newest_poll_us) if r.store_id == store_id)
+    found = coverage(
+        core_row,
+        data.schedules.get(store_id, ()),
+        data.zones.get(store_id, DEFAULT_ZONE),
+        data.newest_poll_us,
+    )
+    extra = [f"{v:.2f}" for v in coverage_values(found)]
+    assert cells == [
+        *(row[1], row[4], extra[0], extra[3]),
+        *(row[2], row[5], extra[1], extra[4]),
+        *(row[3], row[6], extra[2], extra[5]),
+    ]
+    # the range of report times the API answers is on the fleet page
+    _, fleet, _ = await fetch(live, "/dashboard/", headers=AUTH)
+    allowed = supported_range(data.newest_poll_us, 168 * HOUR_US, 2 * HOUR_US)
+    assert allowed is not None
+    assert f'id="range-earliest">{format_utc(allowed.earliest_us)}<' in fleet
+    assert f'id="range-latest">{format_utc(allowed.latest_us)}<' in fleet
 
     chart = orjson.loads(re.search(r'id="chart-data">(.*?)</script>', body, re.S).group(1))  # type: ignore[union-attr]
     assert chart["hi"] - chart["lo"] == 7 * 24 * 3600
@@ -361,6 +401,13 @@ async def test_status_command(live: Live) -> None:
     assert set(status["lag"]) >= {s.topic(messages.POLLS), s.topic(messages.HOURS)}
     newest = newest_poll_us(live.polls)
     assert status["newest_poll"] == format_utc(newest)
+    # the report times the API answers: a week before the newest poll to 2 h after it
+    assert status["report_range"] == {
+        "earliest_as_of": format_utc(newest - 168 * HOUR_US),
+        "latest_as_of": format_utc(newest + 2 * HOUR_US),
+        "reach_hours": 168,
+        "lead_hours": 2,
+    }
     assert status["stores"] == len(live.batch)
     assert status["last_report"]["report_id"] == live.report_id
     assert status["last_report"]["status"] == "Complete"
@@ -372,4 +419,5 @@ async def test_status_command(live: Live) -> None:
     text = done.stdout.decode()
     assert re.search(r"^kafka\s+up", text, re.M)
     assert re.search(r"^lag\s+0 messages", text, re.M)
+    assert f"as_of      {format_utc(newest - 168 * HOUR_US)} .. " in text
     assert live.report_id in text

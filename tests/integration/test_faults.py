@@ -235,20 +235,44 @@ async def test_database_away_mid_replay_is_waited_out(pipeline: Pipeline, datase
     await proxy.cut()
 
 
-async def test_rows_past_the_horizon_are_pruned_across_a_restart(
+async def test_rows_past_the_retention_are_pruned_across_a_restart(
     pipeline: Pipeline, dataset: Path
 ) -> None:
+    """Each store keeps its days from reach + 1 week before its own newest poll (whole
+    days), plus the day of its anchor (its newest poll before that cut)."""
     import time
 
+    from storemon.aggregates.reach import store_cutoff_us
     from storemon.aggregates.timebase import DAY_US
 
-    pipeline.settings = dataclasses.replace(pipeline.settings, prune_interval_s=1.0)
+    # 9 days of data and no reach (reports at the newest poll and after it only): a week
+    # kept, so the oldest day goes and the next one holds the anchors.
+    pipeline.settings = dataclasses.replace(
+        pipeline.settings, prune_interval_s=1.0, report_reach_hours=0
+    )
+    reach_us = 0
     reference, polls = read_messages(dataset)
     stamps = [parse_poll_timestamp(orjson.loads(v)["timestamp_utc"]) for _, _, v in polls]
-    cutoff = max(stamps) - pipeline.settings.horizon_hours * HOUR_US
-    old_days = {ts - ts % DAY_US for ts in stamps if ts - ts % DAY_US + DAY_US <= cutoff}
-    assert old_days, "the data set must reach past the horizon"
-    assert pipeline.pool is not None
+    by_store: dict[str, list[int]] = {}
+    for (_, key, _), ts in zip(polls, stamps, strict=True):
+        by_store.setdefault(key, []).append(ts)
+    cutoffs = {store: store_cutoff_us(max(ts), reach_us) for store, ts in by_store.items()}
+    # the days that must go: before the store's cutoff, and not the anchor's day
+    anchor_days = {
+        store: max((t for t in ts if t < cutoffs[store]), default=None)
+        for store, ts in by_store.items()
+    }
+    doomed = {
+        (store, t - t % DAY_US)
+        for store, ts in by_store.items()
+        for t in ts
+        if t - t % DAY_US + DAY_US <= cutoffs[store]
+        and (
+            anchor_days[store] is None
+            or t - t % DAY_US != anchor_days[store] - anchor_days[store] % DAY_US
+        )
+    }
+    assert doomed, "the data set must reach past the retention"
     old_report, new_report = uuid.uuid4(), uuid.uuid4()
     for report_id, age_days in ((old_report, 30), (new_report, 0)):
         await pipeline.pool.execute(
@@ -267,17 +291,25 @@ async def test_rows_past_the_horizon_are_pruned_across_a_restart(
     assert pipeline.pool is not None
     deadline = time.monotonic() + 60
     while True:  # the timer deletes the old days, then the old reports
-        left = await pipeline.pool.fetchval(
-            "SELECT count(*) FROM store_days WHERE day_start_us + $1 <= $2", DAY_US, cutoff
-        )
+        kept = {
+            (r["store_id"], r["day_start_us"])
+            for r in await pipeline.pool.fetch("SELECT store_id, day_start_us FROM store_days")
+        }
+        left = doomed & kept
         remaining = {
             r["report_id"] for r in await pipeline.pool.fetch("SELECT report_id FROM reports")
         }
-        if (left == 0 and old_report not in remaining) or time.monotonic() > deadline:
+        if (not left and old_report not in remaining) or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.5)
-    assert left == 0
-    assert await pipeline.pool.fetchval("SELECT count(*) FROM store_days") > 0
+    assert not left
+    # nothing else went: every kept day of a store starts at its cutoff or holds its anchor
+    for store, day in kept:
+        anchor = anchor_days[store]
+        assert day + DAY_US > cutoffs[store] or (
+            anchor is not None and day == anchor - anchor % DAY_US
+        )
+    assert any(day + DAY_US <= cutoffs[store] for store, day in kept)  # anchors' days stay
     # Finished reports older than their retention (a week by default) went too.
     assert old_report not in remaining
     assert new_report in remaining

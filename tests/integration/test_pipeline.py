@@ -7,9 +7,11 @@ import random
 import shutil
 from pathlib import Path
 
+import orjson
 import pytest
 
-from storemon.aggregates.timebase import HOUR_US, format_utc, parse_poll_timestamp
+from storemon.aggregates.timebase import HOUR_US, format_utc, parse_as_of, parse_poll_timestamp
+from storemon.db import assemble
 from storemon.producers.replay import DEFAULT_PACK_HOURS, replay
 from storemon.streams import messages
 
@@ -20,7 +22,8 @@ pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.timeout(600)]
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # 9 days, so pruning at the 8-day horizon happens while the stream runs.
+    # 9 days: more than a week window, so the week column of every report time is full (pruning
+    # while the stream runs is covered by test_reach.py, with a shorter reach).
     return generate(tmp_path_factory.mktemp("data") / "set", stores=60, days=9, seed=11)
 
 
@@ -110,6 +113,82 @@ async def test_live_poll_after_a_report_changes_the_next_report(
         handle.write(f"{store_id},inactive,{live_ts}\n")
     assert second == batch_csv(extended)
     assert second != first
+
+
+async def test_a_finished_report_is_reused_only_while_the_aggregates_are_unchanged(
+    pipeline: Pipeline, dataset: Path, tmp_path: Path
+) -> None:
+    await pipeline.ingest_all(dataset)
+    assert pipeline.pool is not None
+    as_of = "2023-01-24 10:30:00"
+    first_id = await pipeline.request_report(as_of)
+    first = await pipeline.wait_report(first_id)
+    assert first == batch_csv(dataset, as_of)
+    second_id = await pipeline.request_report(as_of)
+    assert await pipeline.wait_report(second_id) == first
+    rows = {
+        r["report_id"]: r
+        for r in await pipeline.pool.fetch(
+            "SELECT report_id, data_version, timings FROM reports WHERE report_id = ANY($1)",
+            [first_id, second_id],
+        )
+    }
+    assert rows[first_id]["data_version"] == rows[second_id]["data_version"] is not None
+    assert "finish_s" in orjson.loads(rows[first_id]["timings"])  # computed
+    assert "finish_s" not in orjson.loads(rows[second_id]["timings"])  # copied
+
+    # A late poll before the report time changes the aggregates: the same report time is
+    # computed again and must say what the batch command says for the files plus that row.
+    lines = (dataset / "store_status.csv").read_text().splitlines()
+    extended = tmp_path / "extended"
+    late_ts = format_utc(parse_as_of(as_of) - 7 * 60 * 1_000_000)
+    for line in lines[1:]:
+        store_id, status = line.split(",")[0], line.split(",")[1]
+        shutil.rmtree(extended, ignore_errors=True)
+        shutil.copytree(dataset, extended)
+        late = "inactive" if status == "active" else "active"
+        with (extended / "store_status.csv").open("a") as handle:
+            handle.write(f"{store_id},{late},{late_ts}\n")
+        if batch_csv(extended, as_of) != first:
+            break
+    else:
+        raise AssertionError("no late poll changes the report")
+    await pipeline.publish(
+        [(messages.POLLS, store_id, messages.poll_message(store_id, late_ts, late))]
+    )
+    await pipeline.wait_consumed()
+    third_id = await pipeline.request_report(as_of)
+    assert await pipeline.wait_report(third_id) == batch_csv(extended, as_of)
+    version = await pipeline.pool.fetchval(
+        "SELECT data_version FROM reports WHERE report_id = $1", third_id
+    )
+    assert version > rows[first_id]["data_version"]
+
+
+async def test_as_of_fixes_read_in_one_pass_equal_the_per_store_probes(
+    pipeline: Pipeline, dataset: Path
+) -> None:
+    """A report before the newest poll reads the polls of three days for every store at
+    once; the per-store probe over the whole session (its fallback) must agree."""
+    await pipeline.ingest_all(dataset)
+    assert pipeline.pool is not None
+    async with pipeline.pool.acquire() as conn:
+        newest = await assemble.newest_poll_us(conn)
+        assert newest is not None
+        checked = 0
+        for back_us in (7 * 60 * 1_000_000, 5 * HOUR_US + 123, 30 * HOUR_US, 100 * HOUR_US + 1):
+            as_of_us = newest - back_us
+            stores = await conn.fetch(
+                "SELECT store_id, last_poll_us, schedule::text AS schedule, zone FROM stores"
+                " WHERE first_poll_us <= $1",
+                as_of_us,
+            )
+            fast = await assemble._as_of_fixes(conn, list(stores), as_of_us)
+            sessions = assemble._sessions_holding(list(stores), as_of_us)
+            probed = await assemble._probed_fixes(conn, sessions, as_of_us)
+            assert fast == probed, format_utc(as_of_us)
+            checked += len(probed)
+    assert checked > 50  # the data set has stores to fix at these moments
 
 
 async def test_bad_rows_go_to_dead_letters_and_the_rest_through(

@@ -21,7 +21,7 @@ STORE = "store-1"
 def at(
     zone: str, year: int, month: int, day: int, hour: int, minute: int = 0, second: int = 0
 ) -> int:
-    """Epoch microseconds of a local wall time (first occurrence, like the contract)."""
+    """Epoch microseconds of a local wall time (first occurrence, docs/semantics.md)."""
     return datetime_to_us(datetime(year, month, day, hour, minute, second, tzinfo=ZoneInfo(zone)))
 
 

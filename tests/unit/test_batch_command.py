@@ -416,7 +416,7 @@ def test_missing_poll_column_exit_2(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 
 def test_worked_example_of_the_contract(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """semantics.md section 6: open Monday 09:00-12:00 local; 10:14 active, 11:15 inactive."""
+    """docs/semantics.md section 8: open Monday 09:00-12:00 local; 10:14 active, 11:15 inactive."""
     # Monday 2023-01-23 in New York (UTC-5): 10:14 local = 15:14 UTC, 11:15 local = 16:15 UTC
     folder = write_dataset(
         tmp_path / "d",

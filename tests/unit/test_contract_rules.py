@@ -1,4 +1,4 @@
-"""Hand-computed cases, one per rule of the contract (docs/semantics.md of the project)."""
+"""Hand-computed cases, one per rule of the contract (docs/semantics.md)."""
 
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ from bisect import bisect_right
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from storemon.aggregates.reach import retention_us, store_cutoff_us, supported_range
 from storemon.aggregates.records import HoursRow
 from storemon.aggregates.report import LONGEST_WINDOW_US, WINDOWS
 from storemon.aggregates.schedule import Schedule, build_schedule, sessions_between
@@ -228,3 +229,57 @@ def test_day_records_taken_between_updates_equal_a_fresh_computation(store, seed
         fresh.apply_polls(seen)
         for day in sorted(days):
             assert state.day_record(day, changes.hours) == fresh.day_record(day), day
+
+
+@st.composite
+def reached_stores(draw: st.DrawFn) -> tuple[Schedule, str, list[tuple[int, bool]], int, int]:
+    """A store with up to 12 days of polls, a reach of 0 to 4 days, and a report time
+    anywhere in the supported range (the lead reaches 3 h past the newest poll)."""
+    zone = draw(st.sampled_from(ZONES))
+    base = draw(st.sampled_from(BASES))
+    rows = [HoursRow(STORE, d, s if s < 86400 else 0, e) for d, s, e in draw(hours_rows)]
+    sched = build_schedule(rows)
+    offsets = st.integers(min_value=-12 * DAY_US, max_value=0)
+    polls = draw(st.lists(st.tuples(offsets, st.booleans()), min_size=1, max_size=50))
+    reach = draw(st.integers(min_value=0, max_value=96)) * HOUR_US
+    newest = base + max(o for o, _ in polls)
+    allowed = supported_range(newest, reach, 3 * HOUR_US)
+    assert allowed is not None
+    # The ends exactly, whole hours and days, and anything in between.
+    as_of = draw(
+        st.one_of(
+            st.sampled_from([allowed.earliest_us, allowed.latest_us, newest]),
+            st.integers(allowed.earliest_us, allowed.latest_us),
+            st.integers(allowed.earliest_us // HOUR_US + 1, allowed.latest_us // HOUR_US).map(
+                lambda h: h * HOUR_US
+            ),
+        )
+    )
+    return sched, zone, [(base + o, a) for o, a in polls], reach, as_of
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(reached_stores(), st.integers(0, 2**32), st.integers(0, 10 * DAY_US))
+def test_pruned_state_is_exact_for_every_report_time_in_the_reach(store, seed, extra) -> None:  # type: ignore[no-untyped-def]
+    """Polls arrive in any order, in small batches, redelivered; after each batch the state
+    is pruned as the worker does (whole days, reach + 1 week before its newest poll), and
+    now and then at an earlier cut (a longer history kept: any horizon at least the
+    retention). For every report time in the supported range the windows equal those
+    computed from scratch from every poll."""
+    sched, zone, polls, reach, as_of = store
+    assume(any(ts <= as_of for ts, _ in polls))  # otherwise the store is not in the report
+    rng = random.Random(seed)
+    delivered = polls + rng.sample(polls, k=len(polls) // 3)
+    rng.shuffle(delivered)
+    state = StoreState(STORE, sched, zone, retention_us(reach))
+    i = 0
+    while i < len(delivered):
+        step = rng.randint(1, 6)
+        state.apply_polls(delivered[i : i + step])
+        i += step
+        cut = store_cutoff_us(state.poll_ts[-1], reach)
+        state.prune(cut - extra if rng.random() < 0.3 else cut)
+    assert state_windows(state, as_of) == scratch(sched, zone, polls, as_of)
+    # and after a rebuild from what the worker persists
+    again = StoreState.from_record(state.to_record())
+    assert state_windows(again, as_of) == scratch(sched, zone, polls, as_of)

@@ -150,14 +150,3 @@ async def write_batch(pool: asyncpg.Pool, batch: SinkBatch) -> None:
                 " ON CONFLICT DO NOTHING",
                 batch.dead_letters,
             )
-
-
-async def prune(pool: asyncpg.Pool, cutoff_us: int) -> dict[str, int]:
-    """Delete aggregate rows older than ``cutoff_us``; returns rows deleted per table.
-    (A day that straddles the cutoff stays whole, as in the worker's state.)"""
-    deleted: dict[str, int] = {}
-    async with pool.acquire() as conn, conn.transaction():
-        for table, column, limit in (("store_days", "day_start_us + 86400000000", cutoff_us + 1),):
-            status = await conn.execute(f"DELETE FROM {table} WHERE {column} < $1", limit)
-            deleted[table] = int(status.split()[-1])
-    return deleted

@@ -9,6 +9,7 @@ from enum import StrEnum
 from typing import Any
 
 import asyncpg
+import orjson
 
 
 class ReportStatus(StrEnum):
@@ -40,6 +41,7 @@ class ReportRecord:
     attempts: int
     error: str | None
     row_count: int | None
+    data_version: int | None = None  # the aggregates' version a Complete report was read at
 
 
 async def create_report(
@@ -88,25 +90,39 @@ async def complete_report(
     csv_text: str,
     row_count: int,
     also_pending: tuple[uuid.UUID, ...] = (),
+    *,
+    data_version: int | None = None,
+    timings: dict[str, float] | None = None,
+    exact: tuple[bytes, int | None] | None = None,
 ) -> int:
     """Store the report as Complete, and the same answer for ``also_pending`` reports that
-    are still Pending (their own jobs then find them finished). Returns how many of those."""
+    are still Pending (their own jobs then find them finished). Returns how many of those.
+    ``exact``: the packed exact sums and the schedules' digest (see aggregates.coverage)."""
+    timings_json = orjson.dumps(timings).decode() if timings is not None else None
+    window_us, digest = exact if exact is not None else (None, None)
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(
             "UPDATE reports SET status = $2, as_of_us = $3, csv = $4, row_count = $5,"
-            " finished_at = now(), error = NULL WHERE report_id = $1",
+            " finished_at = now(), error = NULL, data_version = $6, timings = $7::jsonb,"
+            " window_us = $8, schedules_digest = $9"
+            " WHERE report_id = $1",
             report_id,
             ReportStatus.COMPLETE,
             as_of_us,
             csv_text,
             row_count,
+            data_version,
+            timings_json,
+            window_us,
+            digest,
         )
         others = [r for r in also_pending if r != report_id]
         if not others:
             return 0
         status: str = await conn.execute(
             "UPDATE reports SET status = $2, as_of_us = $3, csv = $4, row_count = $5,"
-            " started_at = now(), finished_at = now(), error = NULL"
+            " started_at = now(), finished_at = now(), error = NULL, data_version = $7,"
+            " window_us = $8, schedules_digest = $9"
             " WHERE report_id = ANY($1::uuid[]) AND status = $6",
             others,
             ReportStatus.COMPLETE,
@@ -114,8 +130,55 @@ async def complete_report(
             csv_text,
             row_count,
             ReportStatus.PENDING,
+            data_version,
+            window_us,
+            digest,
         )
         return int(status.split()[-1])
+
+
+async def complete_as(
+    pool: asyncpg.Pool,
+    report_id: uuid.UUID,
+    source_id: uuid.UUID,
+    also_pending: tuple[uuid.UUID, ...] = (),
+    *,
+    timings: dict[str, float] | None = None,
+) -> int | None:
+    """Complete the report (and ``also_pending`` ones still Pending) with the answer of the
+    Complete report ``source_id``, copied inside the database. Returns how many of the
+    others, or None when the source is no longer there (pruned): nothing was changed."""
+    timings_json = orjson.dumps(timings).decode() if timings is not None else None
+    async with pool.acquire() as conn, conn.transaction():
+        status: str = await conn.execute(
+            "UPDATE reports r SET status = $3, as_of_us = s.as_of_us, csv = s.csv,"
+            " row_count = s.row_count, data_version = s.data_version, window_us = s.window_us,"
+            " schedules_digest = s.schedules_digest,"
+            " started_at = coalesce(r.started_at, now()), finished_at = now(), error = NULL,"
+            " timings = CASE WHEN r.report_id = $1 THEN $5::jsonb END"
+            " FROM reports s WHERE s.report_id = $2 AND s.status = $3"
+            " AND (r.report_id = $1 OR (r.report_id = ANY($4::uuid[]) AND r.status = $6))",
+            report_id,
+            source_id,
+            ReportStatus.COMPLETE,
+            [r for r in also_pending if r != report_id],
+            timings_json,
+            ReportStatus.PENDING,
+        )
+        changed = int(status.split()[-1])
+        if changed == 0:
+            return None
+        return changed - 1
+
+
+async def record_store_time(pool: asyncpg.Pool, report_id: uuid.UUID, store_s: float) -> None:
+    """Add the time the completing write took to the report's timings (for benchmarks)."""
+    await pool.execute(
+        "UPDATE reports SET timings = coalesce(timings, '{}'::jsonb)"
+        " || jsonb_build_object('store_s', $2::float8) WHERE report_id = $1",
+        report_id,
+        store_s,
+    )
 
 
 async def fail_report(pool: asyncpg.Pool, report_id: uuid.UUID, error: str) -> None:
@@ -130,7 +193,8 @@ async def fail_report(pool: asyncpg.Pool, report_id: uuid.UUID, error: str) -> N
 async def get_report(pool: asyncpg.Pool, report_id: uuid.UUID) -> ReportRecord | None:
     row = await pool.fetchrow(
         "SELECT report_id, status, requested_as_of_us, as_of_us, created_at, started_at,"
-        " finished_at, attempts, error, row_count FROM reports WHERE report_id = $1",
+        " finished_at, attempts, error, row_count, data_version FROM reports"
+        " WHERE report_id = $1",
         report_id,
     )
     if row is None:
@@ -146,6 +210,20 @@ async def get_report_csv(pool: asyncpg.Pool, report_id: uuid.UUID) -> str | None
         ReportStatus.COMPLETE,
     )
     return value
+
+
+async def get_report_exact(
+    pool: asyncpg.Pool, report_id: uuid.UUID
+) -> tuple[bytes | None, int | None]:
+    """The packed exact sums and schedules' digest of a Complete report (None if absent)."""
+    row = await pool.fetchrow(
+        "SELECT window_us, schedules_digest FROM reports WHERE report_id = $1 AND status = $2",
+        report_id,
+        ReportStatus.COMPLETE,
+    )
+    if row is None:
+        return None, None
+    return row["window_us"], row["schedules_digest"]
 
 
 async def prune_reports(pool: asyncpg.Pool, keep_hours: float) -> int:

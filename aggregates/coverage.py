@@ -1,0 +1,92 @@
+"""Business time per report window, and the part of it no poll observed.
+
+The report's CSV gives uptime and downtime only; a store with 0.00 of both may have been
+closed or merely never polled. Business time comes from the sessions alone (schedule and
+zone), and what is neither up nor down of it is unobserved:
+``unobserved = business - up - down`` exactly, per window (see docs/semantics.md).
+"""
+
+from __future__ import annotations
+
+import sys
+from array import array
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
+
+from storemon.aggregates.report import (
+    LONGEST_WINDOW_US,
+    WINDOWS,
+    StoreWindows,
+    format_hundredths,
+)
+from storemon.aggregates.schedule import Schedule, sessions_between
+from storemon.aggregates.timeline import business_us
+
+SUMS_PER_ROW = 2 * len(WINDOWS)
+# Extra columns of the JSON and Parquet formats, in the units of the CSV's columns (the
+# hour in minutes, day and week in hours, rounded half up to hundredths).
+COVERAGE_HEADER = (
+    "business_last_hour",
+    "business_last_day",
+    "business_last_week",
+    "unobserved_last_hour",
+    "unobserved_last_day",
+    "unobserved_last_week",
+)
+
+
+class Coverage(NamedTuple):
+    """Business and unobserved microseconds of the hour, day and week windows."""
+
+    business_us: tuple[int, int, int]
+    unobserved_us: tuple[int, int, int]
+
+
+def business_windows(schedule: Schedule, zone: str, as_of_us: int) -> tuple[int, int, int]:
+    sessions = sessions_between(schedule, zone, as_of_us - LONGEST_WINDOW_US, as_of_us)
+    hour, day, week = (business_us(sessions, as_of_us - length, as_of_us) for length, _ in WINDOWS)
+    return hour, day, week
+
+
+def coverage(row: StoreWindows, schedule: Schedule, zone: str, as_of_us: int) -> Coverage:
+    business = business_windows(schedule, zone, as_of_us)
+    hour, day, week = (
+        b - up - down for b, up, down in zip(business, row.up_us, row.down_us, strict=True)
+    )
+    if min(hour, day, week) < 0:
+        raise ValueError(f"store {row.store_id}: up and down exceed business time")
+    return Coverage(business, (hour, day, week))
+
+
+def coverage_values(found: Coverage) -> list[float]:
+    """The six extra columns of a row, as numbers (see COVERAGE_HEADER)."""
+    units = [unit for _, unit in WINDOWS] * 2
+    values = [*found.business_us, *found.unobserved_us]
+    return [float(format_hundredths(v, u)) for v, u in zip(values, units, strict=True)]
+
+
+def pack_sums(rows: Iterable[StoreWindows]) -> bytes:
+    """Exact sums of report rows (in CSV order) as little-endian int64: up x3, down x3."""
+    flat = array("q")
+    for row in sorted(rows, key=lambda r: r.store_id):
+        flat.extend(row.up_us)
+        flat.extend(row.down_us)
+    if flat.itemsize != 8:  # pragma: no cover - every supported platform has 8-byte q
+        raise RuntimeError("int64 array expected")
+    if sys.byteorder != "little":  # pragma: no cover
+        flat.byteswap()
+    return flat.tobytes()
+
+
+def unpack_sums(store_ids: Sequence[str], packed: bytes) -> list[StoreWindows]:
+    flat = array("q")
+    flat.frombytes(packed)
+    if sys.byteorder != "little":  # pragma: no cover
+        flat.byteswap()
+    if len(flat) != SUMS_PER_ROW * len(store_ids):
+        raise ValueError("stored sums do not match the report's rows")
+    rows = []
+    for i, store_id in enumerate(store_ids):
+        s = flat[SUMS_PER_ROW * i : SUMS_PER_ROW * (i + 1)]
+        rows.append(StoreWindows(store_id, (s[0], s[1], s[2]), (s[3], s[4], s[5])))
+    return rows
