@@ -157,6 +157,14 @@ def create_app(settings: Settings) -> faust.App:  # noqa: C901 (agents are closu
         producer_max_batch_size=512 * 1024,
         broker_heartbeat_interval=min(3.0, settings.broker_session_timeout_s / 3),
         consumer_auto_offset_reset="earliest",
+        # Each event of the internal topic is a batch of up to 5,000 polls (~300 kB), not
+        # one poll: Faust's default read-ahead of 4,096 events per stream let a 14,000-store
+        # worker hold gigabytes of batches the agent had not reached. Two agent batches
+        # (2 x worker_batch_messages) are enough to keep it busy; fetching pauses at 80 %.
+        stream_buffer_maxsize=max(8, 2 * settings.worker_batch_messages),
+        # What one fetch may bring per partition (Faust's default, stated as a bound): the
+        # fetcher's records are handed to the stream even when its buffer is full.
+        consumer_max_fetch_size=2**20,
         stream_wait_empty=False,
         autodiscover=False,
     )
