@@ -22,15 +22,12 @@ import time
 from pathlib import Path
 from types import ModuleType
 
-import asyncpg
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from storemon import services  # noqa: E402
+from benchdb import open_bench_database  # noqa: E402
+
 from storemon.db import assemble as current  # noqa: E402
-from storemon.db.migrate import connect  # noqa: E402
-from storemon.settings import Settings  # noqa: E402
 
 
 def load_old(rev: str) -> ModuleType:
@@ -50,15 +47,7 @@ def load_old(rev: str) -> ModuleType:
 
 
 async def main(old_rev: str, database: str | None, rounds: int) -> None:
-    settings = services.resolve_endpoints(Settings.from_env()).apply_to(Settings.from_env())
-    if database is None:
-        admin = await asyncpg.connect(settings.database_url)
-        database = await admin.fetchval(
-            "SELECT datname FROM pg_database WHERE datname LIKE 'bench%' ORDER BY oid DESC"
-        )
-        await admin.close()
-    url = settings.database_url.rsplit("/", 1)[0] + f"/{database}"
-    pool = await connect(url)
+    pool = await open_bench_database(database)
     old = load_old(old_rev)
     times: dict[str, list[float]] = {"old": [], "new": []}
     texts: dict[str, str] = {}

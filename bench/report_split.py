@@ -19,29 +19,18 @@ import time
 import uuid
 from pathlib import Path
 
-import asyncpg
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from storemon import services  # noqa: E402
+from benchdb import open_bench_database  # noqa: E402
+
 from storemon.aggregates.timebase import HOUR_US, MINUTE_US, floor_to  # noqa: E402
 from storemon.db import reports as db_reports  # noqa: E402
 from storemon.db.assemble import assemble_report, newest_poll_us  # noqa: E402
-from storemon.db.migrate import connect  # noqa: E402
-from storemon.settings import Settings  # noqa: E402
 
 
 async def main(database: str | None, rounds: int) -> None:
-    settings = services.resolve_endpoints(Settings.from_env()).apply_to(Settings.from_env())
-    if database is None:
-        admin = await asyncpg.connect(settings.database_url)
-        database = await admin.fetchval(
-            "SELECT datname FROM pg_database WHERE datname LIKE 'bench%' ORDER BY oid DESC"
-        )
-        await admin.close()
-    url = settings.database_url.rsplit("/", 1)[0] + f"/{database}"
-    pool = await connect(url)
+    pool = await open_bench_database(database)
     async with pool.acquire() as conn:
         newest = await newest_poll_us(conn)
     assert newest is not None
