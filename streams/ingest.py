@@ -43,7 +43,7 @@ from storemon.aggregates.schedule import Schedule, WeeklyInterval
 from storemon.aggregates.state import StoreChanges, StoreState
 from storemon.aggregates.timebase import DAY_US, floor_to
 from storemon.db.aggregates import SinkBatch, StoreRow
-from storemon.streams.messages import INPUT_BATCHES, decode_object
+from storemon.streams.messages import INPUT_BATCHES, compact_json, decode_object
 
 log = logging.getLogger(__name__)
 
@@ -339,14 +339,14 @@ class Ingestor:
         for day in sorted(to_write):
             j = bisect_left(poll_ts, max(day, cutoff))
             k = bisect_left(poll_ts, day + DAY_US, j)
-            entry = orjson.dumps({"ts": poll_ts[j:k].tolist(), "active": list(poll_active[j:k])})
+            entry = compact_json({"ts": poll_ts[j:k].tolist(), "active": list(poll_active[j:k])})
             table_writes.append((event, self.polls_table, day_key(store_id, day), entry))
         kept = set(kept_days)
         for day in persisted.days:
             if day not in kept:
                 table_writes.append((event, self.polls_table, day_key(store_id, day), None))
         if settings != persisted.settings:
-            entry = orjson.dumps(
+            entry = compact_json(
                 {
                     "schedule": schedule_rows,
                     "zone": state.zone_name,

@@ -44,8 +44,18 @@ INPUT_TOPICS = (POLLS, HOURS, TIMEZONES)
 ALL_TOPICS = (POLLS, HOURS, TIMEZONES, REPORT_REQUESTS, DEAD_LETTERS, INPUT_BATCHES)
 
 
+def compact_json(value: Any) -> bytes:
+    """``value`` as orjson bytes that own no more memory than their length.
+
+    orjson builds its output in a buffer of at least 4 kB and hands that buffer over: a
+    300-byte table value or poll message held in a queue pins 4 kB (measured, orjson 3.13).
+    Values that wait in numbers (changelog writes in the producer's buffer, messages in
+    flight) are copied to their exact size; the copy costs far less than the memory."""
+    return memoryview(orjson.dumps(value)).tobytes()
+
+
 def encode(value: Mapping[str, Any]) -> bytes:
-    return orjson.dumps(value)
+    return compact_json(value)
 
 
 def decode_object(raw: bytes | None) -> dict[str, Any]:
