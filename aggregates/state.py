@@ -22,6 +22,7 @@ from array import array
 from bisect import bisect_left
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import accumulate, chain
 from typing import Any, NamedTuple
 
 from storemon.aggregates.reach import DEFAULT_REACH_HOURS, retention_us
@@ -155,10 +156,11 @@ class StoreState:
         self._sessions_lo = 0
         self._sessions_hi = 0
         self._last_in_hours_us: int | None = None
-        # The runs of each hour of the days recorded last (day -> hour -> runs), kept up to
-        # date by every recomputation, so a day's record after a live poll needs only the
-        # hours that poll changed, not a pass over the whole day.
-        self._day_runs: dict[int, dict[int, tuple[Run, ...]]] = {}
+        # The runs of each hour of the days recorded last (day -> 24 hours -> runs, flat as
+        # the record holds them: start, end, 1/0, ...), kept up to date by every
+        # recomputation, so a day's record after a live poll needs only the hours that poll
+        # changed, not a pass over the whole day.
+        self._day_runs: dict[int, list[tuple[int, ...]]] = {}
 
     # -- sessions -------------------------------------------------------------------------
 
@@ -388,10 +390,7 @@ class StoreState:
     def _remember_runs(self, day: int, hour: int, hour_runs: list[Run] | None) -> None:
         cached = self._day_runs.get(day)
         if cached is not None:
-            if hour_runs is None:
-                cached.pop(hour, None)
-            else:
-                cached[hour] = tuple(hour_runs)
+            cached[(hour - day) // HOUR_US] = () if hour_runs is None else _flat_runs(hour_runs)
 
     def hour_totals(self, hour_start_us: int) -> tuple[int, int]:
         day = floor_to(hour_start_us, DAY_US)
@@ -440,34 +439,30 @@ class StoreState:
         flat: list[int] = []
         bounds = [0] * 25
         if hours_array is not None:
-            hours = [day_start_us + h * HOUR_US for h in range(24)]
-            by_hour: dict[int, tuple[Run, ...]]
-            cached = self._day_runs.get(day_start_us)
-            if cached is not None:
-                by_hour = cached
-            elif known is not None and all(
-                hours[h] in known for h in range(24) if hour_up[h] or hour_down[h]
-            ):
-                by_hour = {hour: known[hour].runs for hour in hours if hour in known}
-            else:
-                last = self._last_in_hours_us
-                lo = max(day_start_us, self.low_us)
-                hi = min(day_start_us + DAY_US, last if last is not None else NEVER_US)
-                by_hour = {}
-                if lo < hi:
-                    sessions = self.sessions_covering(lo, hi)
-                    runs = timeline_runs(sessions, self.poll_ts, self.poll_active, lo, hi)
-                    by_hour = {h: tuple(r) for h, r in split_by_hour(runs).items()}
-            if cached is None:
+            by_hour = self._day_runs.get(day_start_us)
+            if by_hour is None:
+                hours = [day_start_us + h * HOUR_US for h in range(24)]
+                if known is not None and all(
+                    hours[h] in known for h in range(24) if hour_up[h] or hour_down[h]
+                ):
+                    by_hour = [_flat_runs(known[h].runs) if h in known else () for h in hours]
+                else:
+                    last = self._last_in_hours_us
+                    lo = max(day_start_us, self.low_us)
+                    hi = min(day_start_us + DAY_US, last if last is not None else NEVER_US)
+                    split: dict[int, list[Run]] = {}
+                    if lo < hi:
+                        sessions = self.sessions_covering(lo, hi)
+                        runs = timeline_runs(sessions, self.poll_ts, self.poll_active, lo, hi)
+                        split = split_by_hour(runs)
+                    by_hour = [_flat_runs(split[h]) if h in split else () for h in hours]
                 if len(self._day_runs) >= _DAYS_OF_RUNS_KEPT:
                     del self._day_runs[min(self._day_runs)]
                 self._day_runs[day_start_us] = by_hour
-            for h in range(24):
-                for start, end, active in by_hour.get(hours[h], ()):
-                    flat.extend((start, end, 1 if active else 0))
-                bounds[h + 1] = len(flat)
+            flat = list(chain.from_iterable(by_hour))
+            bounds = [0, *accumulate(map(len, by_hour))]
         j = bisect_left(self.poll_ts, day_start_us)
-        k = bisect_left(self.poll_ts, day_start_us + DAY_US)
+        k = bisect_left(self.poll_ts, day_start_us + DAY_US, j)
         return DayRecord(
             sum(hour_up),
             sum(hour_down),
@@ -475,8 +470,8 @@ class StoreState:
             hour_down,
             flat,
             bounds,
-            list(self.poll_ts[j:k]),
-            [bool(a) for a in self.poll_active[j:k]],
+            self.poll_ts[j:k].tolist(),
+            list(map(bool, self.poll_active[j:k])),
         )
 
     # -- persistence ----------------------------------------------------------------------
@@ -530,6 +525,14 @@ class StoreState:
         state.cutoff_us = cutoff_us
         state.apply_polls(polls)
         return state
+
+
+def _flat_runs(runs: Iterable[Run]) -> tuple[int, ...]:
+    """Runs as a day record holds them: start, end, 1 (up) or 0 (down), one after another."""
+    flat: list[int] = []
+    for start, end, active in runs:
+        flat.extend((start, end, 1 if active else 0))
+    return tuple(flat)
 
 
 def _merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
