@@ -5,12 +5,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import gc
 import logging
 import logging.config
 import sys
 
 from storemon import logs
 from storemon.settings import Settings
+
+# The cyclic collector's thresholds for the worker. With Python's defaults (700, 10, 10) a
+# 14,000-store worker spent about a third of its ingestion CPU in collections: a batch runs
+# for seconds, so its short-lived containers (day records, table writes, messages) outlive
+# the young collections, reach the oldest generation and make full passes over the millions
+# of objects of the store states frequent. A young generation of 100,000 lets a batch's
+# objects die before they are promoted (bench: 7,852 -> 10,292 polls/s, the ingestor alone
+# at 14,000 stores; collections off: no faster).
+GC_THRESHOLDS = (100_000, 50, 100)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,6 +48,9 @@ def run(args: argparse.Namespace) -> int:
     log_config = logs.logging_config(args.loglevel, settings.log_format)
     logging.config.dictConfig(log_config)
     app = create_app(settings)
+    gc.collect()
+    gc.freeze()  # what start-up made (modules, Faust's app) is never scanned again
+    gc.set_threshold(*GC_THRESHOLDS)
     worker = Worker(app, loglevel=args.loglevel, quiet=True, logging_config=log_config)
     worker.execute_from_commandline()
     return 0
