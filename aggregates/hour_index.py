@@ -182,7 +182,7 @@ def _expand(first: Int64s, counts: Int64s) -> Int64s:
     total = int(counts.sum())
     if total == 0:
         return np.zeros(0, np.int64)
-    shift = np.repeat(first - (np.cumsum(counts) - counts), counts)
+    shift: Int64s = np.repeat(first - (np.cumsum(counts) - counts), counts)
     return np.arange(total, dtype=np.int64) + shift
 
 

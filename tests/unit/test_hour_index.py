@@ -93,7 +93,9 @@ def test_index_equals_the_store_states_at_every_report_time(fleet, seed, data) -
             st.just(max(all_polls)),
             st.integers(min(all_polls), max(all_polls) + 2 * HOUR_US),
             st.integers(base - DAY_US, base + DAY_US),
-            st.sampled_from([max(all_polls) - max(all_polls) % HOUR_US + k * HOUR_US for k in (0, 1)]),
+            st.sampled_from(
+                [max(all_polls) - max(all_polls) % HOUR_US + k * HOUR_US for k in (0, 1)]
+            ),
         )
     )
     assume(index.covers(as_of))  # the service refuses report times outside its range
@@ -102,8 +104,10 @@ def test_index_equals_the_store_states_at_every_report_time(fleet, seed, data) -
     if found is None:
         # the index declines only where a store has a poll in business hours after T
         assert any(
-            (last := s.summary().last_poll_us) is not None and last > as_of
-            and s.first_poll_us is not None and s.first_poll_us <= as_of
+            (last := s.summary().last_poll_us) is not None
+            and last > as_of
+            and s.first_poll_us is not None
+            and s.first_poll_us <= as_of
             for s in states
         )
     else:
