@@ -41,6 +41,8 @@ Int64s = npt.NDArray[np.int64]
 NO_POLL_US = NEVER_US
 _WINDOW_LENGTHS = tuple(length for length, _ in WINDOWS)
 _FIRST_CAPACITY = 1024
+# Runs of one store in one hour that a column can count (a run per 55 ms of the hour).
+_MOST_RUNS_PER_HOUR = 2**16 - 1
 
 
 class DayBuckets(NamedTuple):
@@ -73,6 +75,7 @@ class IndexSums:
     as_of_us: int
     store_ids: list[str]
     sums: Int64s  # shape (stores, 6)
+    rows: Int64s  # the index's row of each store (for caches kept per row)
 
 
 class _HourColumn:
@@ -94,8 +97,10 @@ class _HourColumn:
         # An hour holds at most 3.6e9 us, which fits 32 bits unsigned.
         self.up = np.zeros(capacity, np.uint32)
         self.down = np.zeros(capacity, np.uint32)
-        self.run_at = np.zeros(capacity, np.int64)  # a store's first run in the pool
-        self.run_count = np.zeros(capacity, np.int32)
+        self.run_at = np.zeros(capacity, np.int32)  # a store's first run in the pool
+        # A store's runs in the pool; 0 with a total of a whole hour means one run over
+        # the whole hour, which is implied and not stored (most business hours).
+        self.run_count = np.zeros(capacity, np.uint16)
         self.run_start = np.zeros(64, np.uint32)
         self.run_end = np.zeros(64, np.uint32)
         self.run_active = np.zeros(64, np.bool_)
@@ -138,15 +143,15 @@ class _HourColumn:
         self.runs_used += needed
         self.runs_live += needed
 
-    def _make_room(self, needed: int) -> None:
+    def _make_room(self, needed: int, headroom: int = 2) -> None:
         """Drop replaced runs (they pile up as the live hour is rewritten poll after poll),
         and grow the pool if that is not enough."""
         live_rows = np.flatnonzero(self.run_count)
         counts = self.run_count[live_rows].astype(np.int64)
-        picks = _expand(self.run_at[live_rows], counts)
+        picks = _expand(self.run_at[live_rows].astype(np.int64), counts)
         # Half the pool stays free after this, so compaction is rare (amortised O(1)).
-        capacity = len(self.run_start)
-        while capacity < 2 * (len(picks) + needed):
+        capacity = len(self.run_start) if headroom > 1 else max(1, len(picks) + needed)
+        while capacity < headroom * (len(picks) + needed):
             capacity *= 2
         start = np.zeros(capacity, np.uint32)
         end = np.zeros(capacity, np.uint32)
@@ -158,15 +163,21 @@ class _HourColumn:
         self.run_at[live_rows] = np.cumsum(counts) - counts
         self.runs_used = self.runs_live = len(picks)
 
+    def trim(self) -> None:
+        """Shrink the pool to its live runs (an hour no longer written keeps no slack)."""
+        if self.runs_used != self.runs_live or len(self.run_start) > self.runs_live:
+            self._make_room(0, headroom=1)
+
     def before(self, offset_us: int, stores: int) -> tuple[Int64s, Int64s]:
         """Up and down microseconds of each store's runs in ``[hour, hour + offset)``."""
+        # a whole hour of one status (its run implied): the first ``offset`` of it
+        up = np.where(self.up[:stores] == HOUR_US, offset_us, 0).astype(np.int64)
+        down = np.where(self.down[:stores] == HOUR_US, offset_us, 0).astype(np.int64)
         rows = np.flatnonzero(self.run_count[:stores])
-        up = np.zeros(stores, np.int64)
-        down = np.zeros(stores, np.int64)
         if len(rows) == 0:
             return up, down
         counts = self.run_count[rows].astype(np.int64)
-        picks = _expand(self.run_at[rows], counts)
+        picks = _expand(self.run_at[rows].astype(np.int64), counts)
         start = self.run_start[picks].astype(np.int64)
         end = np.minimum(self.run_end[picks].astype(np.int64), offset_us)
         part = np.maximum(end - start, 0)
@@ -203,6 +214,9 @@ class HourIndex:
         self.last_active = np.zeros(self._capacity, np.bool_)
         self.tail_end = np.zeros(self._capacity, np.int64)
         self.newest_us: int | None = None  # newest poll of any store
+        # Set if some hour had more runs than a column counts: the index then answers
+        # nothing (it would be wrong), and the owner rebuilds it or reads elsewhere.
+        self.overflowed = False
         self._order: Int64s | None = None  # rows sorted by store id
 
     def __len__(self) -> int:
@@ -217,7 +231,8 @@ class HourIndex:
             self.store_ids.append(store_id)
             self._order = None
             if row >= self._capacity:
-                self._grow(2 * self._capacity)
+                # Modest steps: every hour column grows with the stores, so slack is costly.
+                self._grow(self._capacity + self._capacity // 8)
         return row
 
     def _grow(self, capacity: int) -> None:
@@ -235,6 +250,13 @@ class HourIndex:
         for column in self.columns.values():
             column.grow_stores(capacity)
         self._capacity = capacity
+
+    def trim(self, before_hour_us: int | None = None) -> None:
+        """Give back the pools' slack, in every column or those older than ``before_hour_us``
+        (after a bulk load; live hours keep room to be rewritten)."""
+        for hour, column in self.columns.items():
+            if before_hour_us is None or hour < before_hour_us:
+                column.trim()
 
     def oldest_hour_kept(self) -> int | None:
         if self.newest_us is None:
@@ -304,6 +326,12 @@ class HourIndex:
                 if not (seg_up.any() or seg_down.any() or seg_counts.any()):
                     continue  # nothing to hold, nothing held
                 column = self.columns[hour] = _HourColumn(self._capacity)
+            # One run over the whole hour is implied by its total (see _HourColumn).
+            whole = (seg_counts == 1) & ((seg_up == HOUR_US) | (seg_down == HOUR_US))
+            seg_counts = np.where(whole, 0, seg_counts)
+            if int(seg_counts.max(initial=0)) > _MOST_RUNS_PER_HOUR:
+                self.overflowed = True  # more than a count can say: answer from elsewhere
+                seg_counts = np.minimum(seg_counts, _MOST_RUNS_PER_HOUR)
             picks = _expand(first_run.ravel()[segment], seg_counts)
             runs = flat[picks]
             column.write(
@@ -364,6 +392,8 @@ class HourIndex:
         it, or None when some store needs an as-of fix (see :meth:`needs_as_of_fix`)."""
         if not self.covers(as_of_us):
             raise ValueError("the report time reaches before the hours the index keeps")
+        if self.overflowed:
+            return None
         if self.needs_as_of_fix(as_of_us):
             return None
         n = len(self.store_ids)
@@ -399,7 +429,7 @@ class HourIndex:
         self._add_tails(sums, as_of_us, n)
         order = self.sorted_rows()
         kept = order[self.first_poll[order] <= as_of_us]
-        return IndexSums(as_of_us, [self.store_ids[i] for i in kept], sums[kept])
+        return IndexSums(as_of_us, [self.store_ids[i] for i in kept], sums[kept], kept)
 
     def _add_tails(self, sums: Int64s, as_of_us: int, n: int) -> None:
         """The open tail ``[max(last poll, window start), min(session end, T))``."""

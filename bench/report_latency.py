@@ -66,7 +66,7 @@ async def phases(pipeline: Pipeline, since: float) -> list[dict[str, Any]]:
 
 def medians(rows: list[dict[str, Any]]) -> dict[str, float]:
     out: dict[str, float] = {}
-    for name in ("queued", "running", "read_s", "finish_s", "render_s", "digest_s", "store_s"):
+    for name in ("queued", "running", "read_s", "finish_s", "render_s", "digest_wait_s", "store_s"):
         values = [r[name] for r in rows if r.get(name) is not None]
         if values:
             out[f"{name.removesuffix('_s')}_ms"] = round(statistics.median(values) * 1000, 2)

@@ -500,8 +500,7 @@ async def _answer(
 ) -> tuple[AssembledReport, int | None]:
     """From the in-memory index where it can answer exactly, else from PostgreSQL."""
     if report_index is not None and report_index.ready:
-        async with pool.acquire() as conn:
-            fast = await report_index.try_report(conn, requested)
+        fast = await report_index.try_report(pool, requested)
         if fast is not None:
             return fast, None
     return await _reuse_or_assemble(pool, report_id, requested, reach)

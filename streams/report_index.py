@@ -64,8 +64,13 @@ def render_sums_csv(store_ids: Sequence[str], sums: np.ndarray) -> str:
     """The report CSV of sorted rows of exact sums (up x3, down x3 in microseconds), built
     column-wise with pyarrow's string kernels: the same bytes as
     :func:`~storemon.aggregates.report.render_csv` (the tests compare them)."""
+    return render_fields_csv(pa.array([csv_field(s) for s in store_ids], pa.string()), sums)
+
+
+def render_fields_csv(id_fields: pa.Array, sums: np.ndarray) -> str:
+    """:func:`render_sums_csv` with the store ids already written as CSV fields."""
     units = [unit for _, unit in WINDOWS] * 2
-    columns: list[pa.Array] = [pa.array([csv_field(s) for s in store_ids], pa.string())]
+    columns: list[pa.Array] = [id_fields]
     for k, unit in enumerate(units):
         # hundredths rounded half up from the exact value, as format_hundredths does
         hundredths = (sums[:, k] * 200 + unit) // (2 * unit)
@@ -96,6 +101,9 @@ class ReportIndex:
         self._loader: asyncio.Task[None] | None = None
         self.loads = 0
         self.answered = 0
+        # The index's store ids as CSV fields, by row (rows only ever get appended).
+        self._id_fields: list[str] = []
+        self._id_array: pa.Array | None = None
 
     @property
     def ready(self) -> bool:
@@ -176,7 +184,9 @@ class ReportIndex:
             return
         for batch in self._pending or ():
             apply_batch(index, batch)
+        index.trim()
         self._pending = None
+        self._id_fields, self._id_array = [], None
         self.index = index
         self.loads += 1
         log.info(
@@ -188,9 +198,15 @@ class ReportIndex:
 
     # -- answering ---------------------------------------------------------------------------
 
-    async def try_report(
-        self, conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy, requested: int | None
-    ) -> AssembledReport | None:
+    def _id_fields_of(self, index: HourIndex) -> pa.Array:
+        if len(self._id_fields) > len(index.store_ids):  # a new index: start again
+            self._id_fields, self._id_array = [], None
+        if self._id_array is None or len(self._id_fields) < len(index.store_ids):
+            self._id_fields.extend(csv_field(s) for s in index.store_ids[len(self._id_fields) :])
+            self._id_array = pa.array(self._id_fields, pa.string())
+        return self._id_array
+
+    async def try_report(self, pool: asyncpg.Pool, requested: int | None) -> AssembledReport | None:
         """The report from memory, or None where only PostgreSQL can answer exactly."""
         index = self.index
         if index is None:
@@ -199,30 +215,38 @@ class ReportIndex:
         as_of_us = requested if requested is not None else index.newest_us
         if as_of_us is None:
             raise NoData("no poll has been ingested yet")
-        pruned_before = await conn.fetchval("SELECT pruned_before_us FROM retention_mark")
+        async with pool.acquire() as conn:
+            pruned_before = await conn.fetchval("SELECT pruned_before_us FROM retention_mark")
+            # Pending reports that asked for the same report time were stored before this
+            # read, so the index as it is below (never older than now) answers them too.
+            alike = tuple(
+                r[0]
+                for r in await conn.fetch(
+                    "SELECT report_id FROM reports WHERE status = 'Pending'"
+                    " AND requested_as_of_us IS NOT DISTINCT FROM $1",
+                    requested,
+                )
+            )
         allowed = supported_range(index.newest_us, self.reach_us, self.lead_us, pruned_before)
         if requested is not None and requested not in (allowed or ()):
             raise OutOfRange(out_of_range_message(requested, allowed))
-        # Pending reports that asked for the same report time were stored before this
-        # read, so the index as it is below (never older than now) answers them too.
-        alike = tuple(
-            r[0]
-            for r in await conn.fetch(
-                "SELECT report_id FROM reports WHERE status = 'Pending'"
-                " AND requested_as_of_us IS NOT DISTINCT FROM $1",
-                requested,
-            )
-        )
-        if self.index is not index or not index.covers(as_of_us):
+        if self.index is not index or not index.covers(as_of_us) or index.overflowed:
             return None
-        # No await from here to the end of the sums: the index is one consistent state.
-        found = index.window_sums(as_of_us)
-        if found is None:
-            return None
-        summed = time.perf_counter()
-        csv_text = render_sums_csv(found.store_ids, found.sums)
-        rendered = time.perf_counter()
-        digest = await report_digest(conn, as_of_us)
+        # The schedules' digest is the database's to compute: it runs there meanwhile.
+        digest_task = asyncio.ensure_future(_digest(pool, as_of_us))
+        read = time.perf_counter()
+        try:
+            # No await from here to the end of the sums: the index is one consistent state.
+            found = index.window_sums(as_of_us)
+            if found is None:
+                return None
+            summed = time.perf_counter()
+            csv_text = render_fields_csv(self._id_fields_of(index).take(found.rows), found.sums)
+            rendered = time.perf_counter()
+            digest = await digest_task
+        finally:
+            if not digest_task.done():
+                digest_task.cancel()
         self.answered += 1
         return AssembledReport(
             as_of_us,
@@ -230,15 +254,20 @@ class ReportIndex:
             len(found.store_ids),
             alike_pending=alike,
             timings={
-                "read_s": 0.0,
-                "finish_s": summed - began,
+                "read_s": read - began,
+                "finish_s": summed - read,
                 "render_s": rendered - summed,
-                "digest_s": time.perf_counter() - rendered,
+                "digest_wait_s": time.perf_counter() - rendered,
                 "index": 1.0,
             },
             schedules_digest=digest,
             packed_sums=pack_index_sums(found),
         )
+
+
+async def _digest(pool: asyncpg.Pool, as_of_us: int) -> int:
+    async with pool.acquire() as conn:
+        return await report_digest(conn, as_of_us)
 
 
 def _days_from_rows(rows: list[asyncpg.Record]) -> list[DayBuckets]:

@@ -219,3 +219,35 @@ def test_sums_are_int64_and_sorted_by_store() -> None:
     assert found is not None
     assert found.store_ids == ["a", "b", "c"]
     assert found.sums.dtype == np.int64
+
+
+def test_an_hour_with_more_runs_than_a_column_counts_makes_the_index_decline() -> None:
+    index = HourIndex(hours_kept=WEEK_OF_HOURS * 2)
+    hour = at("UTC", 2024, 5, 6, 9)
+    day = hour - hour % DAY_US
+    slot = (hour - day) // HOUR_US
+    runs: list[int] = []
+    for k in range(70_000):  # alternating 50 us runs: 70,000 of them in one hour
+        runs.extend((hour + 50 * k, hour + 50 * (k + 1), k % 2))
+    ups = [0] * 24
+    downs = [0] * 24
+    ups[slot] = downs[slot] = 35_000 * 50
+    bounds = [0] * (slot + 1) + [len(runs)] * (24 - slot)
+    index.apply_tails([StoreTail("s", hour, hour, hour + HOUR_US - 1, True, hour + HOUR_US)])
+    index.apply_days([DayBuckets("s", day, ups, downs, runs, bounds)])
+    assert index.overflowed
+    assert index.window_sums(hour + HOUR_US) is None
+
+
+def test_whole_hours_keep_no_runs_yet_cut_exactly() -> None:
+    index = HourIndex(hours_kept=WEEK_OF_HOURS * 2)
+    state = StoreState("s")  # open 24x7: every hour between the polls is whole
+    start = at("UTC", 2024, 5, 6, 0)
+    polls = [(start + k * HOUR_US, k % 5 != 0) for k in range(30)]
+    _publish(index, state, state.apply_polls(polls))
+    whole = [c for h, c in index.columns.items() if start + HOUR_US <= h < start + 28 * HOUR_US]
+    assert whole
+    assert all(c.runs_live <= 2 for c in whole)  # only the hours where the status turns
+    for minutes_in in (0, 1, 29, 59):
+        as_of = start + 29 * HOUR_US + minutes_in * MINUTE_US + 7
+        assert _rows(index, as_of) == [state_windows(state, as_of)]
