@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import NamedTuple
 
 import numpy as np
@@ -54,6 +55,16 @@ class DayBuckets(NamedTuple):
     hour_down_us: Sequence[int]
     runs: Sequence[int]  # flat [start_us, end_us, active, ...], cut at hour boundaries
     run_bounds: Sequence[int]  # 25 entries: hour h's runs are runs[b[h] : b[h + 1]]
+
+
+class HourRuns(NamedTuple):
+    """One store's UTC hour as an update of the state emits it (``state.HourBucket``)."""
+
+    store_id: str
+    hour_start_us: int
+    up_us: int
+    down_us: int
+    runs: Sequence[tuple[int, int, bool]]  # (start_us, end_us, active), inside the hour
 
 
 class StoreTail(NamedTuple):
@@ -302,26 +313,64 @@ class HourIndex:
         downs = np.array([d.hour_down_us for d in days], np.int64).reshape(n, 24)
         bounds = np.array([d.run_bounds for d in days], np.int64).reshape(n, 25)
         flat = np.fromiter(
-            (v for d in days for v in d.runs), np.int64, int(bounds[:, 24].sum())
+            chain.from_iterable(d.runs for d in days), np.int64, int(bounds[:, 24].sum())
         ).reshape(-1, 3)
         # Bounds count entries of the flat list, three per run.
         record_first = (np.cumsum(bounds[:, 24]) - bounds[:, 24]) // 3
         counts = np.diff(bounds, axis=1) // 3  # (n, 24) runs per hour
         first_run = record_first[:, None] + bounds[:, :24] // 3
         hours = day_starts[:, None] + np.arange(24, dtype=np.int64) * HOUR_US
+        self._write(
+            np.repeat(rows, 24),
+            hours.ravel(),
+            ups.ravel(),
+            downs.ravel(),
+            counts.ravel(),
+            first_run.ravel(),
+            flat,
+        )
+
+    def apply_hours(self, hours: Sequence[HourRuns]) -> None:
+        """Overwrite single store-hours (distinct (store, hour) pairs): what one update of
+        the stream changed, usually an hour or two per store, not its whole day."""
+        if not hours:
+            return
+        n = len(hours)
+        rows = np.fromiter((self._row(h.store_id) for h in hours), np.int64, n)
+        starts = np.fromiter((h.hour_start_us for h in hours), np.int64, n)
+        ups = np.fromiter((h.up_us for h in hours), np.int64, n)
+        downs = np.fromiter((h.down_us for h in hours), np.int64, n)
+        counts = np.fromiter((len(h.runs) for h in hours), np.int64, n)
+        flat = np.fromiter(
+            chain.from_iterable(chain.from_iterable(h.runs for h in hours)),
+            np.int64,
+            3 * int(counts.sum()),
+        ).reshape(-1, 3)
+        self._write(rows, starts, ups, downs, counts, np.cumsum(counts) - counts, flat)
+
+    def _write(
+        self,
+        rows: Int64s,
+        hours: Int64s,
+        ups: Int64s,
+        downs: Int64s,
+        counts: Int64s,
+        first_run: Int64s,
+        flat: Int64s,
+    ) -> None:
+        """Entry i: store-hour (rows[i], hours[i]) holds ups[i], downs[i] and the runs
+        flat[first_run[i] : first_run[i] + counts[i]] (start, end, active)."""
         oldest = self.oldest_hour_kept()
-        order = np.argsort(hours, axis=None, kind="stable")
-        flat_hours = hours.ravel()[order]
-        cuts = np.flatnonzero(np.diff(flat_hours)) + 1
+        order = np.argsort(hours, kind="stable")
+        cuts = np.flatnonzero(np.diff(hours[order])) + 1
         for segment in np.split(order, cuts):
-            hour = int(hours.ravel()[segment[0]])
+            hour = int(hours[segment[0]])
             if oldest is not None and hour < oldest:
                 continue  # no supported report reaches it
-            seg_up = ups.ravel()[segment]
-            seg_down = downs.ravel()[segment]
-            seg_counts = counts.ravel()[segment]
+            seg_up = ups[segment]
+            seg_down = downs[segment]
+            seg_counts = counts[segment]
             column = self.columns.get(hour)
-            seg_rows = rows[segment // 24]
             if column is None:
                 if not (seg_up.any() or seg_down.any() or seg_counts.any()):
                     continue  # nothing to hold, nothing held
@@ -332,10 +381,9 @@ class HourIndex:
             if int(seg_counts.max(initial=0)) > _MOST_RUNS_PER_HOUR:
                 self.overflowed = True  # more than a count can say: answer from elsewhere
                 seg_counts = np.minimum(seg_counts, _MOST_RUNS_PER_HOUR)
-            picks = _expand(first_run.ravel()[segment], seg_counts)
-            runs = flat[picks]
+            runs = flat[_expand(first_run[segment], seg_counts)]
             column.write(
-                seg_rows,
+                rows[segment],
                 seg_up,
                 seg_down,
                 seg_counts,
@@ -444,4 +492,4 @@ class HourIndex:
             sums[:, 3 + w] += np.where(is_up, 0, part)
 
 
-__all__ = ["DayBuckets", "HourIndex", "IndexSums", "StoreTail"]
+__all__ = ["DayBuckets", "HourIndex", "HourRuns", "IndexSums", "StoreTail"]

@@ -287,6 +287,8 @@ class Ingestor:
         # one batch) give their old days their exact values before the state lets them go.
         for day in sorted(days):
             batch.days[(store_id, day)] = state.day_record(day, changes.hours)
+        for hour, bucket in changes.hours.items():
+            batch.hours[(store_id, hour)] = bucket
         self.stats.day_rows += len(days)
         if state.poll_ts:
             # Whole days: the cutoff moves once a day, not with every poll.

@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from storemon.aggregates.hour_index import DayBuckets, HourIndex, IndexSums, StoreTail
+from storemon.aggregates.hour_index import DayBuckets, HourIndex, HourRuns, IndexSums, StoreTail
 from storemon.aggregates.reach import out_of_range_message, supported_range
 from storemon.aggregates.report import REPORT_HEADER, WINDOWS
 from storemon.aggregates.timebase import DAY_US, HOUR_US, floor_to
@@ -284,7 +284,7 @@ def _days_from_rows(rows: list[asyncpg.Record]) -> list[DayBuckets]:
 
 def apply_batch(index: HourIndex, batch: SinkBatch) -> None:
     """Mirror one sink write: the stores' rows first (they move the newest poll, which
-    decides the hours kept), then their days."""
+    decides the hours kept), then their hours."""
     index.apply_tails(
         StoreTail(
             s.store_id,
@@ -296,10 +296,12 @@ def apply_batch(index: HourIndex, batch: SinkBatch) -> None:
         )
         for s in batch.stores.values()
     )
-    index.apply_days(
+    # The hours the update changed: the rest of each day it wrote is unchanged, and
+    # already in the index (the load read it, or an earlier write brought it).
+    index.apply_hours(
         [
-            DayBuckets(store_id, day, r.hour_up_us, r.hour_down_us, r.runs, r.run_bounds)
-            for (store_id, day), r in batch.days.items()
+            HourRuns(store_id, hour, bucket.up_us, bucket.down_us, bucket.runs)
+            for (store_id, hour), bucket in batch.hours.items()
         ]
     )
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from storemon.aggregates.hour_index import DayBuckets, HourIndex, StoreTail
+from storemon.aggregates.hour_index import DayBuckets, HourIndex, HourRuns, StoreTail
 from storemon.aggregates.report import StoreWindows
 from storemon.aggregates.schedule import Schedule
 from storemon.aggregates.state import StoreChanges, StoreState
@@ -35,9 +35,21 @@ def _tail(state: StoreState) -> StoreTail:
     )
 
 
-def _publish(index: HourIndex, state: StoreState, changes: StoreChanges) -> None:
-    """What the worker's sink hands the index after an update: the store's row and the
-    whole days the update touched (as the Ingestor picks them)."""
+def _publish(
+    index: HourIndex, state: StoreState, changes: StoreChanges, *, whole_days: bool = False
+) -> None:
+    """What the worker hands the index after an update: the store's row and the hours the
+    update changed, or (``whole_days``, as a load from PostgreSQL does) the whole days
+    they lie in."""
+    index.apply_tails([_tail(state)])
+    if not whole_days:
+        index.apply_hours(
+            [
+                HourRuns(state.store_id, hour, b.up_us, b.down_us, b.runs)
+                for hour, b in changes.hours.items()
+            ]
+        )
+        return
     days = set(changes.days) | {h - h % DAY_US for h in changes.hours}
     records = []
     for day in sorted(days):
@@ -45,7 +57,6 @@ def _publish(index: HourIndex, state: StoreState, changes: StoreChanges) -> None
         records.append(
             DayBuckets(state.store_id, day, r.hour_up_us, r.hour_down_us, r.runs, r.run_bounds)
         )
-    index.apply_tails([_tail(state)])
     index.apply_days(records)
 
 
@@ -68,6 +79,8 @@ def _rows(index: HourIndex, as_of_us: int) -> list[StoreWindows] | None:
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(stores(), min_size=1, max_size=4), st.integers(0, 2**32), st.data())
 def test_index_equals_the_store_states_at_every_report_time(fleet, seed, data) -> None:  # type: ignore[no-untyped-def]
+    """Updates arrive as changed hours or as whole days (how a load reads PostgreSQL),
+    mixed at random: either way the index equals the per-store states."""
     rng = random.Random(seed)
     index = HourIndex(hours_kept=WEEK_OF_HOURS * 3)
     states: list[StoreState] = []
@@ -84,7 +97,7 @@ def test_index_equals_the_store_states_at_every_report_time(fleet, seed, data) -
             i += step
     rng.shuffle(deliveries)  # stores interleave, each store's polls in any order
     for state, polls in deliveries:
-        _publish(index, state, state.apply_polls(polls))
+        _publish(index, state, state.apply_polls(polls), whole_days=rng.random() < 0.3)
     all_polls = [ts for state in states for ts in state.poll_ts]
     assume(all_polls)
     base = fleet[0][3]
@@ -124,6 +137,8 @@ def test_a_schedule_change_rewrites_the_index(first, second, seed) -> None:  # t
     state = StoreState("s", sched_a, zone_a)
     _publish(index, state, state.apply_polls(polls))
     _publish(index, state, state.replace_schedule(sched_b, zone_b))
+    assert _rows(index, as_of := max(ts for ts, _ in polls) + 1) == _expected([state], as_of)
+    _publish(index, state, state.replace_schedule(sched_a, zone_a), whole_days=True)
     as_of = max(ts for ts, _ in polls) + random.Random(seed).randint(0, 3 * HOUR_US)
     assert _rows(index, as_of) == _expected([state], as_of)
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 import orjson
 
-from storemon.aggregates.state import DayRecord
+from storemon.aggregates.state import DayRecord, HourBucket
 
 if TYPE_CHECKING:
     from storemon.db import Connection
@@ -40,6 +40,9 @@ class SinkBatch:
 
     stores: dict[str, StoreRow] = field(default_factory=dict)
     days: dict[tuple[str, int], DayRecord] = field(default_factory=dict)
+    # The hours whose value changed (not written here: the worker's report index takes
+    # them after the write, see streams/report_index.py).
+    hours: dict[tuple[str, int], HourBucket] = field(default_factory=dict)
     # (source, reason, detail, record as JSON, partition, offset, index within the message)
     dead_letters: list[tuple[str, str, str, str, int | None, int | None, int]] = field(
         default_factory=list
