@@ -40,9 +40,10 @@ from storemon.metrics import ReportMetrics, WorkerCollector
 from storemon.settings import Settings
 from storemon.streams import messages
 from storemon.streams.batcher import InputBatcher
-from storemon.streams.ingest import Ingestor, retry_forever
+from storemon.streams.ingest import Ingestor
 from storemon.streams.offsets import CommitWatchdog, guard_offset_commits
 from storemon.streams.report_jobs import ReportRequestConsumer
+from storemon.waiting import retry_forever
 from storemon.web.security import bearer_token_ok
 
 log = logging.getLogger(__name__)

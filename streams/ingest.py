@@ -24,7 +24,6 @@ store's partition, the partition its batch came from.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
@@ -40,8 +39,6 @@ from storemon.aggregates.timebase import DAY_US, floor_to
 from storemon.db.aggregates import SinkBatch, StoreRow
 from storemon.streams import state_codec
 from storemon.streams.messages import INPUT_BATCHES, decode_object
-
-log = logging.getLogger(__name__)
 
 # Stores per PostgreSQL write within a batch, and how often computing gives the loop a turn.
 CHUNK_STORES = 500
@@ -316,21 +313,3 @@ class Ingestor:
             entry = state_codec.encode_settings(kept)
             table_writes.append((event, self.stores_table, state_codec.store_key(store_id), entry))
         self.persisted[store_id] = _Persisted(kept, kept.days)
-
-
-async def retry_forever(
-    action: Callable[[], Awaitable[None]],
-    retry_on: tuple[type[BaseException], ...],
-    what: str,
-    max_delay_s: float = 10.0,
-) -> None:
-    """Run ``action`` until it succeeds, backing off on the errors of an outage."""
-    delay = 0.2
-    while True:
-        try:
-            await action()
-            return
-        except retry_on as error:
-            log.warning("%s failed (%s); retrying in %.1f s", what, error.__class__.__name__, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, max_delay_s)
