@@ -30,9 +30,9 @@ from storemon.aggregates.coverage import pack_sums
 from storemon.aggregates.records import Rejection
 from storemon.aggregates.report import LONGEST_WINDOW_US
 from storemon.aggregates.timebase import HOUR_US, format_utc
-from storemon.db import aggregates as db_aggregates
 from storemon.db import reports as db_reports
 from storemon.db import retention as db_retention
+from storemon.db import sink as db_sink
 from storemon.db.assemble import AssembledReport, NoData, OutOfRange, assemble_report
 from storemon.db.migrate import connect
 from storemon.db.reports import ReportStatus
@@ -187,9 +187,9 @@ def create_app(settings: Settings) -> faust.App:  # noqa: C901 (agents are closu
     )
     store_polls = _raw_table(app, "store_polls", settings, "store@day -> that day's kept polls")
 
-    async def write_sink(batch: db_aggregates.SinkBatch) -> None:
+    async def write_sink(batch: db_sink.SinkBatch) -> None:
         async def attempt() -> None:
-            await db_aggregates.write_batch(await database.pool(), batch)
+            await db_sink.write_batch(await database.pool(), batch)
 
         await retry_forever(attempt, DB_OUTAGE_ERRORS, "writing aggregates to PostgreSQL")
 

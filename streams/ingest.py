@@ -36,7 +36,7 @@ from storemon.aggregates.records import Rejection
 from storemon.aggregates.schedule import Schedule, WeeklyInterval
 from storemon.aggregates.state import StoreChanges, StoreState
 from storemon.aggregates.timebase import DAY_US, floor_to
-from storemon.db.aggregates import SinkBatch, StoreRow
+from storemon.db.sink import SinkBatch, StoreRow
 from storemon.streams import state_codec
 from storemon.streams.messages import INPUT_BATCHES, decode_object
 

@@ -16,7 +16,7 @@ import pytest
 from storemon.aggregates.records import Rejection
 from storemon.aggregates.state import StoreState
 from storemon.aggregates.timebase import DAY_US, HOUR_US, format_utc
-from storemon.db.aggregates import SinkBatch, StoreRow
+from storemon.db.sink import SinkBatch, StoreRow
 from storemon.streams import messages
 from storemon.streams.batcher import PartitionBatch
 from storemon.streams.ingest import Ingestor
