@@ -30,7 +30,7 @@ async def write_nothing(batch: SinkBatch) -> None:
 
 def main(data_dir: Path, per_batch: int, profile: bool) -> None:
     data = load_dataset(data_dir)
-    polls = sorted((ts, s, a) for s, ps in data.polls_by_store.items() for ts, a in ps)
+    polls = sorted((ts, s, a) for s, ps in data.polls_by_store().items() for ts, a in ps)
     stores, store_polls = CountingTable(), CountingTable()
     ingestor = make_ingestor(stores, store_polls, Sink())
     ingestor.write_sink = write_nothing
