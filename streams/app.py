@@ -42,6 +42,7 @@ from storemon.streams import messages
 from storemon.streams.batcher import InputBatcher
 from storemon.streams.ingest import Ingestor
 from storemon.streams.offsets import CommitWatchdog, guard_offset_commits
+from storemon.streams.report_index import ReportIndex
 from storemon.streams.report_jobs import ReportRequestConsumer
 from storemon.waiting import retry_forever
 from storemon.web.security import bearer_token_ok
@@ -187,11 +188,16 @@ def create_app(settings: Settings) -> faust.App:  # noqa: C901 (agents are closu
     )
     store_polls = _raw_table(app, "store_polls", settings, "store@day -> that day's kept polls")
 
+    report_index = ReportIndex(settings.reach_us, settings.lead_us, enabled=settings.report_index)
+    app.storemon_report_index = report_index  # type: ignore[attr-defined]
+
     async def write_sink(batch: db_sink.SinkBatch) -> None:
         async def attempt() -> None:
             await db_sink.write_batch(await database.pool(), batch)
 
         await retry_forever(attempt, DB_OUTAGE_ERRORS, "writing aggregates to PostgreSQL")
+        # No await between the commit and this: the index never lags a finished write.
+        report_index.written(batch)
 
     async def send_dead_letter(
         rejection: Rejection, partition: int | None, offset: int | None
@@ -218,6 +224,7 @@ def create_app(settings: Settings) -> faust.App:  # noqa: C901 (agents are closu
             settings.report_timeout_s,
             report_metrics,
             reach=(settings.reach_us, settings.lead_us),
+            report_index=report_index,
         )
 
     report_requests = ReportRequestConsumer(settings, answer, stop_unless_done)
@@ -262,9 +269,25 @@ def create_app(settings: Settings) -> faust.App:  # noqa: C901 (agents are closu
 
     async def forget_states(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         ingestor.forget()  # partitions moved: states are rebuilt from the tables on demand
+        report_index.invalidate()
+
+    async def track_ownership(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+        ingestor.forget()
+        # The in-memory report index mirrors what this worker writes: complete only when
+        # it owns every input partition (see streams/report_index.py).
+        input_topic = settings.topic(messages.INPUT_BATCHES)
+        owned = {tp.partition for tp in app.consumer.assignment() if tp.topic == input_topic}
+        if len(owned) < settings.partitions:
+            report_index.invalidate()
+            return
+        try:
+            report_index.start_loading(await database.pool())
+        except DB_OUTAGE_ERRORS as error:
+            log.warning("report index not loaded, database unavailable: %s", error)
+            report_index.invalidate()
 
     app.on_partitions_revoked.connect(forget_states)  # type: ignore[arg-type]  # mode types a keyword-only signal
-    app.on_partitions_assigned.connect(forget_states)  # type: ignore[arg-type]
+    app.on_partitions_assigned.connect(track_ownership)  # type: ignore[arg-type]
 
     @app.timer(interval=settings.prune_interval_s, on_leader=True)  # type: ignore[untyped-decorator]
     async def prune_database() -> None:
@@ -317,6 +340,7 @@ def create_app(settings: Settings) -> faust.App:  # noqa: C901 (agents are closu
                 },
                 "seconds": {k: round(v, 3) for k, v in stats.seconds.items()},
                 "rejected": {f"{s}: {r}": n for (s, r), n in stats.rejected.items()},
+                "report_index": report_index.describe(),
             }
         )
 
@@ -394,6 +418,7 @@ async def run_report_job(
     metrics: ReportMetrics | None = None,
     *,
     reach: tuple[int, int] | None = None,
+    report_index: ReportIndex | None = None,
 ) -> None:
     """Answer one report request. The request is acknowledged (by returning) only once the
     report is stored as Complete or Failed; a database outage is waited out, so a request
@@ -418,7 +443,7 @@ async def run_report_job(
 
         try:
             built, shared = await asyncio.wait_for(
-                _reuse_or_assemble(pool, report_id, requested, reach), timeout_s
+                _answer(pool, report_id, requested, reach, report_index), timeout_s
             )
         except (NoData, OutOfRange) as error:
             await db_reports.fail_report(pool, report_id, str(error))
@@ -446,7 +471,10 @@ async def run_report_job(
                 built.alike_pending,
                 data_version=built.data_version,
                 timings=built.timings,
-                exact=(pack_sums(built.rows), built.schedules_digest),
+                exact=(
+                    built.packed_sums if built.packed_sums is not None else pack_sums(built.rows),
+                    built.schedules_digest,
+                ),
             )
             await db_reports.record_store_time(pool, report_id, time.perf_counter() - stored)
         finished(ReportStatus.COMPLETE)
@@ -462,6 +490,22 @@ async def run_report_job(
         )
 
     await retry_forever(attempt, (*DB_OUTAGE_ERRORS, KafkaError), f"report {report_id}")
+
+
+async def _answer(
+    pool: asyncpg.Pool,
+    report_id: uuid.UUID,
+    requested: int | None,
+    reach: tuple[int, int] | None,
+    report_index: ReportIndex | None,
+) -> tuple[AssembledReport, int | None]:
+    """From the in-memory index where it can answer exactly, else from PostgreSQL."""
+    if report_index is not None and report_index.ready:
+        async with pool.acquire() as conn:
+            fast = await report_index.try_report(conn, requested)
+        if fast is not None:
+            return fast, None
+    return await _reuse_or_assemble(pool, report_id, requested, reach)
 
 
 async def _reuse_or_assemble(

@@ -13,8 +13,10 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import aiohttp
 import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -183,6 +185,8 @@ class Pipeline:
     log_path: Path | None = None
     pool: asyncpg.Pool | None = None
     others: list[subprocess.Popen[bytes]] = dataclasses.field(default_factory=list)
+    # Environment variables every worker started from now on gets besides the settings.
+    extra_env: dict[str, str] = dataclasses.field(default_factory=dict)
     loglevel: str = os.environ.get("STOREMON_TEST_LOGLEVEL", "warning")
 
     @classmethod
@@ -226,6 +230,7 @@ class Pipeline:
             "STOREMON_LOG_FORMAT": s.log_format,
             "STOREMON_REPORT_REACH_HOURS": str(s.report_reach_hours),
             "STOREMON_REPORT_LEAD_HOURS": str(s.report_lead_hours),
+            **self.extra_env,
         }
 
     def start_worker(self) -> None:
@@ -408,6 +413,51 @@ class Pipeline:
             ),
             cap_s=0.2,
         )
+
+    async def worker_overview(self, port: int | None = None) -> dict[str, Any]:
+        """The worker's operator page (``/storemon/``) as JSON."""
+        url = f"http://127.0.0.1:{port or self.settings.worker_web_port}/storemon/"
+        headers = (
+            {"Authorization": f"Bearer {self.settings.api_token}"}
+            if self.settings.api_token
+            else {}
+        )
+        timeout = aiohttp.ClientTimeout(total=3)
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.get(url, headers=headers) as response,
+        ):
+            response.raise_for_status()
+            found: dict[str, Any] = await response.json()
+            return found
+
+    async def wait_report_index(self, timeout_s: float = 60.0) -> dict[str, Any]:
+        """Until the worker's in-memory report index is loaded; returns its description."""
+
+        async def ready() -> dict[str, Any] | None:
+            self.check_worker_alive()
+            try:
+                described: dict[str, Any] = (await self.worker_overview())["report_index"]
+            except (aiohttp.ClientError, TimeoutError):
+                return None
+            return described if described.get("ready") else None
+
+        return await poll_async(
+            ready,
+            timeout_s=timeout_s,
+            on_timeout=lambda: AssertionError(
+                f"report index not ready in {timeout_s} s:\n{self.worker_log()}"
+            ),
+            cap_s=0.2,
+        )
+
+    async def report_timings(self, report_id: uuid.UUID) -> dict[str, float]:
+        assert self.pool is not None
+        raw = await self.pool.fetchval(
+            "SELECT timings FROM reports WHERE report_id = $1", report_id
+        )
+        found: dict[str, float] = orjson.loads(raw) if raw else {}
+        return found
 
     async def request_report(self, as_of: str | None = None) -> uuid.UUID:
         assert self.pool is not None

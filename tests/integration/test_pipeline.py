@@ -17,7 +17,7 @@ from storemon.producers.replay import DEFAULT_PACK_HOURS, replay
 from storemon.streams import messages
 from storemon.waiting import poll_async
 
-from .pipeline import Pipeline, batch_csv, generate, read_messages
+from .pipeline import Pipeline, batch_csv, generate, newest_poll_us, read_messages
 
 pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -34,12 +34,45 @@ async def test_stream_report_equals_batch_report(pipeline: Pipeline, dataset: Pa
     pipeline.start_worker()
     await pipeline.publish(reference + polls)
     await pipeline.wait_consumed()
+    await pipeline.wait_report_index()
     report_id = await pipeline.request_report()
     assert await pipeline.wait_report(report_id) == batch_csv(dataset)
-    # and at explicit report times, before the newest poll and inside the hour
-    for as_of in ("2023-01-24 10:30:00", "2023-01-21 03:17:45.5", "2023-01-25 18:00:00.000001"):
+    assert "index" in await pipeline.report_timings(report_id)  # answered from memory
+    # and at explicit report times, before the newest poll and inside the hour (answered
+    # from PostgreSQL: they need polls around T), and after it (from memory again)
+    newest = newest_poll_us(polls)
+    later = [format_utc(newest + HOUR_US // 2 + 1)[:26], format_utc(newest + 2 * HOUR_US)[:19]]
+    for as_of in (
+        "2023-01-24 10:30:00",
+        "2023-01-21 03:17:45.5",
+        "2023-01-25 18:00:00.000001",
+        *later,
+    ):
         report_id = await pipeline.request_report(as_of)
         assert await pipeline.wait_report(report_id) == batch_csv(dataset, as_of), as_of
+        from_memory = "index" in await pipeline.report_timings(report_id)
+        assert from_memory == (as_of in later), as_of
+
+
+async def test_reports_from_memory_equal_reports_from_postgresql(
+    pipeline: Pipeline, dataset: Path
+) -> None:
+    """The same moments answered by the in-memory index and, with it switched off, by the
+    database: the same bytes, and the batch command's."""
+    await pipeline.ingest_all(dataset)
+    await pipeline.wait_report_index()
+    _, polls = read_messages(dataset)
+    newest = newest_poll_us(polls)
+    moments = [None, format_utc(newest + 37 * 60_000_000 + 123)[:26]]
+    from_memory = [await pipeline.wait_report(await pipeline.request_report(m)) for m in moments]
+    pipeline.stop_worker()
+    pipeline.extra_env["STOREMON_REPORT_INDEX"] = "0"
+    pipeline.start_worker()
+    ids = [await pipeline.request_report(m) for m in moments]
+    from_database = [await pipeline.wait_report(r) for r in ids]
+    for report_id in ids:
+        assert "index" not in await pipeline.report_timings(report_id)
+    assert from_memory == from_database == [batch_csv(dataset, m) for m in moments]
 
 
 async def test_shuffled_polls_with_duplicates_give_the_same_report(
@@ -65,7 +98,7 @@ async def test_report_status_moves_pending_running_complete(
     assert pipeline.pool is not None
     async with pipeline.pool.acquire() as blocker, blocker.transaction():
         # Hold the aggregates so the job, once started, has to wait: it is seen Running.
-        await blocker.execute("LOCK TABLE store_days IN ACCESS EXCLUSIVE MODE")
+        await blocker.execute("LOCK TABLE store_days, stores IN ACCESS EXCLUSIVE MODE")
         report_id = await pipeline.request_report()
         statuses: list[str] = []
         pool = pipeline.pool
@@ -239,7 +272,7 @@ async def test_a_report_that_cannot_finish_ends_failed_in_bounded_time(
     await pipeline.ingest_all(dataset)
     assert pipeline.pool is not None
     async with pipeline.pool.acquire() as blocker, blocker.transaction():
-        await blocker.execute("LOCK TABLE store_days IN ACCESS EXCLUSIVE MODE")
+        await blocker.execute("LOCK TABLE store_days, stores IN ACCESS EXCLUSIVE MODE")
         report_id = await pipeline.request_report()
         pool = pipeline.pool
 
