@@ -18,8 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from storemon.aggregates.batch import load_dataset
-from storemon.db.aggregates import SinkBatch
+from storemon.batch import load_dataset
+from storemon.db.sink import SinkBatch
 from storemon.streams import messages
 from tests.unit.test_input_batches import CountingTable, Event, Message, Sink, make_ingestor
 
@@ -30,7 +30,7 @@ async def write_nothing(batch: SinkBatch) -> None:
 
 def main(data_dir: Path, per_batch: int, profile: bool) -> None:
     data = load_dataset(data_dir)
-    polls = sorted((ts, s, a) for s, ps in data.polls_by_store.items() for ts, a in ps)
+    polls = sorted((ts, s, a) for s, ps in data.polls_by_store().items() for ts, a in ps)
     stores, store_polls = CountingTable(), CountingTable()
     ingestor = make_ingestor(stores, store_polls, Sink())
     ingestor.write_sink = write_nothing

@@ -30,9 +30,9 @@ from storemon.aggregates.coverage import pack_sums
 from storemon.aggregates.records import Rejection
 from storemon.aggregates.report import LONGEST_WINDOW_US
 from storemon.aggregates.timebase import HOUR_US, format_utc
-from storemon.db import aggregates as db_aggregates
 from storemon.db import reports as db_reports
 from storemon.db import retention as db_retention
+from storemon.db import sink as db_sink
 from storemon.db.assemble import AssembledReport, NoData, OutOfRange, assemble_report
 from storemon.db.migrate import connect
 from storemon.db.reports import ReportStatus
@@ -40,10 +40,11 @@ from storemon.metrics import ReportMetrics, WorkerCollector
 from storemon.settings import Settings
 from storemon.streams import messages
 from storemon.streams.batcher import InputBatcher
-from storemon.streams.ingest import Ingestor, retry_forever
+from storemon.streams.ingest import Ingestor
 from storemon.streams.offsets import CommitWatchdog, guard_offset_commits
 from storemon.streams.report_index import ReportIndex
 from storemon.streams.report_jobs import ReportRequestConsumer
+from storemon.waiting import retry_forever
 from storemon.web.security import bearer_token_ok
 
 log = logging.getLogger(__name__)
@@ -190,9 +191,9 @@ def create_app(settings: Settings) -> faust.App:  # noqa: C901 (agents are closu
     report_index = ReportIndex(settings.reach_us, settings.lead_us, enabled=settings.report_index)
     app.storemon_report_index = report_index  # type: ignore[attr-defined]
 
-    async def write_sink(batch: db_aggregates.SinkBatch) -> None:
+    async def write_sink(batch: db_sink.SinkBatch) -> None:
         async def attempt() -> None:
-            await db_aggregates.write_batch(await database.pool(), batch)
+            await db_sink.write_batch(await database.pool(), batch)
 
         await retry_forever(attempt, DB_OUTAGE_ERRORS, "writing aggregates to PostgreSQL")
         # No await between the commit and this: the index never lags a finished write.

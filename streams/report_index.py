@@ -1,6 +1,6 @@
 """Reports from the worker's memory: the hour index fed by the sink, and the job's fast path.
 
-The worker writes every change of the aggregates to PostgreSQL (:mod:`storemon.db.aggregates`);
+The worker writes every change of the aggregates to PostgreSQL (:mod:`storemon.db.sink`);
 right after each write, the same rows go into an :class:`~storemon.aggregates.hour_index.HourIndex`,
 so the index is an in-memory mirror of the ``stores`` and ``store_days`` rows this worker
 wrote. A report job then reads no table at all: it sums the index's arrays (a few
@@ -39,7 +39,7 @@ from storemon.db.assemble import AssembledReport, NoData, OutOfRange, report_dig
 if TYPE_CHECKING:
     import asyncpg
 
-    from storemon.db.aggregates import SinkBatch
+    from storemon.db.sink import SinkBatch
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable
@@ -34,6 +33,7 @@ from storemon.sources import find_input, read_text_columns
 from storemon.streams import messages
 from storemon.streams.batcher import batcher_group
 from storemon.streams.topics import ensure_topics
+from storemon.waiting import poll_async
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -371,30 +371,48 @@ class Pipeline:
     async def wait_consumed(self, timeout_s: float = 400.0) -> None:
         """Until the worker's committed offsets reach the end of every input topic (the
         worker writes PostgreSQL before it acknowledges, so the database is then complete)."""
-        deadline = time.monotonic() + timeout_s
-        while True:
+        behind: dict[TopicPartition, int] = {}
+
+        async def caught_up() -> bool | None:
             ends, committed = await self.offsets()
-            behind = {tp: ends[tp] - committed[tp] for tp in ends if committed[tp] < ends[tp]}
+            behind.clear()
+            behind.update({tp: ends[tp] - committed[tp] for tp in ends if committed[tp] < ends[tp]})
             if not behind:
-                return
+                return True
             self.check_worker_alive()
-            if time.monotonic() > deadline:
-                raise AssertionError(f"worker still behind {behind}:\n{self.worker_log()}")
-            await asyncio.sleep(0.5)
+            return None
+
+        await poll_async(
+            caught_up,
+            timeout_s=timeout_s,
+            on_timeout=lambda: AssertionError(
+                f"worker still behind {behind}:\n{self.worker_log()}"
+            ),
+            first_s=0.1,
+            cap_s=0.5,
+        )
 
     def check_worker_alive(self) -> None:
         if self.worker is not None and self.worker.poll() is not None:
             raise AssertionError(f"worker exited early:\n{self.worker_log()}")
 
     async def wait_progress(self, at_least: float, timeout_s: float = 300.0) -> float:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+
+        async def progressed() -> float | None:
             fraction = await self.consumed_fraction()
             if fraction >= at_least:
                 return fraction
             self.check_worker_alive()
-            await asyncio.sleep(0.2)
-        raise AssertionError(f"no progress to {at_least:.0%}:\n{self.worker_log()}")
+            return None
+
+        return await poll_async(
+            progressed,
+            timeout_s=timeout_s,
+            on_timeout=lambda: AssertionError(
+                f"no progress to {at_least:.0%}:\n{self.worker_log()}"
+            ),
+            cap_s=0.2,
+        )
 
     async def worker_overview(self, port: int | None = None) -> dict[str, Any]:
         """The worker's operator page (``/storemon/``) as JSON."""
@@ -415,17 +433,23 @@ class Pipeline:
 
     async def wait_report_index(self, timeout_s: float = 60.0) -> dict[str, Any]:
         """Until the worker's in-memory report index is loaded; returns its description."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+
+        async def ready() -> dict[str, Any] | None:
             self.check_worker_alive()
             try:
                 described: dict[str, Any] = (await self.worker_overview())["report_index"]
             except (aiohttp.ClientError, TimeoutError):
-                described = {}
-            if described.get("ready"):
-                return described
-            await asyncio.sleep(0.2)
-        raise AssertionError(f"report index not ready in {timeout_s} s:\n{self.worker_log()}")
+                return None
+            return described if described.get("ready") else None
+
+        return await poll_async(
+            ready,
+            timeout_s=timeout_s,
+            on_timeout=lambda: AssertionError(
+                f"report index not ready in {timeout_s} s:\n{self.worker_log()}"
+            ),
+            cap_s=0.2,
+        )
 
     async def report_timings(self, report_id: uuid.UUID) -> dict[str, float]:
         assert self.pool is not None
@@ -453,17 +477,25 @@ class Pipeline:
     async def wait_report(
         self, report_id: uuid.UUID, timeout_s: float = 60.0, poll_s: float = 0.2
     ) -> str:
-        assert self.pool is not None
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            record = await db_reports.get_report(self.pool, report_id)
+        pool = self.pool
+        assert pool is not None
+
+        async def complete() -> str | None:
+            record = await db_reports.get_report(pool, report_id)
             assert record is not None
-            if record.status == db_reports.ReportStatus.COMPLETE:
-                csv_text = await db_reports.get_report_csv(self.pool, report_id)
-                assert csv_text is not None
-                return csv_text
             assert record.status != db_reports.ReportStatus.FAILED, record.error
-            await asyncio.sleep(poll_s)
-        raise AssertionError(
-            f"report {report_id} not complete in {timeout_s} s:\n{self.worker_log()}"
+            if record.status != db_reports.ReportStatus.COMPLETE:
+                return None
+            csv_text = await db_reports.get_report_csv(pool, report_id)
+            assert csv_text is not None
+            return csv_text
+
+        return await poll_async(
+            complete,
+            timeout_s=timeout_s,
+            on_timeout=lambda: AssertionError(
+                f"report {report_id} not complete in {timeout_s} s:\n{self.worker_log()}"
+            ),
+            first_s=min(0.05, poll_s),
+            cap_s=poll_s,
         )

@@ -7,6 +7,7 @@ import random
 import shutil
 from pathlib import Path
 
+import asyncpg
 import orjson
 import pytest
 
@@ -14,6 +15,7 @@ from storemon.aggregates.timebase import HOUR_US, format_utc, parse_as_of, parse
 from storemon.db import assemble
 from storemon.producers.replay import DEFAULT_PACK_HOURS, replay
 from storemon.streams import messages
+from storemon.waiting import poll_async
 
 from .pipeline import Pipeline, batch_csv, generate, newest_poll_us, read_messages
 
@@ -99,17 +101,19 @@ async def test_report_status_moves_pending_running_complete(
         await blocker.execute("LOCK TABLE store_days, stores IN ACCESS EXCLUSIVE MODE")
         report_id = await pipeline.request_report()
         statuses: list[str] = []
-        for _ in range(100):
-            status = await pipeline.pool.fetchval(
+        pool = pipeline.pool
+
+        async def running() -> bool | None:
+            status = await pool.fetchval(
                 "SELECT status FROM reports WHERE report_id = $1", report_id
             )
             if not statuses or statuses[-1] != status:
                 statuses.append(status)
-            if status == "Running":
-                break
-            import asyncio
+            return True if status == "Running" else None
 
-            await asyncio.sleep(0.1)
+        await poll_async(
+            running, timeout_s=10, on_timeout=lambda: AssertionError(statuses), cap_s=0.1
+        )
         assert statuses == ["Pending", "Running"]
     assert await pipeline.wait_report(report_id) == batch_csv(dataset)
     record = await pipeline.pool.fetchrow(
@@ -262,9 +266,7 @@ async def test_bad_rows_go_to_dead_letters_and_the_rest_through(
 async def test_a_report_that_cannot_finish_ends_failed_in_bounded_time(
     pipeline: Pipeline, dataset: Path
 ) -> None:
-    import asyncio
     import dataclasses
-    import time
 
     pipeline.settings = dataclasses.replace(pipeline.settings, report_timeout_s=2.0)
     await pipeline.ingest_all(dataset)
@@ -272,16 +274,16 @@ async def test_a_report_that_cannot_finish_ends_failed_in_bounded_time(
     async with pipeline.pool.acquire() as blocker, blocker.transaction():
         await blocker.execute("LOCK TABLE store_days, stores IN ACCESS EXCLUSIVE MODE")
         report_id = await pipeline.request_report()
-        started = time.monotonic()
-        while True:
-            row = await pipeline.pool.fetchrow(
+        pool = pipeline.pool
+
+        async def failed() -> asyncpg.Record | None:
+            row = await pool.fetchrow(
                 "SELECT status, error FROM reports WHERE report_id = $1", report_id
             )
             assert row is not None
-            if row["status"] == "Failed" or time.monotonic() - started > 30:
-                break
-            await asyncio.sleep(0.1)
-        assert row["status"] == "Failed"
+            return row if row["status"] == "Failed" else None
+
+        row = await poll_async(failed, timeout_s=30, on_timeout=TimeoutError, cap_s=0.1)
         assert row["error"] == "did not finish within 2 s"
     # The worker carries on: the next report completes.
     assert await pipeline.wait_report(await pipeline.request_report()) == batch_csv(dataset)
@@ -340,7 +342,6 @@ async def test_operator_pages_show_a_store_and_the_tables(
 
 
 async def test_worker_pages_need_the_token_when_one_is_set(pipeline: Pipeline) -> None:
-    import asyncio
     import dataclasses
 
     import aiohttp
@@ -351,15 +352,18 @@ async def test_worker_pages_need_the_token_when_one_is_set(pipeline: Pipeline) -
     base = f"http://127.0.0.1:{pipeline.settings.worker_web_port}"
     good = {"Authorization": "Bearer s3cret-token"}
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        for _ in range(300):  # until the worker's web server is up
+
+        async def serving() -> bool | None:
             try:
                 async with session.get(f"{base}/storemon/", headers=good) as response:
                     if response.status == 200:
-                        break
+                        return True
             except (aiohttp.ClientError, TimeoutError):
                 pass
             pipeline.check_worker_alive()
-            await asyncio.sleep(0.2)
+            return None
+
+        await poll_async(serving, timeout_s=60, on_timeout=TimeoutError, cap_s=0.2)
         for path in ("/storemon/", "/storemon/tables/", "/router/", "/table/"):
             async with session.get(base + path) as response:
                 assert response.status == 401, path

@@ -1,4 +1,5 @@
-"""The aggregates in PostgreSQL: the worker's idempotent writes and the report's reads.
+"""The worker's sink in PostgreSQL: each batch's store rows, store-days and dead letters
+(:class:`SinkBatch`), written idempotently. The report's reads are in :mod:`storemon.db.assemble`.
 
 Every write sets absolute values keyed by a natural key (store), (store, day), so a batch
 written twice, or replayed after a crash, changes nothing.
