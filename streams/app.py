@@ -14,28 +14,21 @@ import asyncio
 import contextlib
 import logging
 import os
-import time
-import uuid
 import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
-import asyncpg
 import faust
-from aiokafka.errors import KafkaError
 from faust.streams import _current_event
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from storemon.aggregates.coverage import pack_sums
 from storemon.aggregates.records import Rejection
 from storemon.aggregates.report import LONGEST_WINDOW_US
 from storemon.aggregates.timebase import HOUR_US, format_utc
 from storemon.db import reports as db_reports
 from storemon.db import retention as db_retention
 from storemon.db import sink as db_sink
-from storemon.db.assemble import AssembledReport, NoData, OutOfRange, assemble_report
-from storemon.db.migrate import connect
-from storemon.db.reports import ReportStatus
+from storemon.db.pool import DB_OUTAGE_ERRORS, Database
 from storemon.metrics import ReportMetrics, WorkerCollector
 from storemon.settings import Settings
 from storemon.streams import messages
@@ -43,40 +36,13 @@ from storemon.streams.batcher import InputBatcher
 from storemon.streams.ingest import Ingestor
 from storemon.streams.offsets import CommitWatchdog, guard_offset_commits
 from storemon.streams.report_index import ReportIndex
-from storemon.streams.report_jobs import ReportRequestConsumer
+from storemon.streams.report_jobs import ReportRequestConsumer, run_report_job
 from storemon.waiting import retry_forever
 from storemon.web.security import bearer_token_ok
 
 log = logging.getLogger(__name__)
 
-DB_OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    ConnectionError,
-)
 COMMIT_CHECK_INTERVAL_S = 3.0
-
-
-class Database:
-    """The worker's connection pool, opened on first use (and again after an outage)."""
-
-    def __init__(self, dsn: str) -> None:
-        self.dsn = dsn
-        self._pool: asyncpg.Pool | None = None
-        self._lock = asyncio.Lock()
-
-    async def pool(self) -> asyncpg.Pool:
-        async with self._lock:
-            if self._pool is None:
-                self._pool = await connect(self.dsn, max_size=4)
-            return self._pool
-
-    async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
 
 
 def bind_event(event: Any) -> None:
@@ -409,127 +375,3 @@ def _require_token(app: faust.App, token: str) -> None:
         return response
 
     app.web.web_app.middlewares.append(token_required)  # type: ignore[attr-defined]
-
-
-async def run_report_job(
-    database: Database,
-    raw: bytes | None,
-    timeout_s: float,
-    metrics: ReportMetrics | None = None,
-    *,
-    reach: tuple[int, int] | None = None,
-    report_index: ReportIndex | None = None,
-) -> None:
-    """Answer one report request. The request is acknowledged (by returning) only once the
-    report is stored as Complete or Failed; a database outage is waited out, so a request
-    whose worker dies is picked up again by the next owner of its partition."""
-    try:
-        report_id = uuid.UUID(str(messages.decode_object(raw).get("report_id")))
-    except ValueError as error:
-        log.warning("ignoring a malformed report request: %s", error)
-        return
-
-    async def attempt() -> None:
-        pool = await database.pool()
-        started = await db_reports.start_report(pool, report_id)
-        if started is None:
-            return  # unknown, or already finished: a redelivery
-        requested = started.requested_as_of_us
-        began = time.monotonic()
-
-        def finished(status: ReportStatus) -> None:
-            if metrics is not None:
-                metrics.observe(status, time.monotonic() - began)
-
-        try:
-            built, shared = await asyncio.wait_for(
-                _answer(pool, report_id, requested, reach, report_index), timeout_s
-            )
-        except (NoData, OutOfRange) as error:
-            await db_reports.fail_report(pool, report_id, str(error))
-            finished(ReportStatus.FAILED)
-            return
-        except TimeoutError:
-            await db_reports.fail_report(pool, report_id, f"did not finish within {timeout_s:g} s")
-            finished(ReportStatus.FAILED)
-            return
-        except DB_OUTAGE_ERRORS:
-            raise
-        except Exception as error:  # a bug must fail the report, not the worker
-            log.exception("report %s failed", report_id)
-            await db_reports.fail_report(pool, report_id, f"{error.__class__.__name__}: {error}")
-            finished(ReportStatus.FAILED)
-            return
-        if shared is None:
-            stored = time.perf_counter()
-            shared = await db_reports.complete_report(
-                pool,
-                report_id,
-                built.as_of_us,
-                built.csv_text,
-                built.row_count,
-                built.alike_pending,
-                data_version=built.data_version,
-                timings=built.timings,
-                exact=(
-                    built.packed_sums if built.packed_sums is not None else pack_sums(built.rows),
-                    built.schedules_digest,
-                ),
-            )
-            await db_reports.record_store_time(pool, report_id, time.perf_counter() - stored)
-        finished(ReportStatus.COMPLETE)
-        if metrics is not None and shared:
-            metrics.shared.inc(shared)
-        log.info(
-            "report %s complete: %s as of %s",
-            report_id,
-            f"the answer of report {built.reused_from}"
-            if built.reused_from is not None
-            else f"{built.row_count} stores",
-            format_utc(built.as_of_us),
-        )
-
-    await retry_forever(attempt, (*DB_OUTAGE_ERRORS, KafkaError), f"report {report_id}")
-
-
-async def _answer(
-    pool: asyncpg.Pool,
-    report_id: uuid.UUID,
-    requested: int | None,
-    reach: tuple[int, int] | None,
-    report_index: ReportIndex | None,
-) -> tuple[AssembledReport, int | None]:
-    """From the in-memory index where it can answer exactly, else from PostgreSQL."""
-    if report_index is not None and report_index.ready:
-        fast = await report_index.try_report(pool, requested)
-        if fast is not None:
-            return fast, None
-    return await _reuse_or_assemble(pool, report_id, requested, reach)
-
-
-async def _reuse_or_assemble(
-    pool: asyncpg.Pool,
-    report_id: uuid.UUID,
-    requested: int | None,
-    reach: tuple[int, int] | None,
-) -> tuple[AssembledReport, int | None]:
-    """The report's answer. When a Complete report of the same report time was computed from
-    the same version of the aggregates, its CSV is copied and the report is stored here
-    (returns how many alike Pending reports were answered too); otherwise the report is
-    assembled and returned with None, still to be stored."""
-    built = await assemble_report(
-        pool, requested, find_alike=True, reuse=True, reach=reach, with_digest=True
-    )
-    if built.reused_from is None:
-        return built, None
-    stored = time.perf_counter()
-    shared = await db_reports.complete_as(
-        pool, report_id, built.reused_from, built.alike_pending, timings=built.timings
-    )
-    if shared is None:  # the earlier report was pruned meanwhile: compute this one
-        fresh = await assemble_report(
-            pool, requested, find_alike=True, reach=reach, with_digest=True
-        )
-        return fresh, None
-    await db_reports.record_store_time(pool, report_id, time.perf_counter() - stored)
-    return built, shared
