@@ -23,7 +23,7 @@ from bisect import bisect_left
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import accumulate, chain
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from storemon.aggregates.reach import DEFAULT_REACH_HOURS, retention_us
 from storemon.aggregates.records import DEFAULT_ZONE
@@ -31,7 +31,6 @@ from storemon.aggregates.schedule import (
     ALWAYS_OPEN,
     Schedule,
     Sessions,
-    WeeklyInterval,
     sessions_between,
 )
 from storemon.aggregates.timebase import DAY_US, FOREVER_US, HOUR_US, NEVER_US, floor_to
@@ -480,31 +479,6 @@ class StoreState:
         j = bisect_left(self.poll_ts, lo_us)
         k = bisect_left(self.poll_ts, hi_us)
         return [(self.poll_ts[i], bool(self.poll_active[i])) for i in range(j, k)]
-
-    def to_record(self) -> dict[str, Any]:
-        """Plain data (orjson-ready) from which :meth:`from_record` rebuilds the state."""
-        return {
-            "store_id": self.store_id,
-            "schedule": [list(i) for i in self.schedule],
-            "zone": self.zone_name,
-            "horizon_us": self.horizon_us,
-            "cutoff_us": self.cutoff_us,
-            "first_poll_us": self.first_poll_us,
-            "polls": [[ts, int(a)] for ts, a in zip(self.poll_ts, self.poll_active, strict=True)],
-        }
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> StoreState:
-        """Rebuild from :meth:`to_record`; buckets are recomputed from the polls."""
-        return cls.restore(
-            record["store_id"],
-            tuple(WeeklyInterval(*i) for i in record["schedule"]),
-            record["zone"],
-            horizon_us=record["horizon_us"],
-            first_poll_us=record["first_poll_us"],
-            cutoff_us=record["cutoff_us"],
-            polls=[(ts, bool(a)) for ts, a in record["polls"]],
-        )
 
     @classmethod
     def restore(

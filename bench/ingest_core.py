@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from storemon.batch import load_dataset
-from storemon.db.aggregates import SinkBatch
+from storemon.db.sink import SinkBatch
 from storemon.streams import messages
 from storemon.streams.worker import GC_THRESHOLDS
 from tests.unit.test_input_batches import CountingTable, Event, Message, Sink, make_ingestor

@@ -14,46 +14,34 @@ import asyncio
 import contextlib
 import logging
 import os
-import time
-import uuid
 import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
-import asyncpg
 import faust
-from aiokafka.errors import KafkaError
 from faust.streams import _current_event
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from storemon.aggregates.coverage import pack_sums
 from storemon.aggregates.records import Rejection
 from storemon.aggregates.report import LONGEST_WINDOW_US
 from storemon.aggregates.timebase import HOUR_US, format_utc
-from storemon.db import aggregates as db_aggregates
 from storemon.db import reports as db_reports
 from storemon.db import retention as db_retention
-from storemon.db.assemble import AssembledReport, NoData, OutOfRange, assemble_report
-from storemon.db.migrate import connect
-from storemon.db.reports import ReportStatus
+from storemon.db import sink as db_sink
+from storemon.db.pool import DB_OUTAGE_ERRORS, Database
 from storemon.metrics import ReportMetrics, WorkerCollector
 from storemon.settings import Settings
 from storemon.streams import messages
 from storemon.streams.batcher import InputBatcher
-from storemon.streams.ingest import Ingestor, retry_forever
+from storemon.streams.ingest import Ingestor
 from storemon.streams.offsets import CommitWatchdog, guard_offset_commits
-from storemon.streams.report_jobs import ReportRequestConsumer
+from storemon.streams.report_index import ReportIndex
+from storemon.streams.report_jobs import ReportRequestConsumer, run_report_job
+from storemon.waiting import retry_forever
 from storemon.web.security import bearer_token_ok
 
 log = logging.getLogger(__name__)
 
-DB_OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    ConnectionError,
-)
 COMMIT_CHECK_INTERVAL_S = 3.0
 # Table writes waiting in Faust's producer buffer after a batch. A batch writes about one
 # entry per store it touched (~14,000 at 14,000 stores), faster than the producer sends them
@@ -61,26 +49,6 @@ COMMIT_CHECK_INTERVAL_S = 3.0
 # allowance: hundreds of MB of queued messages at 14,000 stores.
 CHANGELOG_BACKLOG_MAX = 5_000
 CHANGELOG_DRAIN_POLL_S = 0.005
-
-
-class Database:
-    """The worker's connection pool, opened on first use (and again after an outage)."""
-
-    def __init__(self, dsn: str) -> None:
-        self.dsn = dsn
-        self._pool: asyncpg.Pool | None = None
-        self._lock = asyncio.Lock()
-
-    async def pool(self) -> asyncpg.Pool:
-        async with self._lock:
-            if self._pool is None:
-                self._pool = await connect(self.dsn, max_size=4)
-            return self._pool
-
-    async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
 
 
 def bind_event(event: Any) -> None:
@@ -202,11 +170,15 @@ def create_app(settings: Settings) -> faust.App:  # noqa: C901 (agents are closu
     )
     store_polls = _raw_table(app, "store_polls", settings, "store@day -> that day's kept polls")
 
-    async def write_sink(batch: db_aggregates.SinkBatch) -> None:
-        async def attempt() -> None:
-            await db_aggregates.write_batch(await database.pool(), batch)
+    report_index = ReportIndex(settings.reach_us, settings.lead_us, enabled=settings.report_index)
+    app.storemon_report_index = report_index  # type: ignore[attr-defined]
 
-        await retry_forever(attempt, DB_OUTAGE_ERRORS, "writing aggregates to PostgreSQL")
+    async def write_sink(batch: db_sink.SinkBatch) -> None:
+        async def attempt() -> int:
+            return await db_sink.write_batch(await database.pool(), batch)
+
+        version = await retry_forever(attempt, DB_OUTAGE_ERRORS, "writing aggregates to PostgreSQL")
+        report_index.written(batch, version)
 
     async def send_dead_letter(
         rejection: Rejection, partition: int | None, offset: int | None
@@ -233,6 +205,7 @@ def create_app(settings: Settings) -> faust.App:  # noqa: C901 (agents are closu
             settings.report_timeout_s,
             report_metrics,
             reach=(settings.reach_us, settings.lead_us),
+            report_index=report_index,
         )
 
     report_requests = ReportRequestConsumer(settings, answer, stop_unless_done)
@@ -278,9 +251,25 @@ def create_app(settings: Settings) -> faust.App:  # noqa: C901 (agents are closu
 
     async def forget_states(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         ingestor.forget()  # partitions moved: states are rebuilt from the tables on demand
+        report_index.invalidate()
+
+    async def track_ownership(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+        ingestor.forget()
+        # The in-memory report index mirrors what this worker writes: complete only when
+        # it owns every input partition (see streams/report_index.py).
+        input_topic = settings.topic(messages.INPUT_BATCHES)
+        owned = {tp.partition for tp in app.consumer.assignment() if tp.topic == input_topic}
+        if len(owned) < settings.partitions:
+            report_index.invalidate()
+            return
+        try:
+            report_index.start_loading(await database.pool())
+        except DB_OUTAGE_ERRORS as error:
+            log.warning("report index not loaded, database unavailable: %s", error)
+            report_index.invalidate()
 
     app.on_partitions_revoked.connect(forget_states)  # type: ignore[arg-type]  # mode types a keyword-only signal
-    app.on_partitions_assigned.connect(forget_states)  # type: ignore[arg-type]
+    app.on_partitions_assigned.connect(track_ownership)  # type: ignore[arg-type]
 
     @app.timer(interval=settings.prune_interval_s, on_leader=True)  # type: ignore[untyped-decorator]
     async def prune_database() -> None:
@@ -333,6 +322,7 @@ def create_app(settings: Settings) -> faust.App:  # noqa: C901 (agents are closu
                 },
                 "seconds": {k: round(v, 3) for k, v in stats.seconds.items()},
                 "rejected": {f"{s}: {r}": n for (s, r), n in stats.rejected.items()},
+                "report_index": report_index.describe(),
             }
         )
 
@@ -401,108 +391,3 @@ def _require_token(app: faust.App, token: str) -> None:
         return response
 
     app.web.web_app.middlewares.append(token_required)  # type: ignore[attr-defined]
-
-
-async def run_report_job(
-    database: Database,
-    raw: bytes | None,
-    timeout_s: float,
-    metrics: ReportMetrics | None = None,
-    *,
-    reach: tuple[int, int] | None = None,
-) -> None:
-    """Answer one report request. The request is acknowledged (by returning) only once the
-    report is stored as Complete or Failed; a database outage is waited out, so a request
-    whose worker dies is picked up again by the next owner of its partition."""
-    try:
-        report_id = uuid.UUID(str(messages.decode_object(raw).get("report_id")))
-    except ValueError as error:
-        log.warning("ignoring a malformed report request: %s", error)
-        return
-
-    async def attempt() -> None:
-        pool = await database.pool()
-        started = await db_reports.start_report(pool, report_id)
-        if started is None:
-            return  # unknown, or already finished: a redelivery
-        requested = started.requested_as_of_us
-        began = time.monotonic()
-
-        def finished(status: ReportStatus) -> None:
-            if metrics is not None:
-                metrics.observe(status, time.monotonic() - began)
-
-        try:
-            built, shared = await asyncio.wait_for(
-                _reuse_or_assemble(pool, report_id, requested, reach), timeout_s
-            )
-        except (NoData, OutOfRange) as error:
-            await db_reports.fail_report(pool, report_id, str(error))
-            finished(ReportStatus.FAILED)
-            return
-        except TimeoutError:
-            await db_reports.fail_report(pool, report_id, f"did not finish within {timeout_s:g} s")
-            finished(ReportStatus.FAILED)
-            return
-        except DB_OUTAGE_ERRORS:
-            raise
-        except Exception as error:  # a bug must fail the report, not the worker
-            log.exception("report %s failed", report_id)
-            await db_reports.fail_report(pool, report_id, f"{error.__class__.__name__}: {error}")
-            finished(ReportStatus.FAILED)
-            return
-        if shared is None:
-            stored = time.perf_counter()
-            shared = await db_reports.complete_report(
-                pool,
-                report_id,
-                built.as_of_us,
-                built.csv_text,
-                built.row_count,
-                built.alike_pending,
-                data_version=built.data_version,
-                timings=built.timings,
-                exact=(pack_sums(built.rows), built.schedules_digest),
-            )
-            await db_reports.record_store_time(pool, report_id, time.perf_counter() - stored)
-        finished(ReportStatus.COMPLETE)
-        if metrics is not None and shared:
-            metrics.shared.inc(shared)
-        log.info(
-            "report %s complete: %s as of %s",
-            report_id,
-            f"the answer of report {built.reused_from}"
-            if built.reused_from is not None
-            else f"{built.row_count} stores",
-            format_utc(built.as_of_us),
-        )
-
-    await retry_forever(attempt, (*DB_OUTAGE_ERRORS, KafkaError), f"report {report_id}")
-
-
-async def _reuse_or_assemble(
-    pool: asyncpg.Pool,
-    report_id: uuid.UUID,
-    requested: int | None,
-    reach: tuple[int, int] | None,
-) -> tuple[AssembledReport, int | None]:
-    """The report's answer. When a Complete report of the same report time was computed from
-    the same version of the aggregates, its CSV is copied and the report is stored here
-    (returns how many alike Pending reports were answered too); otherwise the report is
-    assembled and returned with None, still to be stored."""
-    built = await assemble_report(
-        pool, requested, find_alike=True, reuse=True, reach=reach, with_digest=True
-    )
-    if built.reused_from is None:
-        return built, None
-    stored = time.perf_counter()
-    shared = await db_reports.complete_as(
-        pool, report_id, built.reused_from, built.alike_pending, timings=built.timings
-    )
-    if shared is None:  # the earlier report was pruned meanwhile: compute this one
-        fresh = await assemble_report(
-            pool, requested, find_alike=True, reach=reach, with_digest=True
-        )
-        return fresh, None
-    await db_reports.record_store_time(pool, report_id, time.perf_counter() - stored)
-    return built, shared

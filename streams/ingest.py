@@ -10,17 +10,13 @@ and rebuilds the same absolute values; a crash after it redelivers events the st
 holds, whose rows PostgreSQL also already has. Every write is idempotent, so at-least-once
 delivery never counts anything twice.
 
-Table layout (keys and values are bytes; values orjson). Work per poll must not grow with
-the history kept, so no entry carries a store's whole history:
-- ``stores``  ``store_id`` -> schedule, zone, first poll, cutoff, the anchor (the newest poll
-  before the cutoff) and the days that hold kept polls. It changes when the settings change,
-  once a day as the cutoff moves or a day begins, and is written then (and on a store's first
-  update in this process, see below).
-- ``store_polls``  ``store_id@day_start_us`` -> that UTC day's kept polls. A batch writes the
-  days its polls fall in, one entry (one changelog message) per store and day touched.
-A state is rebuilt from its ``stores`` entry and the ``store_polls`` entries it lists;
-hours and runs are recomputed from the polls. PostgreSQL gets the store-days (totals,
-hours, runs, polls).
+Tables: ``stores`` (a store's settings entry) and ``store_polls`` (one entry per store and
+UTC day with kept polls), encoded by :mod:`streams.state_codec`; a state is rebuilt from
+them and its hours and runs recomputed from the polls. The settings entry is written when
+it changes (settings, or about once a day as the cutoff moves or a day begins) and on a
+store's first update in this process; a batch writes the day entries of the days its polls
+fall in, one entry (one changelog message) per store and day touched. PostgreSQL gets the
+store-days (totals, hours, runs, polls).
 A store's entries are written while an event of that store is current, so they land in the
 store's partition, the partition its batch came from.
 """
@@ -28,9 +24,7 @@ store's partition, the partition its batch came from.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
-from bisect import bisect_left
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
@@ -42,10 +36,9 @@ from storemon.aggregates.records import Rejection
 from storemon.aggregates.schedule import Schedule, WeeklyInterval
 from storemon.aggregates.state import StoreChanges, StoreState
 from storemon.aggregates.timebase import DAY_US, floor_to
-from storemon.db.aggregates import SinkBatch, StoreRow
-from storemon.streams.messages import INPUT_BATCHES, compact_json, decode_object
-
-log = logging.getLogger(__name__)
+from storemon.db.sink import SinkBatch, StoreRow
+from storemon.streams import state_codec
+from storemon.streams.messages import INPUT_BATCHES, decode_object
 
 # Stores per PostgreSQL write within a batch, and how often computing gives the loop a turn.
 CHUNK_STORES = 500
@@ -53,10 +46,6 @@ YIELD_EVERY_STORES = 20
 
 Table = MutableMapping[bytes, bytes]
 Located = tuple[Rejection, int | None, int | None]  # a rejection, its input partition, offset
-
-
-def day_key(store_id: str, day_us: int) -> bytes:
-    return f"{store_id}@{day_us}".encode()
 
 
 @dataclass
@@ -83,7 +72,7 @@ class IngestStats:
 class _Persisted:
     """What this process knows the tables hold for a store."""
 
-    settings: tuple[Any, ...] | None  # None: not written by this process yet (rewrite it)
+    settings: state_codec.Layout | None  # None: not written by this process yet (rewrite it)
     days: list[int]  # the days listed in the stores entry
     rewrite_all_days: bool = False  # loaded from the old one-entry layout
 
@@ -123,32 +112,19 @@ class Ingestor:
         state = self.cache.get(store_id)
         if state is not None:
             return state
-        raw = self.stores_table.get(store_id.encode())
+        raw = self.stores_table.get(state_codec.store_key(store_id))
         if raw is None:
             state = StoreState(store_id, horizon_us=self.horizon_us)
             self.persisted[store_id] = _Persisted(None, [])
         else:
-            meta = orjson.loads(raw)
-            if "ts" in meta:  # the old layout: every kept poll in the store's one entry
-                polls = [(ts, bool(a)) for ts, a in zip(meta["ts"], meta["active"], strict=True)]
-                self.persisted[store_id] = _Persisted(None, [], rewrite_all_days=True)
-            else:
-                polls = [(meta["anchor"][0], bool(meta["anchor"][1]))] if meta["anchor"] else []
-                for day in meta["days"]:
-                    entry = self.polls_table.get(day_key(store_id, day))
-                    if entry is not None:
-                        kept = orjson.loads(entry)
-                        polls.extend(zip(kept["ts"], map(bool, kept["active"]), strict=True))
-                self.persisted[store_id] = _Persisted(None, list(meta["days"]))
-            state = StoreState.restore(
+            decoded = state_codec.decode(
                 store_id,
-                tuple(WeeklyInterval(*i) for i in meta["schedule"]),
-                meta["zone"],
+                raw,
+                lambda day: self.polls_table.get(state_codec.day_key(store_id, day)),
                 horizon_us=self.horizon_us,
-                first_poll_us=meta["first"],
-                cutoff_us=meta["cutoff"],
-                polls=polls,
             )
+            state = decoded.state
+            self.persisted[store_id] = _Persisted(None, decoded.days, decoded.old_layout)
         self.cache[store_id] = state
         return state
 
@@ -287,6 +263,8 @@ class Ingestor:
         # one batch) give their old days their exact values before the state lets them go.
         for day in sorted(days):
             batch.days[(store_id, day)] = state.day_record(day, changes.hours)
+        for hour, bucket in changes.hours.items():
+            batch.hours[(store_id, hour)] = bucket
         self.stats.day_rows += len(days)
         if state.poll_ts:
             # Whole days: the cutoff moves once a day, not with every poll.
@@ -307,13 +285,12 @@ class Ingestor:
             summary.last_active if summary.last_poll_us is not None else None,
             summary.tail_end_us if summary.last_poll_us is not None else None,
         )
-        self._write_tables(store_id, state, schedule_rows, poll_days, item.event, table_writes)
+        self._write_tables(store_id, state, poll_days, item.event, table_writes)
 
     def _write_tables(
         self,
         store_id: str,
         state: StoreState,
-        schedule_rows: list[list[int]],
         poll_days: set[int],
         event: Any,
         table_writes: list[tuple[Any, Table, bytes, bytes | None]],
@@ -324,55 +301,17 @@ class Ingestor:
         entry on the store's first update in this process: after a crash between the local
         store and the changelog, a redelivered poll puts both back."""
         persisted = self.persisted[store_id]
-        cutoff = state.cutoff_us
-        poll_ts, poll_active = state.poll_ts, state.poll_active
-        first_kept = bisect_left(poll_ts, cutoff)
-        anchor = [poll_ts[first_kept - 1], poll_active[first_kept - 1]] if first_kept else None
-        kept_days: list[int] = []
-        i = first_kept
-        while i < len(poll_ts):
-            day = poll_ts[i] - poll_ts[i] % DAY_US
-            kept_days.append(day)
-            i = bisect_left(poll_ts, day + DAY_US, i)
-        settings = (state.schedule, state.zone_name, state.first_poll_us, cutoff, anchor, kept_days)
-        to_write = set(kept_days) if persisted.rewrite_all_days else poll_days & set(kept_days)
+        kept = state_codec.layout(state)
+        kept_days = set(kept.days)
+        to_write = kept_days if persisted.rewrite_all_days else poll_days & kept_days
         for day in sorted(to_write):
-            j = bisect_left(poll_ts, max(day, cutoff))
-            k = bisect_left(poll_ts, day + DAY_US, j)
-            entry = compact_json({"ts": poll_ts[j:k].tolist(), "active": list(poll_active[j:k])})
-            table_writes.append((event, self.polls_table, day_key(store_id, day), entry))
-        kept = set(kept_days)
+            key = state_codec.day_key(store_id, day)
+            table_writes.append((event, self.polls_table, key, state_codec.encode_day(state, day)))
         for day in persisted.days:
-            if day not in kept:
-                table_writes.append((event, self.polls_table, day_key(store_id, day), None))
-        if settings != persisted.settings:
-            entry = compact_json(
-                {
-                    "schedule": schedule_rows,
-                    "zone": state.zone_name,
-                    "first": state.first_poll_us,
-                    "cutoff": cutoff,
-                    "anchor": anchor,
-                    "days": kept_days,
-                }
-            )
-            table_writes.append((event, self.stores_table, store_id.encode(), entry))
-        self.persisted[store_id] = _Persisted(settings, kept_days)
-
-
-async def retry_forever(
-    action: Callable[[], Awaitable[None]],
-    retry_on: tuple[type[BaseException], ...],
-    what: str,
-    max_delay_s: float = 10.0,
-) -> None:
-    """Run ``action`` until it succeeds, backing off on the errors of an outage."""
-    delay = 0.2
-    while True:
-        try:
-            await action()
-            return
-        except retry_on as error:
-            log.warning("%s failed (%s); retrying in %.1f s", what, error.__class__.__name__, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, max_delay_s)
+            if day not in kept_days:
+                key = state_codec.day_key(store_id, day)
+                table_writes.append((event, self.polls_table, key, None))
+        if kept != persisted.settings:
+            entry = state_codec.encode_settings(kept)
+            table_writes.append((event, self.stores_table, state_codec.store_key(store_id), entry))
+        self.persisted[store_id] = _Persisted(kept, kept.days)

@@ -9,6 +9,10 @@ their own they are fetched at once and a job runs between two slices of ingest w
 Guarantees are unchanged: a request's offset is committed only after its report is stored
 as Complete or Failed, so a request whose worker dies is run again by the group member that
 takes its partition over; a job that fails half-way ends the process without committing.
+
+The job itself (:func:`run_report_job`) answers from the worker's in-memory index where it
+can answer exactly (:mod:`storemon.streams.report_index`), and otherwise from PostgreSQL
+(:mod:`storemon.db.assemble`, reusing a finished answer of the same report time and data).
 """
 
 from __future__ import annotations
@@ -16,15 +20,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from storemon.aggregates.coverage import pack_sums
+from storemon.aggregates.timebase import format_utc
+from storemon.db import reports as db_reports
+from storemon.db.assemble import AssembledReport, NoData, OutOfRange, assemble_report
+from storemon.db.pool import DB_OUTAGE_ERRORS, Database
+from storemon.db.reports import ReportStatus
+from storemon.metrics import ReportMetrics
 from storemon.settings import Settings
 from storemon.streams import messages
 from storemon.streams.lag import consumer_lag
+from storemon.streams.report_index import ReportIndex
+from storemon.waiting import retry_forever
 
 log = logging.getLogger(__name__)
 
@@ -104,3 +120,141 @@ class ReportRequestConsumer:
                 if not consumer.assignment() or tp not in consumer.assignment():
                     return  # the partition moved: its new owner re-runs the job (idempotent)
                 await asyncio.sleep(1)
+
+
+async def run_report_job(
+    database: Database,
+    raw: bytes | None,
+    timeout_s: float,
+    metrics: ReportMetrics | None = None,
+    *,
+    reach: tuple[int, int] | None = None,
+    report_index: ReportIndex | None = None,
+) -> None:
+    """Answer one report request. The request is acknowledged (by returning) only once the
+    report is stored as Complete or Failed; a database outage is waited out, so a request
+    whose worker dies is picked up again by the next owner of its partition."""
+    try:
+        report_id = uuid.UUID(str(messages.decode_object(raw).get("report_id")))
+    except ValueError as error:
+        log.warning("ignoring a malformed report request: %s", error)
+        return
+
+    async def attempt() -> None:
+        pool = await database.pool()
+        started = await db_reports.start_report(pool, report_id)
+        if started is None:
+            return  # unknown, or already finished: a redelivery
+        requested = started.requested_as_of_us
+        began = time.monotonic()
+
+        def finished(status: ReportStatus) -> None:
+            if metrics is not None:
+                metrics.observe(status, time.monotonic() - began)
+
+        try:
+            built, shared = await asyncio.wait_for(
+                _answer(pool, report_id, requested, reach, report_index), timeout_s
+            )
+        except (NoData, OutOfRange) as error:
+            await db_reports.fail_report(pool, report_id, str(error))
+            finished(ReportStatus.FAILED)
+            return
+        except TimeoutError:
+            await db_reports.fail_report(pool, report_id, f"did not finish within {timeout_s:g} s")
+            finished(ReportStatus.FAILED)
+            return
+        except DB_OUTAGE_ERRORS:
+            raise
+        except Exception as error:  # a bug must fail the report, not the worker
+            log.exception("report %s failed", report_id)
+            await db_reports.fail_report(pool, report_id, f"{error.__class__.__name__}: {error}")
+            finished(ReportStatus.FAILED)
+            return
+        if shared is None:
+            stored = time.perf_counter()
+            shared = await db_reports.complete_report(
+                pool,
+                report_id,
+                built.as_of_us,
+                built.csv_text,
+                built.row_count,
+                built.alike_pending,
+                data_version=built.data_version,
+                timings=built.timings,
+                exact=(
+                    built.packed_sums if built.packed_sums is not None else pack_sums(built.rows),
+                    built.schedules_digest,
+                ),
+            )
+            await db_reports.record_store_time(pool, report_id, time.perf_counter() - stored)
+        finished(ReportStatus.COMPLETE)
+        if metrics is not None and shared:
+            metrics.shared.inc(shared)
+        log.info(
+            "report %s complete: %s as of %s",
+            report_id,
+            f"the answer of report {built.reused_from}"
+            if built.reused_from is not None
+            else f"{built.row_count} stores",
+            format_utc(built.as_of_us),
+        )
+
+    await retry_forever(attempt, (*DB_OUTAGE_ERRORS, KafkaError), f"report {report_id}")
+
+
+async def _answer(
+    pool: asyncpg.Pool,
+    report_id: uuid.UUID,
+    requested: int | None,
+    reach: tuple[int, int] | None,
+    report_index: ReportIndex | None,
+) -> tuple[AssembledReport, int | None]:
+    """From the in-memory index where it can answer exactly, else from PostgreSQL."""
+    if report_index is not None and report_index.ready:
+        fast = await report_index.try_report(pool, requested)
+        if fast is not None and fast.reused_from is None:
+            return fast, None
+        if fast is not None:
+            shared = await _complete_as(pool, report_id, fast)
+            if shared is not None:
+                return fast, shared
+    return await _reuse_or_assemble(pool, report_id, requested, reach)
+
+
+async def _complete_as(
+    pool: asyncpg.Pool, report_id: uuid.UUID, built: AssembledReport
+) -> int | None:
+    """Store the finished answer ``built`` names as this report's (None: it was pruned)."""
+    assert built.reused_from is not None
+    stored = time.perf_counter()
+    shared = await db_reports.complete_as(
+        pool, report_id, built.reused_from, built.alike_pending, timings=built.timings
+    )
+    if shared is not None:
+        await db_reports.record_store_time(pool, report_id, time.perf_counter() - stored)
+    return shared
+
+
+async def _reuse_or_assemble(
+    pool: asyncpg.Pool,
+    report_id: uuid.UUID,
+    requested: int | None,
+    reach: tuple[int, int] | None,
+) -> tuple[AssembledReport, int | None]:
+    """The report's answer. When a Complete report of the same report time was computed from
+    the same version of the aggregates, its CSV is copied and the report is stored here
+    (returns how many alike Pending reports were answered too); otherwise the report is
+    assembled and returned with None, still to be stored."""
+    built = await assemble_report(
+        pool, requested, find_alike=True, reuse=True, reach=reach, with_digest=True
+    )
+    if built.reused_from is None:
+        return built, None
+    shared = await _complete_as(pool, report_id, built)
+    if shared is None:  # the earlier report was pruned meanwhile: compute this one
+        fresh = await assemble_report(
+            pool, requested, find_alike=True, reach=reach, with_digest=True
+        )
+        return fresh, None
+    return built, shared

@@ -13,8 +13,9 @@ of ours, ``static/dashboard.js``. No build step.
                                  SameSite=Strict cookie that GET requests accept
 ===============================  ============================================================
 
-Each page carries its chart data as JSON in a ``<script type="application/json">`` element;
-every text that came from data is HTML-escaped. The fleet's report numbers come from the
+The pages are Jinja2 templates (``templates/``, rendered by aiohttp-jinja2 with autoescape
+on: every text that came from data is HTML-escaped); each carries its chart data as JSON in a
+``<script type="application/json">`` element (Jinja's ``tojson``, safe inside a script). The fleet's report numbers come from the
 same assembly as a report job, kept while the aggregates' version is unchanged (else for
 ``FLEET_CACHE_S``) and rebuilt by one request at a time (a 100,000-store fleet takes seconds
 to assemble).
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import html
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -32,11 +32,14 @@ from importlib import resources
 from typing import Any
 from urllib.parse import quote
 
+import aiohttp_jinja2
 import asyncpg
+import jinja2
 import orjson
 from aiohttp import web
 
 from storemon.aggregates.coverage import Coverage, coverage
+from storemon.aggregates.reach import ReportRange
 from storemon.aggregates.report import WINDOWS, StoreWindows, format_hundredths
 from storemon.aggregates.schedule import Schedule, WeeklyInterval
 from storemon.aggregates.timebase import (
@@ -55,6 +58,7 @@ from storemon.db.assemble import (
     newest_poll_us,
     schedules_digest,
 )
+from storemon.db.dashboard import ReportListing, StoreWeek
 from storemon.db.retention import report_range
 from storemon.web import assets
 from storemon.web.keys import POOL, SETTINGS
@@ -69,10 +73,6 @@ VENDOR_TYPES = {".js": "text/javascript", ".css": "text/css", ".txt": "text/plai
 
 
 # ------------------------------------------------------------------------------ formatting
-
-
-def esc(text: object) -> str:
-    return html.escape(str(text), quote=True)
 
 
 def when(ts_us: int | None) -> str:
@@ -96,11 +96,6 @@ def heat_colour(up_us: int, down_us: int) -> str:
     return f"hsl({round(120 * share)}, 70%, 45%)"
 
 
-def json_for_script(value: Any) -> str:
-    """JSON safe inside a <script> element (no "</" can close it early)."""
-    return orjson.dumps(value).decode().replace("</", "<\\/")
-
-
 def schedule_text(schedule: Schedule) -> list[str]:
     if not schedule:
         return ["open around the clock (no business hours given)"]
@@ -119,42 +114,39 @@ def schedule_text(schedule: Schedule) -> list[str]:
     return lines
 
 
-def page(title: str, body: str, *, charts: bool = False, logout: bool = False) -> web.Response:
-    vendor = ""
-    if charts and assets.vendor_ready():
-        vendor = (
-            '<link rel="stylesheet" href="/dashboard/assets/vendor/uPlot.min.css">'
-            '<script src="/dashboard/assets/vendor/uPlot.iife.min.js"></script>'
-        )
-    elif charts:
-        body = (
-            '<p class="notice" id="no-charts">Charts are off: the charting library is missing'
-            " (run <code>storemon assets</code> on the API's machine).</p>" + body
-        )
-    nav = (
-        '<nav><a href="/dashboard/">Fleet</a><a href="/dashboard/reports">Reports</a>'
-        '<form method="get" action="/dashboard/store"><input name="store_id" '
-        'placeholder="store id" aria-label="store id"><button>Open</button></form>'
-        + ('<a href="/dashboard/logout">Log out</a>' if logout else "")
-        + "</nav>"
+# Sent with every page.
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline';"
+    " img-src 'self' data:; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+def setup_templates(app: web.Application) -> jinja2.Environment:
+    """The pages' templates, HTML-escaping every value; a name missing from a page's
+    context is an error, not an empty string."""
+    return aiohttp_jinja2.setup(
+        app,
+        loader=jinja2.PackageLoader("storemon.web", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
     )
-    document = (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{esc(title)}'
-        ' · storemon</title><link rel="stylesheet" href="/dashboard/assets/dashboard.css">'
-        f"{vendor}</head><body><header><h1>storemon</h1>{nav}</header><main>"
-        f'{body}</main><script src="/dashboard/assets/dashboard.js"></script></body></html>'
+
+
+def render(
+    request: web.Request, template: str, context: dict[str, Any], *, status: int = 200
+) -> web.Response:
+    """A page: ``context`` plus what the frame needs (the log-out link, the chart library)."""
+    frame = {"logout": request.app[TOKEN_WANTED], "charts": False}
+    frame["vendor_ready"] = assets.vendor_ready()
+    response = aiohttp_jinja2.render_template(
+        template, request, {**frame, **context}, status=status
     )
-    return web.Response(
-        text=document,
-        content_type="text/html",
-        headers={
-            "Cache-Control": "no-store",
-            "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline';"
-            " img-src 'self' data:; frame-ancestors 'none'",
-            "X-Content-Type-Options": "nosniff",
-        },
-    )
+    response.headers.update(PAGE_HEADERS)
+    return response
 
 
 # ------------------------------------------------------------------------------ fleet cache
@@ -261,31 +253,82 @@ def worst_stores(rows: Iterable[StoreWindows], count: int) -> list[StoreWindows]
     return [r for r in ranked[:count] if r.down_us[2] > 0]
 
 
-def heatmap_html(hours: list[tuple[int, int, int]]) -> str:
+@dataclass(frozen=True, slots=True)
+class HeatCell:
+    colour: str
+    label: str
+
+
+def heatmap_rows(hours: list[tuple[int, int, int]]) -> list[tuple[str, list[HeatCell | None]]]:
+    """A row per UTC day: its 24 hours, ``None`` for an hour outside the week."""
     by_day: dict[int, dict[int, tuple[int, int]]] = {}
     for hour, up, down in hours:
         day = floor_to(hour, DAY_US)
         by_day.setdefault(day, {})[(hour - day) // HOUR_US] = (up, down)
-    head = "".join(f"<th>{h:02d}</th>" for h in range(24))
-    lines = [f'<table class="heatmap" id="heatmap"><tr><th>UTC</th>{head}</tr>']
+    rows: list[tuple[str, list[HeatCell | None]]] = []
     for day in sorted(by_day):
-        cells = []
+        cells: list[HeatCell | None] = []
         for h in range(24):
             if h not in by_day[day]:
-                cells.append('<td class="outside"></td>')
+                cells.append(None)
                 continue
             up, down = by_day[day][h]
             label = f"{when(day + h * HOUR_US)}: {percent(up, down)} up"
             if up + down:
                 label += f" ({(up + down) / HOUR_US:.1f} store-hours open)"
-            cells.append(
-                f'<td style="background:{heat_colour(up, down)}" title="{esc(label)}"></td>'
-            )
-        lines.append(
-            f"<tr><th>{us_to_datetime(day).strftime('%a %d %b')}</th>{''.join(cells)}</tr>"
-        )
-    lines.append("</table>")
-    return "".join(lines)
+            cells.append(HeatCell(heat_colour(up, down), label))
+        rows.append((us_to_datetime(day).strftime("%a %d %b"), cells))
+    return rows
+
+
+def worst_store_lines(rows: Iterable[StoreWindows]) -> list[dict[str, str]]:
+    return [
+        {
+            "store_id": r.store_id,
+            "path": quote(r.store_id, safe=""),
+            "down_week": format_hundredths(r.down_us[2], HOUR_US),
+            "up_week": format_hundredths(r.up_us[2], HOUR_US),
+            "down_day": format_hundredths(r.down_us[1], HOUR_US),
+            "down_hour": format_hundredths(r.down_us[0], MINUTE_US),
+        }
+        for r in rows
+    ]
+
+
+def fleet_context(
+    report: AssembledReport,
+    hours: list[tuple[int, int, int]],
+    found: Coverage | None,
+    allowed: ReportRange,
+    reach_hours: int,
+    lead_hours: int,
+) -> dict[str, Any]:
+    up, down = fleet_totals(report.rows)
+    unobserved = business = "\u2013"
+    if found is not None:
+        unobserved = f"{format_hundredths(found.unobserved_us[2], HOUR_US)} h"
+        business = format_hundredths(found.business_us[2], HOUR_US)
+    return {
+        "title": "Fleet",
+        "charts": True,
+        "as_of": when(report.as_of_us),
+        "range_earliest": format_utc(allowed.earliest_us),
+        "range_latest": format_utc(allowed.latest_us),
+        "reach_hours": reach_hours,
+        "lead_hours": lead_hours,
+        "store_count": report.row_count,
+        "uptime_day": percent(up[1], down[1]),
+        "uptime_week": percent(up[2], down[2]),
+        "downtime_week": format_hundredths(down[2], HOUR_US),
+        "unobserved": unobserved,
+        "business": business,
+        "heatmap": heatmap_rows(hours),
+        "chart": {
+            "x": [h // 1_000_000 for h, _, _ in hours],
+            "uptime": [round(100 * u / (u + d), 2) if u + d else None for _, u, d in hours],
+        },
+        "worst": worst_store_lines(worst_stores(report.rows, WORST_STORES)),
+    }
 
 
 async def fleet_page(request: web.Request) -> web.Response:
@@ -294,146 +337,80 @@ async def fleet_page(request: web.Request) -> web.Response:
     async with pool.acquire() as conn:
         newest = await newest_poll_us(conn)
         allowed = await report_range(conn, settings.reach_us, settings.lead_us)
-    logout = request.app[TOKEN_WANTED]
     if newest is None or allowed is None:
-        body = (
-            '<h2>Fleet</h2><p id="empty">No poll has been ingested yet. Replay the files'
-            " (<code>storemon replay</code>) or publish polls, then come back.</p>"
-        )
-        return page("Fleet", body, logout=logout)
+        return render(request, "fleet_empty.html", {"title": "Fleet"})
     fleet = request.app[FLEET]
     report, hours = await fleet.get(pool, newest)
-    found = fleet.coverage
-    up, down = fleet_totals(report.rows)
-    worst = worst_stores(report.rows, WORST_STORES)
-    worst_rows = "".join(
-        f'<tr><td><a href="/dashboard/stores/{quote(r.store_id, safe="")}">{esc(r.store_id)}'
-        f"</a></td><td>{format_hundredths(r.down_us[2], HOUR_US)}</td>"
-        f"<td>{format_hundredths(r.up_us[2], HOUR_US)}</td>"
-        f"<td>{format_hundredths(r.down_us[1], HOUR_US)}</td>"
-        f"<td>{format_hundredths(r.down_us[0], MINUTE_US)}</td></tr>"
-        for r in worst
+    context = fleet_context(
+        report,
+        hours,
+        fleet.coverage,
+        allowed,
+        settings.report_reach_hours,
+        settings.report_lead_hours,
     )
-    chart = {
-        "x": [h // 1_000_000 for h, _, _ in hours],
-        "uptime": [round(100 * u / (u + d), 2) if u + d else None for _, u, d in hours],
-    }
-    unobserved = business = "\u2013"
-    if found is not None:
-        unobserved = f"{format_hundredths(found.unobserved_us[2], HOUR_US)} h"
-        business = format_hundredths(found.business_us[2], HOUR_US)
-    body = f"""
-<h2>Fleet</h2>
-<p class="as-of">Report time: <strong id="as-of">{esc(when(report.as_of_us))}</strong>
-(the newest poll); numbers are business-hours time, as in the report.</p>
-<p class="as-of" id="report-range">Report times answered exactly (<code>as_of</code> of
-<code>POST /trigger_report</code>): <strong id="range-earliest">{esc(format_utc(allowed.earliest_us))}</strong>
-to <strong id="range-latest">{esc(format_utc(allowed.latest_us))}</strong>
-({settings.report_reach_hours} h before the newest poll to {settings.report_lead_hours} h
-after it); others are refused.</p>
-<div class="kpis">
-  <div class="kpi"><span class="value" id="kpi-stores">{report.row_count}</span>
-    <span class="label">stores</span></div>
-  <div class="kpi"><span class="value" id="kpi-day">{percent(up[1], down[1])}</span>
-    <span class="label">uptime, last 24 h</span></div>
-  <div class="kpi"><span class="value" id="kpi-week">{percent(up[2], down[2])}</span>
-    <span class="label">uptime, last 7 days</span></div>
-  <div class="kpi"><span class="value">{format_hundredths(down[2], HOUR_US)} h</span>
-    <span class="label">downtime, last 7 days (all stores)</span></div>
-  <div class="kpi"><span class="value" id="kpi-unobserved">{unobserved}</span>
-    <span class="label">of {business} business hours, last 7 days, unobserved
-    (no poll in the session: neither up nor down)</span></div>
-</div>
-<h3>Uptime by hour, last week</h3>
-<p class="hint">Share of the fleet's open store-hours that were up, per UTC hour: green 100 %,
-yellow 75 %, red 50 % or less; grey: no store open.</p>
-{heatmap_html(hours)}
-<div class="chart" id="fleet-chart" data-chart="fleet"></div>
-<script type="application/json" id="chart-data">{json_for_script(chart)}</script>
-<h3>Most downtime, last 7 days</h3>
-<table class="numbers" id="worst-stores"><tr><th>store</th><th>down, week (h)</th>
-<th>up, week (h)</th><th>down, day (h)</th><th>down, hour (min)</th></tr>{worst_rows}</table>
-"""
-    return page("Fleet", body, charts=True, logout=logout)
+    return render(request, "fleet.html", context)
 
 
 # ------------------------------------------------------------------------------ store page
 
 
-def numbers_table(row: StoreWindows | None, found: Coverage | None = None) -> str:
+def window_numbers(row: StoreWindows, found: Coverage | None = None) -> list[tuple[str, list[str]]]:
     """Up and down per window; with ``found``, the window's business time and its
     unobserved part too (time no poll of its session saw: neither up nor down)."""
-    if row is None:
-        return '<p id="store-numbers">Not in the report yet (no poll before the report time).</p>'
     names = ("last hour", "last day", "last week")
-    head = "<th>up</th><th>down</th>"
-    if found is not None:
-        head += "<th>business</th><th>unobserved</th>"
-    lines = [f'<table class="numbers" id="store-numbers"><tr><th></th>{head}']
+    lines = []
     for w, (name, (_, unit)) in enumerate(zip(names, WINDOWS, strict=True)):
         unit_name = "min" if unit == MINUTE_US else "h"
         values = [row.up_us[w], row.down_us[w]]
         if found is not None:
             values += [found.business_us[w], found.unobserved_us[w]]
-        cells = "".join(f"<td>{format_hundredths(v, unit)} {unit_name}</td>" for v in values)
-        lines.append(f"<tr><th>{name}</th>{cells}</tr>")
-    lines.append("</table>")
-    return "".join(lines)
+        lines.append((name, [f"{format_hundredths(v, unit)} {unit_name}" for v in values]))
+    return lines
+
+
+def store_context(
+    week: StoreWeek, lo_us: int, hi_us: int, row: StoreWindows | None, found: Coverage | None
+) -> dict[str, Any]:
+    return {
+        "title": f"Store {week.store_id}",
+        "charts": True,
+        "store_id": week.store_id,
+        "week_end": when(hi_us),
+        "zone": week.zone,
+        "poll_count": len(week.polls),
+        "active_polls": sum(1 for _, active in week.polls if active),
+        "numbers": window_numbers(row, found) if row is not None else None,
+        "with_coverage": found is not None,
+        "schedule": schedule_text(week.schedule),
+        "chart": {
+            "lo": lo_us // 1_000_000,
+            "hi": hi_us // 1_000_000,
+            "sessions": [[a // 1_000_000, b // 1_000_000] for a, b in week.sessions],
+            "runs": [[a // 1_000_000, b // 1_000_000, int(up)] for a, b, up in week.runs],
+            "polls": [[ts // 1_000_000, int(active)] for ts, active in week.polls],
+        },
+    }
 
 
 async def store_page(request: web.Request) -> web.Response:
     store_id = request.match_info["store_id"]
     pool = _pool(request)
-    logout = request.app[TOKEN_WANTED]
     async with pool.acquire() as conn:
         newest = await newest_poll_us(conn)
         hi = newest if newest is not None else 0
         lo = hi - 7 * DAY_US
         week = await queries.store_week(conn, store_id, lo, hi) if newest is not None else None
     if week is None:
-        body = f'<h2>Store {esc(store_id)}</h2><p id="not-found">No such store.</p>'
-        response = page("Store", body, logout=logout)
-        response.set_status(404)
-        return response
+        context = {"title": "Store", "store_id": store_id}
+        return render(request, "store_missing.html", context, status=404)
     report = await assemble_report(pool, newest, only_store=store_id)
     row = report.rows[0] if report.rows else None
     found = None
     if row is not None:
         with contextlib.suppress(ValueError):  # hours changed between the two reads
             found = coverage(row, week.schedule, week.zone, report.as_of_us)
-    up_polls = sum(1 for _, active in week.polls if active)
-    chart = {
-        "lo": lo // 1_000_000,
-        "hi": hi // 1_000_000,
-        "sessions": [[a // 1_000_000, b // 1_000_000] for a, b in week.sessions],
-        "runs": [[a // 1_000_000, b // 1_000_000, int(up)] for a, b, up in week.runs],
-        "polls": [[ts // 1_000_000, int(active)] for ts, active in week.polls],
-    }
-    schedule = "".join(f"<li>{esc(line)}</li>" for line in schedule_text(week.schedule))
-    body = f"""
-<h2>Store <span id="store-id">{esc(store_id)}</span></h2>
-<p class="as-of">Week ending <strong>{esc(when(hi))}</strong> (the newest poll) · time zone
-<strong>{esc(week.zone)}</strong></p>
-<div class="store">
-  <div class="timeline">
-    <div class="chart" id="store-chart" data-chart="store"></div>
-    <p class="legend"><span class="swatch open"></span>business hours
-    <span class="swatch up"></span>up <span class="swatch down"></span>down
-    <span class="dot up"></span>poll: active <span class="dot down"></span>poll: inactive</p>
-    <p id="poll-count">{len(week.polls)} polls this week, {up_polls} active.</p>
-  </div>
-  <aside>
-    <h3>Report numbers</h3>
-    {numbers_table(row, found)}
-    <p class="hint">Unobserved: business time in a session without any poll, counted
-    neither up nor down.</p>
-    <h3>Business hours (local time)</h3>
-    <ul class="schedule">{schedule}</ul>
-  </aside>
-</div>
-<script type="application/json" id="chart-data">{json_for_script(chart)}</script>
-"""
-    return page(f"Store {store_id}", body, charts=True, logout=logout)
+    return render(request, "store.html", store_context(week, lo, hi, row, found))
 
 
 async def store_lookup(request: web.Request) -> web.Response:
@@ -445,31 +422,25 @@ async def store_lookup(request: web.Request) -> web.Response:
 # ------------------------------------------------------------------------------ reports page
 
 
+def report_lines(listed: Iterable[ReportListing]) -> list[dict[str, Any]]:
+    return [
+        {
+            "report_id": str(r.report_id),
+            "status": r.status,
+            "complete": r.status == "Complete",
+            "as_of": when(r.as_of_us or r.requested_as_of_us),
+            "requested": r.created_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
+            "row_count": r.row_count if r.row_count is not None else "",
+            "error": r.error or "",
+        }
+        for r in listed
+    ]
+
+
 async def reports_page(request: web.Request) -> web.Response:
     async with _pool(request).acquire() as conn:
         listed = await queries.recent_reports(conn, REPORTS_LISTED)
-    lines = []
-    for r in listed:
-        links = ""
-        if r.status == "Complete":
-            links = " ".join(
-                f'<a href="/get_report?report_id={r.report_id}&amp;format={fmt}">{fmt}</a>'
-                for fmt in ("csv", "json", "parquet")
-            )
-        lines.append(
-            f'<tr class="{esc(r.status.lower())}"><td><code>{r.report_id}</code></td>'
-            f"<td>{esc(r.status)}</td><td>{esc(when(r.as_of_us or r.requested_as_of_us))}</td>"
-            f"<td>{r.created_at.strftime('%Y-%m-%d %H:%M:%S UTC')}</td>"
-            f"<td>{r.row_count if r.row_count is not None else ''}</td>"
-            f"<td>{esc(r.error or '')}</td><td>{links}</td></tr>"
-        )
-    body = (
-        "<h2>Reports</h2><p>The newest reports first. Start one with <code>POST "
-        '/trigger_report</code>.</p><table class="numbers" id="reports"><tr><th>report</th>'
-        "<th>status</th><th>as of</th><th>requested</th><th>stores</th><th>error</th>"
-        f"<th>download</th></tr>{''.join(lines)}</table>"
-    )
-    return page("Reports", body, logout=request.app[TOKEN_WANTED])
+    return render(request, "reports.html", {"title": "Reports", "reports": report_lines(listed)})
 
 
 # ------------------------------------------------------------------------------ login, assets
@@ -477,14 +448,7 @@ async def reports_page(request: web.Request) -> web.Response:
 
 async def login_form(request: web.Request) -> web.Response:
     failed = request.query.get("failed") == "1"
-    body = (
-        "<h2>Log in</h2>"
-        + ('<p class="notice">That token is not right.</p>' if failed else "")
-        + '<form method="post" action="/dashboard/login" class="login">'
-        '<label>API token <input type="password" name="token" autocomplete="current-password">'
-        "</label><button>Log in</button></form>"
-    )
-    return page("Log in", body)
+    return render(request, "login.html", {"title": "Log in", "failed": failed, "logout": False})
 
 
 async def login_submit(request: web.Request) -> web.Response:
@@ -537,6 +501,7 @@ def is_public(path: str) -> bool:
 
 
 def add_routes(app: web.Application, token: str) -> None:
+    setup_templates(app)
     app[FLEET] = FleetCache()
     app[TOKEN_WANTED] = bool(token)
     app.router.add_get("/dashboard/", fleet_page)

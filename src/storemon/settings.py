@@ -36,6 +36,17 @@ def _non_negative_int(env: Mapping[str, str], name: str) -> int:
     return value
 
 
+def _flag(env: Mapping[str, str], name: str, *, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be 1/0, true/false, yes/no or on/off, not {raw!r}")
+
+
 def _mask_url_password(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is None:
@@ -86,6 +97,9 @@ class Settings:
     max_open_reports: int = 100
     # "text" or "json" (one object per line) for every command's log.
     log_format: str = "text"
+    # Reports from the worker's in-memory hour index when it owns every partition
+    # (streams/report_index.py); off, every report is read from PostgreSQL.
+    report_index: bool = True
 
     def __repr__(self) -> str:
         shown = []
@@ -134,6 +148,7 @@ class Settings:
             report_retention_hours=float(env.get("STOREMON_REPORT_RETENTION_HOURS", "168")),
             max_open_reports=int(env.get("STOREMON_MAX_OPEN_REPORTS", "100")),
             log_format=env.get("STOREMON_LOG_FORMAT", "text").strip().lower(),
+            report_index=_flag(env, "STOREMON_REPORT_INDEX", default=True),
         )
 
     @property

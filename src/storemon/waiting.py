@@ -8,17 +8,22 @@ in lock-step).
   ``None``; on the deadline raise what ``on_timeout`` builds.
 * :func:`retry` / :func:`retry_async`: call ``action`` until it stops raising one of
   ``retry_on``; on the deadline the last error propagates.
+* :func:`retry_forever`: the same without a deadline, for an outage the service waits out
+  (the database or broker down); each retry is logged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
 _T = TypeVar("_T")
+
+log = logging.getLogger(__name__)
 
 
 class Deadline:
@@ -138,3 +143,24 @@ async def retry_async(
             if deadline.expired:
                 raise
         await asyncio.sleep(_pause(deadline, pauses, 0.0))
+
+
+async def retry_forever(
+    action: Callable[[], Awaitable[_T]],
+    retry_on: tuple[type[BaseException], ...],
+    what: str,
+    *,
+    first_s: float = 0.2,
+    cap_s: float = 10.0,
+    rng: random.Random | None = None,
+) -> _T:
+    """``await action()`` until it returns; errors of ``retry_on`` are logged (as ``what``
+    failed) and retried after a backoff pause, with no deadline. Other errors propagate."""
+    pauses = backoff(first_s, cap_s, rng=rng)
+    while True:
+        try:
+            return await action()
+        except retry_on as error:
+            pause = next(pauses)
+            log.warning("%s failed (%s); retrying in %.1f s", what, type(error).__name__, pause)
+        await asyncio.sleep(pause)

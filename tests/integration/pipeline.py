@@ -9,13 +9,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import aiohttp
 import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -32,6 +33,7 @@ from storemon.sources import find_input, read_text_columns
 from storemon.streams import messages
 from storemon.streams.batcher import batcher_group
 from storemon.streams.topics import ensure_topics
+from storemon.waiting import poll_async
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -183,6 +185,8 @@ class Pipeline:
     log_path: Path | None = None
     pool: asyncpg.Pool | None = None
     others: list[subprocess.Popen[bytes]] = dataclasses.field(default_factory=list)
+    # Environment variables every worker started from now on gets besides the settings.
+    extra_env: dict[str, str] = dataclasses.field(default_factory=dict)
     loglevel: str = os.environ.get("STOREMON_TEST_LOGLEVEL", "warning")
 
     @classmethod
@@ -226,6 +230,7 @@ class Pipeline:
             "STOREMON_LOG_FORMAT": s.log_format,
             "STOREMON_REPORT_REACH_HOURS": str(s.report_reach_hours),
             "STOREMON_REPORT_LEAD_HOURS": str(s.report_lead_hours),
+            **self.extra_env,
         }
 
     def start_worker(self) -> None:
@@ -366,35 +371,107 @@ class Pipeline:
     async def wait_consumed(self, timeout_s: float = 400.0) -> None:
         """Until the worker's committed offsets reach the end of every input topic (the
         worker writes PostgreSQL before it acknowledges, so the database is then complete)."""
-        deadline = time.monotonic() + timeout_s
-        while True:
+        behind: dict[TopicPartition, int] = {}
+
+        async def caught_up() -> bool | None:
             ends, committed = await self.offsets()
-            behind = {tp: ends[tp] - committed[tp] for tp in ends if committed[tp] < ends[tp]}
+            behind.clear()
+            behind.update({tp: ends[tp] - committed[tp] for tp in ends if committed[tp] < ends[tp]})
             if not behind:
-                return
+                return True
             self.check_worker_alive()
-            if time.monotonic() > deadline:
-                raise AssertionError(f"worker still behind {behind}:\n{self.worker_log()}")
-            await asyncio.sleep(0.5)
+            return None
+
+        await poll_async(
+            caught_up,
+            timeout_s=timeout_s,
+            on_timeout=lambda: AssertionError(
+                f"worker still behind {behind}:\n{self.worker_log()}"
+            ),
+            first_s=0.1,
+            cap_s=0.5,
+        )
 
     def check_worker_alive(self) -> None:
         if self.worker is not None and self.worker.poll() is not None:
             raise AssertionError(f"worker exited early:\n{self.worker_log()}")
 
     async def wait_progress(self, at_least: float, timeout_s: float = 300.0) -> float:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+
+        async def progressed() -> float | None:
             fraction = await self.consumed_fraction()
             if fraction >= at_least:
                 return fraction
             self.check_worker_alive()
-            await asyncio.sleep(0.2)
-        raise AssertionError(f"no progress to {at_least:.0%}:\n{self.worker_log()}")
+            return None
+
+        return await poll_async(
+            progressed,
+            timeout_s=timeout_s,
+            on_timeout=lambda: AssertionError(
+                f"no progress to {at_least:.0%}:\n{self.worker_log()}"
+            ),
+            cap_s=0.2,
+        )
+
+    async def worker_overview(self, port: int | None = None) -> dict[str, Any]:
+        """The worker's operator page (``/storemon/``) as JSON."""
+        url = f"http://127.0.0.1:{port or self.settings.worker_web_port}/storemon/"
+        headers = (
+            {"Authorization": f"Bearer {self.settings.api_token}"}
+            if self.settings.api_token
+            else {}
+        )
+        timeout = aiohttp.ClientTimeout(total=3)
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.get(url, headers=headers) as response,
+        ):
+            response.raise_for_status()
+            found: dict[str, Any] = await response.json()
+            return found
+
+    async def wait_report_index(self, timeout_s: float = 60.0) -> dict[str, Any]:
+        """Until the worker's in-memory report index is loaded; returns its description."""
+
+        async def ready() -> dict[str, Any] | None:
+            self.check_worker_alive()
+            try:
+                described: dict[str, Any] = (await self.worker_overview())["report_index"]
+            except (aiohttp.ClientError, TimeoutError):
+                return None
+            return described if described.get("ready") else None
+
+        return await poll_async(
+            ready,
+            timeout_s=timeout_s,
+            on_timeout=lambda: AssertionError(
+                f"report index not ready in {timeout_s} s:\n{self.worker_log()}"
+            ),
+            cap_s=0.2,
+        )
+
+    async def report_timings(self, report_id: uuid.UUID) -> dict[str, float]:
+        assert self.pool is not None
+        raw = await self.pool.fetchval(
+            "SELECT timings FROM reports WHERE report_id = $1", report_id
+        )
+        found: dict[str, float] = orjson.loads(raw) if raw else {}
+        return found
 
     async def request_report(self, as_of: str | None = None) -> uuid.UUID:
+        """What ``POST /trigger_report`` does: a Pending row, then the request message."""
+        report_id = await self.store_report(as_of)
+        await self.send_report_request(report_id, as_of)
+        return report_id
+
+    async def store_report(self, as_of: str | None = None) -> uuid.UUID:
         assert self.pool is not None
         report_id = uuid.uuid4()
         await db_reports.create_report(self.pool, report_id, parse_as_of(as_of) if as_of else None)
+        return report_id
+
+    async def send_report_request(self, report_id: uuid.UUID, as_of: str | None = None) -> None:
         await self.publish(
             [
                 (
@@ -404,22 +481,29 @@ class Pipeline:
                 )
             ]
         )
-        return report_id
 
     async def wait_report(
         self, report_id: uuid.UUID, timeout_s: float = 60.0, poll_s: float = 0.2
     ) -> str:
-        assert self.pool is not None
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            record = await db_reports.get_report(self.pool, report_id)
+        pool = self.pool
+        assert pool is not None
+
+        async def complete() -> str | None:
+            record = await db_reports.get_report(pool, report_id)
             assert record is not None
-            if record.status == db_reports.ReportStatus.COMPLETE:
-                csv_text = await db_reports.get_report_csv(self.pool, report_id)
-                assert csv_text is not None
-                return csv_text
             assert record.status != db_reports.ReportStatus.FAILED, record.error
-            await asyncio.sleep(poll_s)
-        raise AssertionError(
-            f"report {report_id} not complete in {timeout_s} s:\n{self.worker_log()}"
+            if record.status != db_reports.ReportStatus.COMPLETE:
+                return None
+            csv_text = await db_reports.get_report_csv(pool, report_id)
+            assert csv_text is not None
+            return csv_text
+
+        return await poll_async(
+            complete,
+            timeout_s=timeout_s,
+            on_timeout=lambda: AssertionError(
+                f"report {report_id} not complete in {timeout_s} s:\n{self.worker_log()}"
+            ),
+            first_s=min(0.05, poll_s),
+            cap_s=poll_s,
         )

@@ -19,6 +19,7 @@ from storemon.aggregates.timebase import HOUR_US, format_utc, parse_poll_timesta
 from storemon.db import reports as db_reports
 from storemon.services import ServiceEndpoints
 from storemon.settings import Settings
+from storemon.waiting import poll_async
 
 from .pipeline import Pipeline, TcpProxy, batch_csv, generate, newest_poll_us, read_messages
 
@@ -40,8 +41,11 @@ async def test_worker_killed_three_times_mid_stream(pipeline: Pipeline, dataset:
         pipeline.stop_worker(signal.SIGKILL)
     pipeline.start_worker()
     await pipeline.wait_consumed()
+    # the restarted worker rebuilt its report index from PostgreSQL and answers from it
+    await pipeline.wait_report_index()
     report_id = await pipeline.request_report()
     assert await pipeline.wait_report(report_id) == batch_csv(dataset)
+    assert "index" in await pipeline.report_timings(report_id)
 
 
 @pytest.mark.timeout(300)
@@ -72,22 +76,32 @@ async def test_second_worker_takes_over_when_one_dies(pipeline: Pipeline, datase
     # A short timeout per request: a worker busy recovering its tables may leave a request
     # unanswered for a while, and the default (five minutes) would outlast the test.
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as session:
-        for _ in range(600):
+
+        async def second_worker_ingesting() -> bool | None:
             try:
                 async with session.get(f"http://127.0.0.1:{port}/storemon/") as response:
                     if response.status == 200 and (await response.json())["events"] > 0:
-                        break
+                        return True
             except (aiohttp.ClientError, TimeoutError):
                 pass
             assert other.poll() is None
-            await asyncio.sleep(0.1)
-        else:
-            raise AssertionError("the second worker never got a partition")
+            return None
+
+        await poll_async(
+            second_worker_ingesting,
+            timeout_s=240,
+            on_timeout=lambda: AssertionError("the second worker never got a partition"),
+            cap_s=0.1,
+        )
     other.send_signal(signal.SIGKILL)
     other.wait()
     await pipeline.wait_consumed()  # the survivor takes the dead worker's partitions over
+    # Owning every partition again, it loads the report index (while two workers shared
+    # them, neither had all the aggregates in memory, and reports came from PostgreSQL).
+    await pipeline.wait_report_index()
     report_id = await pipeline.request_report()
     assert await pipeline.wait_report(report_id) == batch_csv(dataset)
+    assert "index" in await pipeline.report_timings(report_id)
 
 
 async def test_whole_replay_delivered_twice(pipeline: Pipeline, dataset: Path) -> None:
@@ -144,16 +158,16 @@ async def test_report_job_whose_worker_dies_is_run_again(pipeline: Pipeline, dat
     assert pipeline.pool is not None
     async with pipeline.pool.acquire() as blocker:
         async with blocker.transaction():
-            await blocker.execute("LOCK TABLE store_days IN ACCESS EXCLUSIVE MODE")
+            await blocker.execute("LOCK TABLE store_days, stores IN ACCESS EXCLUSIVE MODE")
             report_id = await pipeline.request_report()
-            for _ in range(300):
-                record = await db_reports.get_report(pipeline.pool, report_id)
+            pool = pipeline.pool
+
+            async def running() -> bool | None:
+                record = await db_reports.get_report(pool, report_id)
                 assert record is not None
-                if record.status == db_reports.ReportStatus.RUNNING:
-                    break
-                await asyncio.sleep(0.1)
-            assert record is not None
-            assert record.status == db_reports.ReportStatus.RUNNING
+                return True if record.status == db_reports.ReportStatus.RUNNING else None
+
+            await poll_async(running, timeout_s=30, on_timeout=TimeoutError, cap_s=0.1)
             pipeline.stop_worker(signal.SIGKILL)
         # The lock is gone with the transaction; the job is still Running, its worker dead.
         record = await db_reports.get_report(pipeline.pool, report_id)
@@ -246,7 +260,6 @@ async def test_rows_past_the_retention_are_pruned_across_a_restart(
 ) -> None:
     """Each store keeps its days from reach + 1 week before its own newest poll (whole
     days), plus the day of its anchor (its newest poll before that cut)."""
-    import time
 
     from storemon.aggregates.reach import store_cutoff_us
     from storemon.aggregates.timebase import DAY_US
@@ -292,21 +305,27 @@ async def test_rows_past_the_retention_are_pruned_across_a_restart(
     pipeline.start_worker()
     await pipeline.publish(polls[len(polls) // 2 :])
     await pipeline.wait_consumed()
-    assert pipeline.pool is not None
-    deadline = time.monotonic() + 60
-    while True:  # the timer deletes the old days, then the old reports
-        kept = {
+    pool = pipeline.pool
+    assert pool is not None
+    kept: set[tuple[str, int]] = set()
+    remaining: set[uuid.UUID] = set()
+
+    async def pruned() -> bool | None:  # the timer deletes the old days, then the old reports
+        kept.clear()
+        kept.update(
             (r["store_id"], r["day_start_us"])
-            for r in await pipeline.pool.fetch("SELECT store_id, day_start_us FROM store_days")
-        }
-        left = doomed & kept
-        remaining = {
-            r["report_id"] for r in await pipeline.pool.fetch("SELECT report_id FROM reports")
-        }
-        if (not left and old_report not in remaining) or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.5)
-    assert not left
+            for r in await pool.fetch("SELECT store_id, day_start_us FROM store_days")
+        )
+        remaining.clear()
+        remaining.update(r["report_id"] for r in await pool.fetch("SELECT report_id FROM reports"))
+        return True if not doomed & kept and old_report not in remaining else None
+
+    await poll_async(
+        pruned,
+        timeout_s=60,
+        on_timeout=lambda: AssertionError(f"not pruned: {sorted(doomed & kept)[:5]}"),
+        cap_s=0.5,
+    )
     # nothing else went: every kept day of a store starts at its cutoff or holds its anchor
     for store, day in kept:
         anchor = anchor_days[store]

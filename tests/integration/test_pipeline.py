@@ -7,6 +7,7 @@ import random
 import shutil
 from pathlib import Path
 
+import asyncpg
 import orjson
 import pytest
 
@@ -14,8 +15,9 @@ from storemon.aggregates.timebase import HOUR_US, format_utc, parse_as_of, parse
 from storemon.db import assemble
 from storemon.producers.replay import DEFAULT_PACK_HOURS, replay
 from storemon.streams import messages
+from storemon.waiting import poll_async
 
-from .pipeline import Pipeline, batch_csv, generate, read_messages
+from .pipeline import Pipeline, batch_csv, generate, newest_poll_us, read_messages
 
 pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -32,12 +34,51 @@ async def test_stream_report_equals_batch_report(pipeline: Pipeline, dataset: Pa
     pipeline.start_worker()
     await pipeline.publish(reference + polls)
     await pipeline.wait_consumed()
+    await pipeline.wait_report_index()
     report_id = await pipeline.request_report()
     assert await pipeline.wait_report(report_id) == batch_csv(dataset)
-    # and at explicit report times, before the newest poll and inside the hour
-    for as_of in ("2023-01-24 10:30:00", "2023-01-21 03:17:45.5", "2023-01-25 18:00:00.000001"):
+    assert "index" in await pipeline.report_timings(report_id)  # answered from memory
+    # and at explicit report times, before the newest poll and inside the hour (answered
+    # from PostgreSQL: they need polls around T), and after it (from memory again)
+    newest = newest_poll_us(polls)
+    later = [format_utc(newest + HOUR_US // 2 + 1)[:26], format_utc(newest + 2 * HOUR_US)[:19]]
+    for as_of in (
+        "2023-01-24 10:30:00",
+        "2023-01-21 03:17:45.5",
+        "2023-01-25 18:00:00.000001",
+        *later,
+    ):
         report_id = await pipeline.request_report(as_of)
         assert await pipeline.wait_report(report_id) == batch_csv(dataset, as_of), as_of
+        from_memory = "index" in await pipeline.report_timings(report_id)
+        assert from_memory == (as_of in later), as_of
+
+
+async def test_reports_from_memory_equal_reports_from_postgresql(
+    pipeline: Pipeline, dataset: Path
+) -> None:
+    """The same moments answered by the in-memory index and, with it switched off, by the
+    database: the same bytes, and the batch command's."""
+    await pipeline.ingest_all(dataset)
+    await pipeline.wait_report_index()
+    _, polls = read_messages(dataset)
+    newest = newest_poll_us(polls)
+    moments = [None, format_utc(newest + 37 * 60_000_000 + 123)[:26]]
+    from_memory = [await pipeline.wait_report(await pipeline.request_report(m)) for m in moments]
+    # asked again with nothing ingested since: the first answer is copied, not recomputed
+    again = await pipeline.request_report()
+    assert await pipeline.wait_report(again) == from_memory[0]
+    timings = await pipeline.report_timings(again)
+    assert "index" in timings
+    assert "finish_s" not in timings
+    pipeline.stop_worker()
+    pipeline.extra_env["STOREMON_REPORT_INDEX"] = "0"
+    pipeline.start_worker()
+    ids = [await pipeline.request_report(m) for m in moments]
+    from_database = [await pipeline.wait_report(r) for r in ids]
+    for report_id in ids:
+        assert "index" not in await pipeline.report_timings(report_id)
+    assert from_memory == from_database == [batch_csv(dataset, m) for m in moments]
 
 
 async def test_shuffled_polls_with_duplicates_give_the_same_report(
@@ -63,20 +104,27 @@ async def test_report_status_moves_pending_running_complete(
     assert pipeline.pool is not None
     async with pipeline.pool.acquire() as blocker, blocker.transaction():
         # Hold the aggregates so the job, once started, has to wait: it is seen Running.
-        await blocker.execute("LOCK TABLE store_days IN ACCESS EXCLUSIVE MODE")
-        report_id = await pipeline.request_report()
-        statuses: list[str] = []
-        for _ in range(100):
-            status = await pipeline.pool.fetchval(
+        await blocker.execute("LOCK TABLE store_days, stores IN ACCESS EXCLUSIVE MODE")
+        # Stored first, requested after: the job (which starts within milliseconds of the
+        # request) cannot run before the Pending row has been seen.
+        report_id = await pipeline.store_report()
+        pool = pipeline.pool
+        statuses: list[str] = [
+            await pool.fetchval("SELECT status FROM reports WHERE report_id = $1", report_id)
+        ]
+        await pipeline.send_report_request(report_id)
+
+        async def running() -> bool | None:
+            status = await pool.fetchval(
                 "SELECT status FROM reports WHERE report_id = $1", report_id
             )
             if not statuses or statuses[-1] != status:
                 statuses.append(status)
-            if status == "Running":
-                break
-            import asyncio
+            return True if status == "Running" else None
 
-            await asyncio.sleep(0.1)
+        await poll_async(
+            running, timeout_s=10, on_timeout=lambda: AssertionError(statuses), cap_s=0.1
+        )
         assert statuses == ["Pending", "Running"]
     assert await pipeline.wait_report(report_id) == batch_csv(dataset)
     record = await pipeline.pool.fetchrow(
@@ -229,26 +277,24 @@ async def test_bad_rows_go_to_dead_letters_and_the_rest_through(
 async def test_a_report_that_cannot_finish_ends_failed_in_bounded_time(
     pipeline: Pipeline, dataset: Path
 ) -> None:
-    import asyncio
     import dataclasses
-    import time
 
     pipeline.settings = dataclasses.replace(pipeline.settings, report_timeout_s=2.0)
     await pipeline.ingest_all(dataset)
     assert pipeline.pool is not None
     async with pipeline.pool.acquire() as blocker, blocker.transaction():
-        await blocker.execute("LOCK TABLE store_days IN ACCESS EXCLUSIVE MODE")
+        await blocker.execute("LOCK TABLE store_days, stores IN ACCESS EXCLUSIVE MODE")
         report_id = await pipeline.request_report()
-        started = time.monotonic()
-        while True:
-            row = await pipeline.pool.fetchrow(
+        pool = pipeline.pool
+
+        async def failed() -> asyncpg.Record | None:
+            row = await pool.fetchrow(
                 "SELECT status, error FROM reports WHERE report_id = $1", report_id
             )
             assert row is not None
-            if row["status"] == "Failed" or time.monotonic() - started > 30:
-                break
-            await asyncio.sleep(0.1)
-        assert row["status"] == "Failed"
+            return row if row["status"] == "Failed" else None
+
+        row = await poll_async(failed, timeout_s=30, on_timeout=TimeoutError, cap_s=0.1)
         assert row["error"] == "did not finish within 2 s"
     # The worker carries on: the next report completes.
     assert await pipeline.wait_report(await pipeline.request_report()) == batch_csv(dataset)
@@ -307,7 +353,6 @@ async def test_operator_pages_show_a_store_and_the_tables(
 
 
 async def test_worker_pages_need_the_token_when_one_is_set(pipeline: Pipeline) -> None:
-    import asyncio
     import dataclasses
 
     import aiohttp
@@ -318,15 +363,18 @@ async def test_worker_pages_need_the_token_when_one_is_set(pipeline: Pipeline) -
     base = f"http://127.0.0.1:{pipeline.settings.worker_web_port}"
     good = {"Authorization": "Bearer s3cret-token"}
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        for _ in range(300):  # until the worker's web server is up
+
+        async def serving() -> bool | None:
             try:
                 async with session.get(f"{base}/storemon/", headers=good) as response:
                     if response.status == 200:
-                        break
+                        return True
             except (aiohttp.ClientError, TimeoutError):
                 pass
             pipeline.check_worker_alive()
-            await asyncio.sleep(0.2)
+            return None
+
+        await poll_async(serving, timeout_s=60, on_timeout=TimeoutError, cap_s=0.2)
         for path in ("/storemon/", "/storemon/tables/", "/router/", "/table/"):
             async with session.get(base + path) as response:
                 assert response.status == 401, path

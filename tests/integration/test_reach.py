@@ -8,12 +8,10 @@ database prune history while the stream runs and the range's lower end is sharp.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import itertools
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -40,6 +38,7 @@ from storemon.aggregates.timeline import dedupe_polls
 from storemon.batch import Dataset, compute_report, load_dataset
 from storemon.db import reports as db_reports
 from storemon.streams import messages
+from storemon.waiting import poll_async
 from storemon.web.app import build_app
 
 from .pipeline import Pipeline, generate, read_messages
@@ -96,8 +95,8 @@ async def trigger(client: TestClient[Any, Any], as_of: str | None) -> tuple[int,
 async def fetch(
     client: TestClient[Any, Any], report_id: str, fmt: str = "csv", timeout_s: float = 60.0
 ) -> bytes:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+
+    async def answer() -> bytes | None:
         response = await client.get("/get_report", params={"report_id": report_id, "format": fmt})
         assert response.status == 200
         body = await response.read()
@@ -105,22 +104,35 @@ async def fetch(
             return body
         status = orjson.loads(body)
         assert status["status"] in ("Pending", "Running"), status
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"report {report_id} not complete in {timeout_s} s")
+        return None
+
+    return await poll_async(
+        answer,
+        timeout_s=timeout_s,
+        on_timeout=lambda: AssertionError(f"report {report_id} not complete in {timeout_s} s"),
+        cap_s=0.1,
+    )
 
 
 async def wait_pruned(pipeline: Pipeline) -> None:
     """Until the database's prune has run over everything ingested: no store keeps a day
     before its cutoff other than the day of its anchor."""
-    assert pipeline.pool is not None
-    deadline = time.monotonic() + 60
-    while True:
-        mark = await pipeline.pool.fetchval("SELECT pruned_before_us FROM retention_mark")
-        newest = await pipeline.pool.fetchval("SELECT max(newest_poll_us) FROM stores")
+    pool = pipeline.pool
+    assert pool is not None
+
+    async def pruned() -> bool | None:
+        mark = await pool.fetchval("SELECT pruned_before_us FROM retention_mark")
+        newest = await pool.fetchval("SELECT max(newest_poll_us) FROM stores")
         if mark is not None and mark == store_cutoff_us(newest, REACH_HOURS * HOUR_US):
-            return
-        assert time.monotonic() < deadline, "the prune timer did not run"
-        await asyncio.sleep(0.3)
+            return True
+        return None
+
+    await poll_async(
+        pruned,
+        timeout_s=60,
+        on_timeout=lambda: AssertionError("the prune timer did not run"),
+        cap_s=0.3,
+    )
 
 
 def reference_csv(data: Dataset, as_of_us: int) -> str:
@@ -338,14 +350,15 @@ async def test_history_pruned_after_the_request_fails_the_report(
             )
         ]
     )
-    deadline = time.monotonic() + 60
-    while True:
-        record = await db_reports.get_report(pipeline.pool, late_id)
-        assert record is not None
-        if record.status in (db_reports.ReportStatus.COMPLETE, db_reports.ReportStatus.FAILED):
-            break
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.2)
+    pool = pipeline.pool
+
+    async def finished() -> db_reports.ReportRecord | None:
+        found = await db_reports.get_report(pool, late_id)
+        assert found is not None
+        done = (db_reports.ReportStatus.COMPLETE, db_reports.ReportStatus.FAILED)
+        return found if found.status in done else None
+
+    record = await poll_async(finished, timeout_s=60, on_timeout=TimeoutError, cap_s=0.2)
     assert record.status == db_reports.ReportStatus.FAILED
     assert record.error is not None
     assert "outside the supported range" in record.error

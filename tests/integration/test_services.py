@@ -28,6 +28,7 @@ from aiokafka.admin import (  # type: ignore[import-untyped,unused-ignore]
 from storemon import services
 from storemon.services import ServiceEndpoints, kafka, postgres, processes, state
 from storemon.settings import Settings
+from storemon.waiting import poll_async
 
 
 @pytest.mark.services
@@ -52,13 +53,12 @@ async def test_topic_create_produce_consume(service_endpoints: ServiceEndpoints)
     try:
         await admin.create_topics([NewTopic(topic, num_partitions=4, replication_factor=1)])
         # A new topic's metadata reaches the broker's cache a moment after creation.
-        partitions: list[object] = []
-        for _ in range(50):
-            described = await admin.describe_topics([topic])
-            partitions = described[0]["partitions"]
-            if partitions:
-                break
-            await asyncio.sleep(0.1)
+
+        async def described() -> list[object] | None:
+            found: list[object] = (await admin.describe_topics([topic]))[0]["partitions"]
+            return found or None
+
+        partitions = await poll_async(described, timeout_s=10, on_timeout=TimeoutError, cap_s=0.1)
     finally:
         await admin.close()
     assert len(partitions) == 4

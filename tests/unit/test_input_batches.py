@@ -13,7 +13,7 @@ import orjson
 
 from storemon.aggregates.state import StoreState
 from storemon.aggregates.timebase import DAY_US, HOUR_US, format_utc
-from storemon.db.aggregates import SinkBatch
+from storemon.db.sink import SinkBatch
 from storemon.streams import messages
 from storemon.streams.batcher import PartitionBatch
 from storemon.streams.ingest import Ingestor

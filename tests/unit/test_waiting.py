@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import random
 
 import pytest
 
-from storemon.waiting import Deadline, backoff, poll, poll_async, retry, retry_async
+from storemon.waiting import (
+    Deadline,
+    backoff,
+    poll,
+    poll_async,
+    retry,
+    retry_async,
+    retry_forever,
+)
 
 
 class FakeClock:
@@ -128,3 +138,48 @@ async def test_async_poll_and_retry() -> None:
 
     with pytest.raises(TimeoutError):
         await poll_async(never, timeout_s=0.02, on_timeout=TimeoutError, first_s=0.001)
+
+
+async def test_retry_forever_waits_out_an_outage_with_jittered_growing_pauses(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    pauses: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def recorded_sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        await real_sleep(0)
+
+    monkeypatch.setattr("storemon.waiting.asyncio.sleep", recorded_sleep)
+    attempts = []
+
+    async def down_for_a_while() -> str:
+        attempts.append(1)
+        if len(attempts) <= 40:  # far past any deadline a caller would set
+            raise ConnectionError("database down")
+        return "written"
+
+    with caplog.at_level(logging.WARNING, logger="storemon.waiting"):
+        result = await retry_forever(
+            down_for_a_while, (ConnectionError,), "writing rows", rng=random.Random(4)
+        )
+    assert result == "written"
+    assert len(attempts) == 41
+    ceilings = [min(10.0, 0.2 * 2**n) for n in range(40)]
+    assert all(0.0 <= p <= c for p, c in zip(pauses, ceilings, strict=True))
+    assert len(set(pauses)) == 40  # jittered, never in lock-step
+    assert max(pauses) > 5.0  # and they did grow toward the cap
+    assert len(caplog.records) == 40
+    assert caplog.records[0].getMessage().startswith("writing rows failed (ConnectionError)")
+
+
+async def test_retry_forever_lets_other_errors_through_at_once() -> None:
+    attempts = []
+
+    async def broken() -> None:
+        attempts.append(1)
+        raise KeyError("a bug, not an outage")
+
+    with pytest.raises(KeyError):
+        await retry_forever(broken, (ConnectionError,), "writing rows")
+    assert attempts == [1]

@@ -66,6 +66,8 @@ class AssembledReport:
     timings: dict[str, float] = field(default_factory=dict)
     # See schedules_digest(): which schedules and zones the report was computed with.
     schedules_digest: int | None = None
+    # The exact sums already packed (the in-memory path has no ``rows``), see pack_sums.
+    packed_sums: bytes | None = None
 
 
 # One statement text, used by the job (in its snapshot) and by the API (when it adds
@@ -79,6 +81,12 @@ _DIGEST_SQL = (
 
 async def schedules_digest(conn: Connection, store_ids: list[str]) -> int:
     value: int = await conn.fetchval(_DIGEST_SQL + "store_id = ANY($1::text[])", store_ids)
+    return value
+
+
+async def report_digest(conn: Connection, as_of_us: int) -> int:
+    """:func:`schedules_digest` of the stores in the report at ``as_of_us``."""
+    value: int = await conn.fetchval(_DIGEST_SQL + "first_poll_us <= $1", as_of_us)
     return value
 
 
@@ -397,7 +405,7 @@ async def assemble_report(
         fixes = await _as_of_fixes(conn, list(stores), as_of_us)
         digest = None
         if with_digest:
-            digest = await conn.fetchval(_DIGEST_SQL + "first_poll_us <= $1", as_of_us)
+            digest = await report_digest(conn, as_of_us)
     read = time.perf_counter()
     nothing = [0] * (2 * len(plans))
     rows = [

@@ -1,4 +1,5 @@
-"""The aggregates in PostgreSQL: the worker's idempotent writes and the report's reads.
+"""The worker's sink in PostgreSQL: each batch's store rows, store-days and dead letters
+(:class:`SinkBatch`), written idempotently. The report's reads are in :mod:`storemon.db.assemble`.
 
 Every write sets absolute values keyed by a natural key (store), (store, day), so a batch
 written twice, or replayed after a crash, changes nothing.
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 import orjson
 
-from storemon.aggregates.state import DayRecord
+from storemon.aggregates.state import DayRecord, HourBucket
 
 if TYPE_CHECKING:
     from storemon.db import Connection
@@ -40,6 +41,9 @@ class SinkBatch:
 
     stores: dict[str, StoreRow] = field(default_factory=dict)
     days: dict[tuple[str, int], DayRecord] = field(default_factory=dict)
+    # The hours whose value changed (not written here: the worker's report index takes
+    # them after the write, see streams/report_index.py).
+    hours: dict[tuple[str, int], HourBucket] = field(default_factory=dict)
     # (source, reason, detail, record as JSON, partition, offset, index within the message)
     dead_letters: list[tuple[str, str, str, str, int | None, int | None, int]] = field(
         default_factory=list
@@ -110,8 +114,10 @@ async def _upsert(conn: Connection, kind: str, records: list[tuple[Any, ...]]) -
     await conn.execute(f"TRUNCATE {staging}")
 
 
-async def write_batch(pool: asyncpg.Pool, batch: SinkBatch) -> None:
-    """Write one batch of changes atomically."""
+async def write_batch(pool: asyncpg.Pool, batch: SinkBatch) -> int:
+    """Write one batch of changes atomically. Returns the aggregates' version right after
+    it (migration 0004): the tables then hold exactly what this version names, as long as
+    no other writer touched them."""
     stores = [
         (
             s.store_id,
@@ -150,3 +156,5 @@ async def write_batch(pool: asyncpg.Pool, batch: SinkBatch) -> None:
                 " ON CONFLICT DO NOTHING",
                 batch.dead_letters,
             )
+        version: int = await conn.fetchval("SELECT version FROM aggregates_version")
+        return version

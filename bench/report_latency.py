@@ -1,0 +1,201 @@
+"""Report latency through the real API: the worker's in-memory index against PostgreSQL.
+
+    .venv/bin/python bench/report_latency.py --stores 14000 --days 8 [--runs 3]
+
+Fills a fresh pipeline with a generated data set (packed replay: this measures reports, not
+ingestion), then, for each run:
+
+* with the index (the default), ``--reports`` reports at the default moment (the first is
+  computed, the others reuse it: nothing changed in between) and as many at moments never
+  asked before (after the newest poll, inside the lead, a new set for every run and path:
+  each is computed), each timed from ``POST /trigger_report`` until ``GET /get_report``
+  returns the CSV;
+* the worker restarted with ``STOREMON_REPORT_INDEX=0``: the same, from PostgreSQL;
+* the batch command (``storemon report``) on the same files, the same-run baseline.
+
+Prints and writes ``bench/work/report-<stores>x<days>/result.json``: medians per run and
+over runs, each report's phases (queued, finish, render, store), the index's load time and
+the worker's RSS with and without it, and whether every CSV equals the batch command's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "src"))
+
+from stream_ingest import (  # noqa: E402
+    command_median_s,
+    reports_through_the_api,
+    rss_mb,
+    wait_worker_ready,
+)
+
+from storemon import services  # noqa: E402
+from storemon.aggregates.timebase import MINUTE_US, format_utc  # noqa: E402
+from storemon.producers.replay import replay  # noqa: E402
+from storemon.settings import Settings  # noqa: E402
+from tests.integration.pipeline import Pipeline, generate  # noqa: E402
+
+
+async def phases(pipeline: Pipeline, since: float) -> list[dict[str, Any]]:
+    assert pipeline.pool is not None
+    rows = await pipeline.pool.fetch(
+        "SELECT extract(epoch FROM started_at - created_at)::float8 AS queued,"
+        " extract(epoch FROM finished_at - started_at)::float8 AS running, timings"
+        " FROM reports WHERE status = 'Complete' AND extract(epoch FROM created_at) >= $1",
+        since,
+    )
+    found = []
+    for row in rows:
+        timings = json.loads(row["timings"]) if row["timings"] else {}
+        found.append({"queued": row["queued"], "running": row["running"], **timings})
+    return found
+
+
+def medians(rows: list[dict[str, Any]]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for name in ("queued", "running", "read_s", "finish_s", "render_s", "digest_wait_s", "store_s"):
+        values = [r[name] for r in rows if r.get(name) is not None]
+        if values:
+            out[f"{name.removesuffix('_s')}_ms"] = round(statistics.median(values) * 1000, 2)
+    return out
+
+
+async def measure(
+    pipeline: Pipeline, reports: int, moments: list[str], expected: dict[str | None, str]
+) -> dict[str, Any]:
+    db_now = await pipeline.pool.fetchval("SELECT extract(epoch FROM now())")  # type: ignore[union-attr]
+    default_s, default_csv = await reports_through_the_api(pipeline, reports)
+    fresh_s, fresh_csv = await reports_through_the_api(pipeline, reports, moments)
+    return {
+        "default_median_s": round(statistics.median(default_s), 4),
+        "default_p95_s": round(sorted(default_s)[int(0.95 * (len(default_s) - 1))], 4),
+        "fresh_median_s": round(statistics.median(fresh_s), 4),
+        "fresh_p95_s": round(sorted(fresh_s)[int(0.95 * (len(fresh_s) - 1))], 4),
+        "default_csv_equals_batch": default_csv == expected[None],
+        "fresh_csv_equals_batch": fresh_csv == expected[moments[-1]],
+        "phases": medians(await phases(pipeline, float(db_now))),
+        "from_index": sum(1 for r in await phases(pipeline, float(db_now)) if "index" in r),
+    }
+
+
+async def main(stores: int, days: int, reports: int, runs: int) -> dict[str, Any]:
+    base = Settings.from_env()
+    if not base.kafka_bootstrap or not base.database_url:
+        base = services.ensure_up(base).apply_to(base)
+    work = ROOT / "bench" / "work" / f"report-{stores}x{days}"
+    work.mkdir(parents=True, exist_ok=True)
+    data = work / "data"
+    if not (data / "store_status.csv").exists():
+        generate(data, stores=stores, days=days, seed=1)
+    shutil.rmtree(work / "state", ignore_errors=True)
+    pipeline = await Pipeline.create(base, "bench", work)
+    pipeline.settings = dataclasses.replace(pipeline.settings, batch_timeout_s=0.5)
+    assert pipeline.pool is not None
+    await replay(pipeline.settings, data, speedup=None, progress=False)
+    pipeline.start_worker()
+    await wait_worker_ready(pipeline)
+    await pipeline.wait_consumed(timeout_s=7200)
+    newest = await pipeline.pool.fetchval("SELECT max(newest_poll_us) FROM stores")
+    # Moments never asked before, a different set for every run and path (inside the lead).
+    step = (110 * MINUTE_US) // (2 * runs * reports)
+    every = [format_utc(newest + (i + 1) * step + 1) for i in range(2 * runs * reports)]
+    sets = [every[k * reports : (k + 1) * reports] for k in range(2 * runs)]
+    expected: dict[str | None, str] = {}
+    batch_runs: list[float] = []
+    for as_of in (None, *(moments[-1] for moments in sets)):
+        out = work / "batch.csv"
+        command = [sys.executable, "-m", "storemon", "report", "--data", str(data)]
+        command += ["--out", str(out), *(["--as-of", as_of] if as_of else [])]
+        batch_runs.append(command_median_s(command, runs=1))
+        expected[as_of] = out.read_text()
+
+    results: list[dict[str, Any]] = []
+    for run in range(runs):
+        # with the index: a fresh worker, loaded from PostgreSQL
+        pipeline.stop_worker()
+        pipeline.extra_env.pop("STOREMON_REPORT_INDEX", None)
+        pipeline.start_worker()
+        t0 = time.perf_counter()
+        described = await pipeline.wait_report_index(timeout_s=600)
+        load_s = time.perf_counter() - t0
+        assert pipeline.worker is not None
+        rss_with = rss_mb(pipeline.worker.pid)
+        with_index = await measure(pipeline, reports, sets[2 * run], expected)
+        # from PostgreSQL only
+        pipeline.stop_worker()
+        pipeline.extra_env["STOREMON_REPORT_INDEX"] = "0"
+        pipeline.start_worker()
+        await wait_worker_ready(pipeline)
+        await asyncio.sleep(3)  # the worker joins its groups and settles
+        rss_without = rss_mb(pipeline.worker.pid)
+        from_database = await measure(pipeline, reports, sets[2 * run + 1], expected)
+        out = work / "batch.csv"
+        batch_s = command_median_s(
+            [sys.executable, "-m", "storemon", "report", "--data", str(data), "--out", str(out)],
+            runs=1,
+        )
+        batch_runs.append(batch_s)
+        results.append(
+            {
+                "run": run + 1,
+                "postgresql": from_database,
+                "batch_command_s": round(batch_s, 3),
+                "index_ready_after_start_s": round(load_s, 2),
+                "index": {**with_index, "described": described},
+                "worker_rss_with_index_mb": round(rss_with, 1),
+                "worker_rss_without_index_mb": round(rss_without, 1),
+            }
+        )
+        print(json.dumps(results[-1], indent=2), flush=True)
+    await pipeline.close()
+
+    def over_runs(path: tuple[str, str]) -> float:
+        return round(statistics.median(r[path[0]][path[1]] for r in results), 4)
+
+    batch_median = statistics.median(batch_runs)
+    summary: dict[str, Any] = {
+        "stores": stores,
+        "days": days,
+        "reports_per_kind": reports,
+        "runs": runs,
+        "batch_command_median_s": round(batch_median, 3),
+        "index_default_median_s": over_runs(("index", "default_median_s")),
+        "index_fresh_median_s": over_runs(("index", "fresh_median_s")),
+        "postgresql_default_median_s": over_runs(("postgresql", "default_median_s")),
+        "postgresql_fresh_median_s": over_runs(("postgresql", "fresh_median_s")),
+        "all_csv_equal_batch": all(
+            r[k][f"{m}_csv_equals_batch"]
+            for r in results
+            for k in ("index", "postgresql")
+            for m in ("default", "fresh")
+        ),
+        "runs_detail": results,
+    }
+    summary["batch_over_index_default"] = round(batch_median / summary["index_default_median_s"], 1)
+    summary["batch_over_index_fresh"] = round(batch_median / summary["index_fresh_median_s"], 1)
+    (work / "result.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stores", type=int, default=2000)
+    parser.add_argument("--days", type=int, default=8)
+    parser.add_argument("--reports", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    summary = asyncio.run(main(args.stores, args.days, args.reports, args.runs))
+    print(json.dumps({k: v for k, v in summary.items() if k != "runs_detail"}, indent=2))

@@ -1,0 +1,350 @@
+"""Reports from the worker's memory: the hour index fed by the sink, and the job's fast path.
+
+The worker writes every change of the aggregates to PostgreSQL (:mod:`storemon.db.sink`);
+right after each write, the same rows go into an :class:`~storemon.aggregates.hour_index.HourIndex`,
+so the index is an in-memory mirror of the ``stores`` and ``store_days`` rows this worker
+wrote. A report job then reads no table at all: it sums the index's arrays (a few
+milliseconds for 14,000 stores), renders the CSV with pyarrow's kernels and stores it.
+
+The mirror is complete only when this worker owns every partition of the input: then every
+row in PostgreSQL was written by it or before it started. So the index is (re)built on each
+assignment that gives the worker all partitions, from one snapshot of PostgreSQL; the sink's
+writes that commit meanwhile are kept and applied after it (a row written twice holds the
+same value, so overlap does no harm). With partitions shared between workers, or while the
+index loads, or when a report time lies before some store's last poll (the as-of fix needs
+polls the index does not keep), the job takes the PostgreSQL path of
+:mod:`storemon.db.assemble`. Both paths give the same bytes; the tests compare them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import logging
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from storemon.aggregates.hour_index import DayBuckets, HourIndex, HourRuns, IndexSums, StoreTail
+from storemon.aggregates.reach import out_of_range_message, supported_range
+from storemon.aggregates.report import REPORT_HEADER, WINDOWS
+from storemon.aggregates.timebase import DAY_US, HOUR_US, floor_to
+from storemon.db.assemble import (
+    AssembledReport,
+    NoData,
+    OutOfRange,
+    finished_alike,
+    report_digest,
+)
+
+if TYPE_CHECKING:
+    import asyncpg
+
+    from storemon.db.sink import SinkBatch
+
+log = logging.getLogger(__name__)
+
+# Rows read per round trip while the index loads, and applied per call.
+LOAD_CHUNK_ROWS = 5000
+
+
+def hours_to_keep(reach_us: int) -> int:
+    """Hours the index keeps up to the newest poll: every hour a supported report time can
+    read (the reach, the week window before it, the hour that holds the window's start)."""
+    return -(-reach_us // HOUR_US) + 168 + 2
+
+
+def csv_field(store_id: str) -> str:
+    """The store id as the report's CSV writes it (quoted where the csv module quotes)."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow([store_id, ""])
+    return buffer.getvalue()[:-2]
+
+
+def render_sums_csv(store_ids: Sequence[str], sums: np.ndarray) -> str:
+    """The report CSV of sorted rows of exact sums (up x3, down x3 in microseconds), built
+    column-wise with pyarrow's string kernels: the same bytes as
+    :func:`~storemon.aggregates.report.render_csv` (the tests compare them)."""
+    return render_fields_csv(pa.array([csv_field(s) for s in store_ids], pa.string()), sums)
+
+
+def render_fields_csv(id_fields: pa.Array, sums: np.ndarray) -> str:
+    """:func:`render_sums_csv` with the store ids already written as CSV fields."""
+    units = [unit for _, unit in WINDOWS] * 2
+    columns: list[pa.Array] = [id_fields]
+    for k, unit in enumerate(units):
+        # hundredths rounded half up from the exact value, as format_hundredths does
+        hundredths = (sums[:, k] * 200 + unit) // (2 * unit)
+        whole = pc.cast(pa.array(hundredths // 100), pa.string())
+        cents = pc.utf8_lpad(pc.cast(pa.array(hundredths % 100), pa.string()), 2, "0")
+        columns.append(pc.binary_join_element_wise(whole, cents, "."))
+    lines = pc.binary_join_element_wise(*columns, ",")
+    header = ",".join(REPORT_HEADER) + "\n"
+    if len(lines) == 0:
+        return header
+    return header + "\n".join(lines.to_pylist()) + "\n"
+
+
+def pack_index_sums(found: IndexSums) -> bytes:
+    """The packed exact sums stored with a report (see aggregates.coverage.pack_sums)."""
+    return np.ascontiguousarray(found.sums, dtype="<i8").tobytes()
+
+
+class ReportIndex:
+    """The index, whether it can answer, and its loading."""
+
+    def __init__(self, reach_us: int, lead_us: int, *, enabled: bool = True) -> None:
+        self.reach_us = reach_us
+        self.lead_us = lead_us
+        self.enabled = enabled
+        self.index: HourIndex | None = None  # set once loaded and complete
+        self._pending: list[tuple[SinkBatch, int]] | None = None  # writes made while loading
+        # The aggregates' version (migration 0004) whose content the index holds: the
+        # version after the last write applied. Reports from the index carry it, so a
+        # finished answer is reused exactly as on the PostgreSQL path.
+        self.version: int | None = None
+        # (index, version, stores in the report) -> the schedules' digest of those stores
+        self._digest: tuple[int, int, int, int] | None = None
+        self._loader: asyncio.Task[None] | None = None
+        self.loads = 0
+        self.answered = 0
+        # The index's store ids as CSV fields, by row (rows only ever get appended).
+        self._id_fields: list[str] = []
+        self._id_array: pa.Array | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.index is not None
+
+    def describe(self) -> dict[str, object]:
+        """For the operator page: whether reports come from memory, and how much it holds."""
+        index = self.index
+        return {
+            "enabled": self.enabled,
+            "ready": index is not None,
+            "loading": self._pending is not None,
+            "stores": len(index) if index is not None else 0,
+            "hours": len(index.columns) if index is not None else 0,
+            "loads": self.loads,
+            "reports_answered": self.answered,
+        }
+
+    # -- keeping the mirror ------------------------------------------------------------------
+
+    def written(self, batch: SinkBatch, version: int) -> None:
+        """Called right after the sink committed ``batch`` to PostgreSQL, which raised the
+        aggregates' version to ``version``."""
+        if self.index is not None:
+            apply_batch(self.index, batch)
+            self.version = max(self.version or 0, version)
+        elif self._pending is not None:
+            self._pending.append((batch, version))
+
+    def invalidate(self) -> None:
+        """Partitions moved: what this worker wrote is no longer all there is."""
+        self.index = None
+        self.version = None
+        self._pending = None
+        if self._loader is not None:
+            self._loader.cancel()
+            self._loader = None
+
+    def start_loading(self, pool: asyncpg.Pool) -> None:
+        """This worker now owns every input partition: build the index from PostgreSQL."""
+        self.invalidate()
+        if not self.enabled:
+            return
+        self._pending = []
+        self._loader = asyncio.ensure_future(self._load(pool))
+
+    async def _load(self, pool: asyncpg.Pool) -> None:
+        began = time.perf_counter()
+        index = HourIndex(hours_to_keep(self.reach_us))
+        try:
+            async with (
+                pool.acquire() as conn,
+                conn.transaction(isolation="repeatable_read", readonly=True),
+            ):
+                version = await conn.fetchval("SELECT version FROM aggregates_version")
+                tails = await conn.fetch(
+                    "SELECT store_id, first_poll_us, newest_poll_us, last_poll_us, last_active,"
+                    " tail_end_us FROM stores"
+                )
+                index.apply_tails(StoreTail(*row) for row in tails)
+                oldest = index.oldest_hour_kept()
+                first_day = floor_to(oldest, DAY_US) if oldest is not None else 0
+                cursor = conn.cursor(
+                    "SELECT store_id, day_start_us, up_before_us, down_before_us, runs,"
+                    " run_bounds FROM store_days WHERE day_start_us >= $1",
+                    first_day,
+                    prefetch=LOAD_CHUNK_ROWS,
+                )
+                chunk: list[asyncpg.Record] = []
+                async for row in cursor:
+                    chunk.append(row)
+                    if len(chunk) >= LOAD_CHUNK_ROWS:
+                        index.apply_days(_days_from_rows(chunk))
+                        chunk = []
+                index.apply_days(_days_from_rows(chunk))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The PostgreSQL path answers meanwhile; the next assignment tries again.
+            log.exception("the report index could not be loaded; reports use PostgreSQL")
+            self._pending = None
+            return
+        for batch, written in self._pending or ():
+            apply_batch(index, batch)
+            version = max(version, written)
+        index.trim()
+        self.version = version
+        self._pending = None
+        self._id_fields, self._id_array = [], None
+        self.index = index
+        self.loads += 1
+        log.info(
+            "report index ready: %d stores, %d hours, in %.1f s",
+            len(index),
+            len(index.columns),
+            time.perf_counter() - began,
+        )
+
+    # -- answering ---------------------------------------------------------------------------
+
+    def _id_fields_of(self, index: HourIndex) -> pa.Array:
+        if len(self._id_fields) > len(index.store_ids):  # a new index: start again
+            self._id_fields, self._id_array = [], None
+        if self._id_array is None or len(self._id_fields) < len(index.store_ids):
+            self._id_fields.extend(csv_field(s) for s in index.store_ids[len(self._id_fields) :])
+            self._id_array = pa.array(self._id_fields, pa.string())
+        return self._id_array
+
+    async def try_report(self, pool: asyncpg.Pool, requested: int | None) -> AssembledReport | None:
+        """The report from memory, or None where only PostgreSQL can answer exactly. When a
+        Complete report of the same report time was taken from the same version of the
+        aggregates, it is named (``reused_from``) instead of computed again."""
+        index, version = self.index, self.version
+        if index is None or version is None:
+            return None
+        began = time.perf_counter()
+        as_of_us = requested if requested is not None else index.newest_us
+        if as_of_us is None:
+            raise NoData("no poll has been ingested yet")
+        async with pool.acquire() as conn:
+            pruned_before = await conn.fetchval("SELECT pruned_before_us FROM retention_mark")
+            # Pending reports that asked for the same report time were stored before this
+            # read, so the index as it is below (never older than now) answers them too.
+            alike = tuple(
+                r[0]
+                for r in await conn.fetch(
+                    "SELECT report_id FROM reports WHERE status = 'Pending'"
+                    " AND requested_as_of_us IS NOT DISTINCT FROM $1",
+                    requested,
+                )
+            )
+            allowed = supported_range(index.newest_us, self.reach_us, self.lead_us, pruned_before)
+            if requested is not None and requested not in (allowed or ()):
+                raise OutOfRange(out_of_range_message(requested, allowed))
+            if self.index is not index or self.version != version:
+                return None  # moved on meanwhile: the PostgreSQL path takes its own snapshot
+            if not index.covers(as_of_us) or index.needs_as_of_fix(as_of_us):
+                return None
+            earlier = await finished_alike(conn, as_of_us, version)
+        if earlier is not None:
+            return AssembledReport(
+                as_of_us,
+                "",
+                0,
+                alike_pending=alike,
+                data_version=version,
+                reused_from=earlier,
+                timings={"read_s": time.perf_counter() - began, "index": 1.0},
+            )
+        if self.index is not index or self.version != version:
+            return None
+        read = time.perf_counter()
+        # No await from here to the end of the sums: the index is one consistent state.
+        found = index.window_sums(as_of_us)
+        if found is None:
+            return None
+        key = (id(index), version, len(found.rows))
+        digest_task = None
+        if self._digest is None or self._digest[:3] != key:
+            # The schedules' digest is the database's to compute: it runs there meanwhile.
+            digest_task = asyncio.ensure_future(_digest(pool, as_of_us))
+        try:
+            summed = time.perf_counter()
+            csv_text = render_fields_csv(self._id_fields_of(index).take(found.rows), found.sums)
+            rendered = time.perf_counter()
+            if digest_task is not None:
+                self._digest = (*key, await digest_task)
+        finally:
+            if digest_task is not None and not digest_task.done():
+                digest_task.cancel()
+        assert self._digest is not None
+        self.answered += 1
+        return AssembledReport(
+            as_of_us,
+            csv_text,
+            len(found.store_ids),
+            alike_pending=alike,
+            data_version=version,
+            timings={
+                "read_s": read - began,
+                "finish_s": summed - read,
+                "render_s": rendered - summed,
+                "digest_wait_s": time.perf_counter() - rendered,
+                "index": 1.0,
+            },
+            schedules_digest=self._digest[3],
+            packed_sums=pack_index_sums(found),
+        )
+
+
+async def _digest(pool: asyncpg.Pool, as_of_us: int) -> int:
+    async with pool.acquire() as conn:
+        return await report_digest(conn, as_of_us)
+
+
+def _days_from_rows(rows: list[asyncpg.Record]) -> list[DayBuckets]:
+    """``store_days`` rows keep running sums of the hours: back to hours, in arrays."""
+    if not rows:
+        return []
+    up = np.diff(np.array([r["up_before_us"] for r in rows], np.int64), axis=1)
+    down = np.diff(np.array([r["down_before_us"] for r in rows], np.int64), axis=1)
+    return [
+        DayBuckets(r["store_id"], r["day_start_us"], up[i], down[i], r["runs"], r["run_bounds"])
+        for i, r in enumerate(rows)
+    ]
+
+
+def apply_batch(index: HourIndex, batch: SinkBatch) -> None:
+    """Mirror one sink write: the stores' rows first (they move the newest poll, which
+    decides the hours kept), then their hours."""
+    index.apply_tails(
+        StoreTail(
+            s.store_id,
+            s.first_poll_us,
+            s.newest_poll_us,
+            s.last_poll_us,
+            s.last_active,
+            s.tail_end_us,
+        )
+        for s in batch.stores.values()
+    )
+    # The hours the update changed: the rest of each day it wrote is unchanged, and
+    # already in the index (the load read it, or an earlier write brought it).
+    index.apply_hours(
+        [
+            HourRuns(store_id, hour, bucket.up_us, bucket.down_us, bucket.runs)
+            for (store_id, hour), bucket in batch.hours.items()
+        ]
+    )
+
+
+__all__ = ["ReportIndex", "apply_batch", "hours_to_keep", "render_sums_csv"]
