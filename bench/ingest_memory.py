@@ -18,7 +18,7 @@ import tracemalloc
 from pathlib import Path
 
 from storemon.batch import load_dataset
-from storemon.db.aggregates import SinkBatch
+from storemon.db.sink import SinkBatch
 from storemon.streams import messages
 from tests.unit.test_input_batches import CountingTable, Event, Message, Sink, make_ingestor
 
