@@ -32,7 +32,7 @@ from storemon.aggregates.schedule import (
     Sessions,
     WeeklyInterval,
     build_schedule,
-    sessions_between,
+    sessions_between_many,
 )
 from storemon.aggregates.timebase import SECONDS_PER_DAY, format_utc, parse_as_of
 from storemon.sources import (
@@ -190,15 +190,14 @@ def report_sums(data: Dataset, as_of_us: int) -> tuple[Int64s, Int64s]:
         pairs, which = np.unique(
             schedule_of[numbers] * len(zone_names) + zone_of[numbers], return_inverse=True
         )
-        shared = [
-            sessions_between(
-                schedules[pair // len(zone_names)],
-                zone_names[pair % len(zone_names)],
-                as_of_us - LONGEST_WINDOW_US,
-                as_of_us,
-            )
-            for pair in pairs.tolist()
-        ]
+        shared = sessions_between_many(
+            [
+                (schedules[pair // len(zone_names)], zone_names[pair % len(zone_names)])
+                for pair in pairs.tolist()
+            ],
+            as_of_us - LONGEST_WINDOW_US,
+            as_of_us,
+        )
         return which.reshape(-1).astype(np.int64), shared
 
     polls = data.polls
