@@ -22,6 +22,7 @@ import io
 import re
 import zlib
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -352,7 +353,8 @@ def _utc_suffix_chunk(chunk: pa.Array) -> tuple[Bools, Int64s]:
     # pyarrow's ISO 8601 parser checks the digits, the separators and that the date and
     # time exist; a value it refuses is left to Python.
     shaped = chunk if ok.all() else chunk.filter(pa.array(ok))
-    clocks = pc.utf8_slice_codeunits(shaped, 0, -4)
+    # " UTC" is 4 bytes: cutting bytes is the same as cutting characters, and faster.
+    clocks = pc.binary_slice(shaped.view(pa.binary()), 0, -4).view(pa.string())
     parsed, refused = _cast_each(clocks)
     good = np.flatnonzero(ok)
     ok[good[refused]] = False
@@ -469,12 +471,16 @@ def read_poll_table(path: Path) -> PollTable:
         store_id = parse_store_id(value)
         return number_of.setdefault(store_id, len(number_of))
 
-    numbers, id_rows = _per_distinct(id_column, store_number)
-    store = np.array([-1 if n is None else n for n in numbers], dtype=np.int64)[id_rows]
-    # Other spellings of a status ("Active", " inactive ") are for parse_status.
-    active = pc.equal(status_column, "active").to_numpy(zero_copy_only=False)
-    inactive = pc.equal(status_column, "inactive").to_numpy(zero_copy_only=False)
-    ts_ok, ts_us = utc_suffix_timestamps(ts_column)
+    # The timestamps are parsed on another core while the ids are encoded (both mostly in
+    # C, without the GIL).
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        timestamps = pool.submit(utc_suffix_timestamps, ts_column)
+        numbers, id_rows = _per_distinct(id_column, store_number)
+        store = np.array([-1 if n is None else n for n in numbers], dtype=np.int64)[id_rows]
+        # Other spellings of a status ("Active", " inactive ") are for parse_status.
+        active = pc.equal(status_column, "active").to_numpy(zero_copy_only=False)
+        inactive = pc.equal(status_column, "inactive").to_numpy(zero_copy_only=False)
+        ts_ok, ts_us = timestamps.result()
     fast = ts_ok & (store >= 0) & (active | inactive)
     slow = np.flatnonzero(~fast)
     rejected = list(raw.rejected)
