@@ -20,11 +20,10 @@ from pathlib import Path
 
 import numpy as np
 import orjson
-import pyarrow as pa
 
 from storemon.aggregates.fleet import Int64s, fleet_sums
 from storemon.aggregates.records import DEFAULT_ZONE, HoursRow, Rejection
-from storemon.aggregates.report import LONGEST_WINDOW_US, StoreWindows
+from storemon.aggregates.report import LONGEST_WINDOW_US, StoreWindows, render_csv
 from storemon.aggregates.schedule import (
     ALWAYS_OPEN,
     END_OF_DAY_FROM_S,
@@ -45,16 +44,6 @@ from storemon.sources import (
     read_poll_table,
     read_zone_table,
 )
-from storemon.streams.report_index import csv_field, render_fields_csv
-
-# A store id with none of these characters is written as is; others as the csv module does.
-_NEEDS_QUOTING = frozenset(',"\r\n')
-
-
-def _csv_field(store_id: str) -> str:
-    if store_id and _NEEDS_QUOTING.isdisjoint(store_id):
-        return store_id
-    return csv_field(store_id)
 
 
 @dataclass
@@ -215,16 +204,6 @@ def compute_report(data: Dataset, as_of_us: int) -> list[StoreWindows]:
     ]
 
 
-def render_report(data: Dataset, as_of_us: int) -> tuple[int, str]:
-    """(number of rows, the report CSV): the bytes of ``render_csv(compute_report(...))``."""
-    reported, sums = report_sums(data, as_of_us)
-    store_ids = data.polls.store_ids
-    ids = [store_ids[number] for number in reported.tolist()]
-    order = sorted(range(len(ids)), key=ids.__getitem__)
-    fields = pa.array([_csv_field(ids[i]) for i in order], pa.string())
-    return len(ids), render_fields_csv(fields, sums[np.array(order, dtype=np.int64)])
-
-
 def write_rejections(path: Path, rejections: Iterable[Rejection]) -> None:
     with path.open("w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
@@ -262,7 +241,8 @@ def run(args: argparse.Namespace) -> int:
     if as_of_us is None:
         print("storemon report: no valid poll in the data, so no report time", file=sys.stderr)
         return 2
-    row_count, text = render_report(data, as_of_us)
+    rows = compute_report(data, as_of_us)
+    text = render_csv(rows)
     if args.out is None:
         sys.stdout.write(text)
     else:
@@ -275,7 +255,7 @@ def run(args: argparse.Namespace) -> int:
         write_rejections(rejects_path, data.rejections)
     elapsed = time.perf_counter() - started
     print(
-        f"as_of {format_utc(as_of_us)}: {row_count} stores, {data.poll_count} polls, "
+        f"as_of {format_utc(as_of_us)}: {len(rows)} stores, {data.poll_count} polls, "
         f"{len(data.rejections)} rows rejected, {elapsed:.2f} s",
         file=sys.stderr,
     )
