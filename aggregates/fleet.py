@@ -84,6 +84,19 @@ def fleet_sums(
     downtime in the same windows, in microseconds."""
     used = ts_us <= as_of_us
     store, ts_us, active = sorted_unique_polls(store[used], ts_us[used], active[used])
+    return sorted_fleet_sums(store, ts_us, active, n_stores, sessions_of, as_of_us)
+
+
+def sorted_fleet_sums(
+    store: Int64s,
+    ts_us: Int64s,
+    active: Bools,
+    n_stores: int,
+    sessions_of: Callable[[Int64s], tuple[Int64s, Sequence[Sessions]]],
+    as_of_us: int,
+) -> tuple[Int64s, Int64s]:
+    """:func:`fleet_sums` of polls already at or before ``as_of_us`` and as
+    :func:`sorted_unique_polls` leaves them."""
     reported = store[np.r_[True, store[1:] != store[:-1]]] if len(store) else store
     # The sessions of the reported stores, flat and sorted by (store, start): each store's
     # shared list in turn (the lists are sorted and the stores ascending).
@@ -163,4 +176,10 @@ def _last_at_or_before(s_store: Int64s, s_start: Int64s, store: Int64s, ts_us: I
     return np.where((found >= 0) & (s_store[clamped] == store), found, -1)
 
 
-__all__ = ["LONGEST_WINDOW_US", "fleet_sums", "fleet_windows", "sorted_unique_polls"]
+__all__ = [
+    "LONGEST_WINDOW_US",
+    "fleet_sums",
+    "fleet_windows",
+    "sorted_fleet_sums",
+    "sorted_unique_polls",
+]

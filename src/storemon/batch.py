@@ -14,21 +14,20 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import orjson
 
-from storemon.aggregates.fleet import Int64s, fleet_sums
+from storemon.aggregates.fleet import Int64s, sorted_fleet_sums, sorted_unique_polls
 from storemon.aggregates.records import DEFAULT_ZONE, HoursRow, Rejection
 from storemon.aggregates.report import LONGEST_WINDOW_US, StoreWindows, render_csv
 from storemon.aggregates.schedule import (
     ALWAYS_OPEN,
     END_OF_DAY_FROM_S,
     Schedule,
-    Sessions,
     WeeklyInterval,
     build_schedule,
     sessions_between_many,
@@ -51,7 +50,11 @@ class Dataset:
     polls: PollTable
     hours: HoursTable
     zone_table: ZoneTable
-    rejections: list[Rejection] = field(default_factory=list)
+    rejections: list[Rejection]
+    # each store of hours.store_ids: its schedule's index into the list of schedules
+    hours_schedules: tuple[Int64s, list[Schedule]]
+    # each store of zone_table.store_ids: its zone's index into zone_table.zone_names
+    table_zones: Int64s
 
     @property
     def poll_count(self) -> int:
@@ -97,12 +100,14 @@ def load_dataset(directory: Path) -> Dataset:
         reading = pool.submit(read_poll_table, polls_path)
         hours = read_hours_table(hours_path)
         zones = read_zone_table(zones_path)
+        schedules = hours_schedules(hours)
+        zone_of = table_zones(zones)
         polls = reading.result()
     # the rejections of each file in file order, the files in the order they were read
     rejections = [r for _, r in sorted(hours.rejected, key=lambda pair: pair[0])]
     rejections += [r for _, r in sorted(zones.rejected, key=lambda pair: pair[0])]
     rejections += polls.rejections()
-    return Dataset(polls, hours, zones, rejections)
+    return Dataset(polls, hours, zones, rejections, schedules, zone_of)
 
 
 def _codes_in(ids: Sequence[str], number_of: dict[str, int]) -> Int64s:
@@ -110,44 +115,58 @@ def _codes_in(ids: Sequence[str], number_of: dict[str, int]) -> Int64s:
     return np.array([number_of.get(i, -1) for i in ids], dtype=np.int64)
 
 
-def store_schedules(data: Dataset) -> tuple[Int64s, list[Schedule]]:
-    """Each polled store's schedule, as an index into the list of distinct schedules
-    returned beside (index 0: no rows, open 24x7)."""
-    n_stores = len(data.polls.store_ids)
-    number_of = {store_id: n for n, store_id in enumerate(data.polls.store_ids)}
-    hours = data.hours
-    store = _codes_in(hours.store_ids, number_of)[hours.store] if len(hours) else hours.store
-    polled = store >= 0
-    store, weekday, start_s = store[polled], hours.weekday[polled], hours.start_s[polled]
+def hours_schedules(hours: HoursTable) -> tuple[Int64s, list[Schedule]]:
+    """The schedule of each store of ``hours.store_ids``, as an index into the list of
+    distinct schedules returned beside (index 0: no rows, open 24x7)."""
     # normalise_interval on arrays: 23:59 or later ends the day, then an end at or before
     # the start runs into the next day.
-    end_s = hours.end_s[polled]
-    end_s = np.where(end_s >= END_OF_DAY_FROM_S, SECONDS_PER_DAY, end_s)
+    store, weekday, start_s = hours.store, hours.weekday, hours.start_s
+    end_s = np.where(hours.end_s >= END_OF_DAY_FROM_S, SECONDS_PER_DAY, hours.end_s)
     end_s = np.where(end_s <= start_s, end_s + SECONDS_PER_DAY, end_s)
     order = np.lexsort((end_s, start_s, weekday, store))
     rows = np.stack([store, weekday, start_s, end_s], axis=1)[order]
-    if len(rows):
-        distinct = np.r_[True, (rows[1:] != rows[:-1]).any(axis=1)]
-        rows = rows[distinct]
     schedules: list[Schedule] = [ALWAYS_OPEN]
+    schedule_of = np.zeros(len(hours.store_ids), dtype=np.int64)
+    if len(rows) == 0:
+        return schedule_of, schedules
+    rows = rows[np.r_[True, (rows[1:] != rows[:-1]).any(axis=1)]]
+    # Many stores keep the same hours: each distinct schedule is built once.
     index_of: dict[bytes, int] = {}
-    schedule_of = np.zeros(n_stores, dtype=np.int64)
-    if len(rows):
-        firsts = np.flatnonzero(np.r_[True, rows[1:, 0] != rows[:-1, 0]])
-        bounds = np.r_[firsts, len(rows)].tolist()
-        intervals = np.ascontiguousarray(rows[:, 1:])
-        which: list[int] = []
-        for a, b in itertools.pairwise(bounds):
-            key = intervals[a:b].tobytes()
-            number = index_of.get(key)
-            if number is None:
-                number = index_of[key] = len(schedules)
-                schedules.append(
-                    tuple(WeeklyInterval(*interval) for interval in intervals[a:b].tolist())
-                )
-            which.append(number)
-        schedule_of[rows[firsts, 0]] = which
+    firsts = np.flatnonzero(np.r_[True, rows[1:, 0] != rows[:-1, 0]])
+    intervals = np.ascontiguousarray(rows[:, 1:])
+    which: list[int] = []
+    for a, b in itertools.pairwise([*firsts.tolist(), len(rows)]):
+        key = intervals[a:b].tobytes()
+        number = index_of.get(key)
+        if number is None:
+            number = index_of[key] = len(schedules)
+            schedules.append(tuple(WeeklyInterval(*row) for row in intervals[a:b].tolist()))
+        which.append(number)
+    schedule_of[rows[firsts, 0]] = which
     return schedule_of, schedules
+
+
+def table_zones(table: ZoneTable) -> Int64s:
+    """The zone of each store of ``table.store_ids`` (its last valid row), as an index into
+    ``table.zone_names``."""
+    zone_of = np.zeros(len(table.store_ids), dtype=np.int64)
+    if len(table.store):
+        order = np.lexsort((table.ordinals, table.store))
+        store, zone = table.store[order], table.zone[order]
+        last = np.r_[store[1:] != store[:-1], True]
+        zone_of[store[last]] = zone[last]
+    return zone_of
+
+
+def store_schedules(data: Dataset) -> tuple[Int64s, list[Schedule]]:
+    """Each polled store's schedule (by its number in ``data.polls.store_ids``), as an
+    index into the list of distinct schedules returned beside (index 0: open 24x7)."""
+    schedule_of, schedules = data.hours_schedules
+    number_of = {store_id: n for n, store_id in enumerate(data.hours.store_ids)}
+    rows = _codes_in(data.polls.store_ids, number_of)
+    return np.where(
+        rows >= 0, schedule_of[np.maximum(rows, 0)] if len(schedule_of) else 0, 0
+    ), schedules
 
 
 def store_zones(data: Dataset) -> tuple[Int64s, list[str]]:
@@ -155,29 +174,29 @@ def store_zones(data: Dataset) -> tuple[Int64s, list[str]]:
     the list of zone names returned beside."""
     table = data.zone_table
     names = [*table.zone_names, DEFAULT_ZONE]
-    zone_of = np.full(len(data.polls.store_ids), len(names) - 1, dtype=np.int64)
-    number_of = {store_id: n for n, store_id in enumerate(data.polls.store_ids)}
-    store = _codes_in(table.store_ids, number_of)[table.store] if len(table.store) else table.store
-    polled = store >= 0
-    store, zone, ordinals = store[polled], table.zone[polled], table.ordinals[polled]
-    if len(store):
-        order = np.lexsort((ordinals, store))
-        store, zone = store[order], zone[order]
-        last = np.r_[store[1:] != store[:-1], True]
-        zone_of[store[last]] = zone[last]
-    return zone_of, names
+    number_of = {store_id: n for n, store_id in enumerate(table.store_ids)}
+    rows = _codes_in(data.polls.store_ids, number_of)
+    zone_of = data.table_zones
+    picked = zone_of[np.maximum(rows, 0)] if len(zone_of) else np.zeros(len(rows), np.int64)
+    return np.where(rows >= 0, picked, len(names) - 1), names
 
 
 def report_sums(data: Dataset, as_of_us: int) -> tuple[Int64s, Int64s]:
     """The numbers (into ``data.polls.store_ids``) of the stores with a poll at or before
-    ``as_of_us``, ascending, and their sums (see :func:`fleet_sums`)."""
-    schedule_of, schedules = store_schedules(data)
-    zone_of, zone_names = store_zones(data)
-
-    def sessions_of(numbers: Int64s) -> tuple[Int64s, list[Sessions]]:
-        # Stores share schedules and zones: each pair's sessions are computed once.
-        pairs, which = np.unique(
-            schedule_of[numbers] * len(zone_names) + zone_of[numbers], return_inverse=True
+    ``as_of_us``, ascending, and their sums (see :func:`~storemon.aggregates.fleet.fleet_sums`)."""
+    polls = data.polls
+    used = polls.ts_us <= as_of_us
+    # The polls are sorted on another core while the sessions are computed.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        sorting = pool.submit(
+            sorted_unique_polls, polls.store[used], polls.ts_us[used], polls.active[used]
+        )
+        schedule_of, schedules = store_schedules(data)
+        zone_of, zone_names = store_zones(data)
+        # Stores share schedules and zones: each pair's sessions are computed once, for
+        # every polled store (the few without a poll before the report time are not asked).
+        pairs, pair_of_store = np.unique(
+            schedule_of * len(zone_names) + zone_of, return_inverse=True
         )
         shared = sessions_between_many(
             [
@@ -187,11 +206,16 @@ def report_sums(data: Dataset, as_of_us: int) -> tuple[Int64s, Int64s]:
             as_of_us - LONGEST_WINDOW_US,
             as_of_us,
         )
-        return which.reshape(-1).astype(np.int64), shared
-
-    polls = data.polls
-    n_stores = len(polls.store_ids)
-    return fleet_sums(polls.store, polls.ts_us, polls.active, n_stores, sessions_of, as_of_us)
+        store, ts_us, active = sorting.result()
+    pair_of_store = pair_of_store.reshape(-1).astype(np.int64)
+    return sorted_fleet_sums(
+        store,
+        ts_us,
+        active,
+        len(polls.store_ids),
+        lambda numbers: (pair_of_store[numbers], shared),
+        as_of_us,
+    )
 
 
 def compute_report(data: Dataset, as_of_us: int) -> list[StoreWindows]:
