@@ -5,12 +5,12 @@
 Fills a fresh pipeline with a generated data set (packed replay: this measures reports, not
 ingestion), then, for each run:
 
-* with the index (the default), ``--reports`` reports at the default moment and as many at
-  moments never asked before (the newest poll + 7, 14, ... minutes + 1 us, inside the
-  lead), each timed from ``POST /trigger_report`` until ``GET /get_report`` returns the CSV;
-* the worker restarted with ``STOREMON_REPORT_INDEX=0``: the same, every report read from
-  PostgreSQL (the default moment is then computed once and reused; the fresh moments are
-  computed every time);
+* with the index (the default), ``--reports`` reports at the default moment (the first is
+  computed, the others reuse it: nothing changed in between) and as many at moments never
+  asked before (after the newest poll, inside the lead, a new set for every run and path:
+  each is computed), each timed from ``POST /trigger_report`` until ``GET /get_report``
+  returns the CSV;
+* the worker restarted with ``STOREMON_REPORT_INDEX=0``: the same, from PostgreSQL;
 * the batch command (``storemon report``) on the same files, the same-run baseline.
 
 Prints and writes ``bench/work/report-<stores>x<days>/result.json``: medians per run and
@@ -109,10 +109,13 @@ async def main(stores: int, days: int, reports: int, runs: int) -> dict[str, Any
     await wait_worker_ready(pipeline)
     await pipeline.wait_consumed(timeout_s=7200)
     newest = await pipeline.pool.fetchval("SELECT max(newest_poll_us) FROM stores")
-    moments = [format_utc(newest + (i + 1) * 7 * MINUTE_US + 1) for i in range(reports)]
+    # Moments never asked before, a different set for every run and path (inside the lead).
+    step = (110 * MINUTE_US) // (2 * runs * reports)
+    every = [format_utc(newest + (i + 1) * step + 1) for i in range(2 * runs * reports)]
+    sets = [every[k * reports : (k + 1) * reports] for k in range(2 * runs)]
     expected: dict[str | None, str] = {}
     batch_runs: list[float] = []
-    for as_of in (None, moments[-1]):
+    for as_of in (None, *(moments[-1] for moments in sets)):
         out = work / "batch.csv"
         command = [sys.executable, "-m", "storemon", "report", "--data", str(data)]
         command += ["--out", str(out), *(["--as-of", as_of] if as_of else [])]
@@ -130,7 +133,7 @@ async def main(stores: int, days: int, reports: int, runs: int) -> dict[str, Any
         load_s = time.perf_counter() - t0
         assert pipeline.worker is not None
         rss_with = rss_mb(pipeline.worker.pid)
-        with_index = await measure(pipeline, reports, moments, expected)
+        with_index = await measure(pipeline, reports, sets[2 * run], expected)
         # from PostgreSQL only
         pipeline.stop_worker()
         pipeline.extra_env["STOREMON_REPORT_INDEX"] = "0"
@@ -138,7 +141,7 @@ async def main(stores: int, days: int, reports: int, runs: int) -> dict[str, Any
         await wait_worker_ready(pipeline)
         await asyncio.sleep(3)  # the worker joins its groups and settles
         rss_without = rss_mb(pipeline.worker.pid)
-        from_database = await measure(pipeline, reports, moments, expected)
+        from_database = await measure(pipeline, reports, sets[2 * run + 1], expected)
         out = work / "batch.csv"
         batch_s = command_median_s(
             [sys.executable, "-m", "storemon", "report", "--data", str(data), "--out", str(out)],

@@ -158,12 +158,11 @@ def create_app(settings: Settings) -> faust.App:  # noqa: C901 (agents are closu
     app.storemon_report_index = report_index  # type: ignore[attr-defined]
 
     async def write_sink(batch: db_sink.SinkBatch) -> None:
-        async def attempt() -> None:
-            await db_sink.write_batch(await database.pool(), batch)
+        async def attempt() -> int:
+            return await db_sink.write_batch(await database.pool(), batch)
 
-        await retry_forever(attempt, DB_OUTAGE_ERRORS, "writing aggregates to PostgreSQL")
-        # No await between the commit and this: the index never lags a finished write.
-        report_index.written(batch)
+        version = await retry_forever(attempt, DB_OUTAGE_ERRORS, "writing aggregates to PostgreSQL")
+        report_index.written(batch, version)
 
     async def send_dead_letter(
         rejection: Rejection, partition: int | None, offset: int | None

@@ -34,7 +34,13 @@ from storemon.aggregates.hour_index import DayBuckets, HourIndex, HourRuns, Inde
 from storemon.aggregates.reach import out_of_range_message, supported_range
 from storemon.aggregates.report import REPORT_HEADER, WINDOWS
 from storemon.aggregates.timebase import DAY_US, HOUR_US, floor_to
-from storemon.db.assemble import AssembledReport, NoData, OutOfRange, report_digest
+from storemon.db.assemble import (
+    AssembledReport,
+    NoData,
+    OutOfRange,
+    finished_alike,
+    report_digest,
+)
 
 if TYPE_CHECKING:
     import asyncpg
@@ -97,7 +103,13 @@ class ReportIndex:
         self.lead_us = lead_us
         self.enabled = enabled
         self.index: HourIndex | None = None  # set once loaded and complete
-        self._pending: list[SinkBatch] | None = None  # writes made while loading
+        self._pending: list[tuple[SinkBatch, int]] | None = None  # writes made while loading
+        # The aggregates' version (migration 0004) whose content the index holds: the
+        # version after the last write applied. Reports from the index carry it, so a
+        # finished answer is reused exactly as on the PostgreSQL path.
+        self.version: int | None = None
+        # (index, version, stores in the report) -> the schedules' digest of those stores
+        self._digest: tuple[int, int, int, int] | None = None
         self._loader: asyncio.Task[None] | None = None
         self.loads = 0
         self.answered = 0
@@ -124,16 +136,19 @@ class ReportIndex:
 
     # -- keeping the mirror ------------------------------------------------------------------
 
-    def written(self, batch: SinkBatch) -> None:
-        """Called right after the sink committed ``batch`` to PostgreSQL."""
+    def written(self, batch: SinkBatch, version: int) -> None:
+        """Called right after the sink committed ``batch`` to PostgreSQL, which raised the
+        aggregates' version to ``version``."""
         if self.index is not None:
             apply_batch(self.index, batch)
+            self.version = max(self.version or 0, version)
         elif self._pending is not None:
-            self._pending.append(batch)
+            self._pending.append((batch, version))
 
     def invalidate(self) -> None:
         """Partitions moved: what this worker wrote is no longer all there is."""
         self.index = None
+        self.version = None
         self._pending = None
         if self._loader is not None:
             self._loader.cancel()
@@ -155,6 +170,7 @@ class ReportIndex:
                 pool.acquire() as conn,
                 conn.transaction(isolation="repeatable_read", readonly=True),
             ):
+                version = await conn.fetchval("SELECT version FROM aggregates_version")
                 tails = await conn.fetch(
                     "SELECT store_id, first_poll_us, newest_poll_us, last_poll_us, last_active,"
                     " tail_end_us FROM stores"
@@ -182,9 +198,11 @@ class ReportIndex:
             log.exception("the report index could not be loaded; reports use PostgreSQL")
             self._pending = None
             return
-        for batch in self._pending or ():
+        for batch, written in self._pending or ():
             apply_batch(index, batch)
+            version = max(version, written)
         index.trim()
+        self.version = version
         self._pending = None
         self._id_fields, self._id_array = [], None
         self.index = index
@@ -207,9 +225,11 @@ class ReportIndex:
         return self._id_array
 
     async def try_report(self, pool: asyncpg.Pool, requested: int | None) -> AssembledReport | None:
-        """The report from memory, or None where only PostgreSQL can answer exactly."""
-        index = self.index
-        if index is None:
+        """The report from memory, or None where only PostgreSQL can answer exactly. When a
+        Complete report of the same report time was taken from the same version of the
+        aggregates, it is named (``reused_from``) instead of computed again."""
+        index, version = self.index, self.version
+        if index is None or version is None:
             return None
         began = time.perf_counter()
         as_of_us = requested if requested is not None else index.newest_us
@@ -227,32 +247,53 @@ class ReportIndex:
                     requested,
                 )
             )
-        allowed = supported_range(index.newest_us, self.reach_us, self.lead_us, pruned_before)
-        if requested is not None and requested not in (allowed or ()):
-            raise OutOfRange(out_of_range_message(requested, allowed))
-        if self.index is not index or not index.covers(as_of_us) or index.overflowed:
-            return None
-        # The schedules' digest is the database's to compute: it runs there meanwhile.
-        digest_task = asyncio.ensure_future(_digest(pool, as_of_us))
-        read = time.perf_counter()
-        try:
-            # No await from here to the end of the sums: the index is one consistent state.
-            found = index.window_sums(as_of_us)
-            if found is None:
+            allowed = supported_range(index.newest_us, self.reach_us, self.lead_us, pruned_before)
+            if requested is not None and requested not in (allowed or ()):
+                raise OutOfRange(out_of_range_message(requested, allowed))
+            if self.index is not index or self.version != version:
+                return None  # moved on meanwhile: the PostgreSQL path takes its own snapshot
+            if not index.covers(as_of_us) or index.needs_as_of_fix(as_of_us):
                 return None
+            earlier = await finished_alike(conn, as_of_us, version)
+        if earlier is not None:
+            return AssembledReport(
+                as_of_us,
+                "",
+                0,
+                alike_pending=alike,
+                data_version=version,
+                reused_from=earlier,
+                timings={"read_s": time.perf_counter() - began, "index": 1.0},
+            )
+        if self.index is not index or self.version != version:
+            return None
+        read = time.perf_counter()
+        # No await from here to the end of the sums: the index is one consistent state.
+        found = index.window_sums(as_of_us)
+        if found is None:
+            return None
+        key = (id(index), version, len(found.rows))
+        digest_task = None
+        if self._digest is None or self._digest[:3] != key:
+            # The schedules' digest is the database's to compute: it runs there meanwhile.
+            digest_task = asyncio.ensure_future(_digest(pool, as_of_us))
+        try:
             summed = time.perf_counter()
             csv_text = render_fields_csv(self._id_fields_of(index).take(found.rows), found.sums)
             rendered = time.perf_counter()
-            digest = await digest_task
+            if digest_task is not None:
+                self._digest = (*key, await digest_task)
         finally:
-            if not digest_task.done():
+            if digest_task is not None and not digest_task.done():
                 digest_task.cancel()
+        assert self._digest is not None
         self.answered += 1
         return AssembledReport(
             as_of_us,
             csv_text,
             len(found.store_ids),
             alike_pending=alike,
+            data_version=version,
             timings={
                 "read_s": read - began,
                 "finish_s": summed - read,
@@ -260,7 +301,7 @@ class ReportIndex:
                 "digest_wait_s": time.perf_counter() - rendered,
                 "index": 1.0,
             },
-            schedules_digest=digest,
+            schedules_digest=self._digest[3],
             packed_sums=pack_index_sums(found),
         )
 

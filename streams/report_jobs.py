@@ -213,9 +213,27 @@ async def _answer(
     """From the in-memory index where it can answer exactly, else from PostgreSQL."""
     if report_index is not None and report_index.ready:
         fast = await report_index.try_report(pool, requested)
-        if fast is not None:
+        if fast is not None and fast.reused_from is None:
             return fast, None
+        if fast is not None:
+            shared = await _complete_as(pool, report_id, fast)
+            if shared is not None:
+                return fast, shared
     return await _reuse_or_assemble(pool, report_id, requested, reach)
+
+
+async def _complete_as(
+    pool: asyncpg.Pool, report_id: uuid.UUID, built: AssembledReport
+) -> int | None:
+    """Store the finished answer ``built`` names as this report's (None: it was pruned)."""
+    assert built.reused_from is not None
+    stored = time.perf_counter()
+    shared = await db_reports.complete_as(
+        pool, report_id, built.reused_from, built.alike_pending, timings=built.timings
+    )
+    if shared is not None:
+        await db_reports.record_store_time(pool, report_id, time.perf_counter() - stored)
+    return shared
 
 
 async def _reuse_or_assemble(
@@ -233,14 +251,10 @@ async def _reuse_or_assemble(
     )
     if built.reused_from is None:
         return built, None
-    stored = time.perf_counter()
-    shared = await db_reports.complete_as(
-        pool, report_id, built.reused_from, built.alike_pending, timings=built.timings
-    )
+    shared = await _complete_as(pool, report_id, built)
     if shared is None:  # the earlier report was pruned meanwhile: compute this one
         fresh = await assemble_report(
             pool, requested, find_alike=True, reach=reach, with_digest=True
         )
         return fresh, None
-    await db_reports.record_store_time(pool, report_id, time.perf_counter() - stored)
     return built, shared

@@ -460,9 +460,18 @@ class Pipeline:
         return found
 
     async def request_report(self, as_of: str | None = None) -> uuid.UUID:
+        """What ``POST /trigger_report`` does: a Pending row, then the request message."""
+        report_id = await self.store_report(as_of)
+        await self.send_report_request(report_id, as_of)
+        return report_id
+
+    async def store_report(self, as_of: str | None = None) -> uuid.UUID:
         assert self.pool is not None
         report_id = uuid.uuid4()
         await db_reports.create_report(self.pool, report_id, parse_as_of(as_of) if as_of else None)
+        return report_id
+
+    async def send_report_request(self, report_id: uuid.UUID, as_of: str | None = None) -> None:
         await self.publish(
             [
                 (
@@ -472,7 +481,6 @@ class Pipeline:
                 )
             ]
         )
-        return report_id
 
     async def wait_report(
         self, report_id: uuid.UUID, timeout_s: float = 60.0, poll_s: float = 0.2

@@ -65,6 +65,12 @@ async def test_reports_from_memory_equal_reports_from_postgresql(
     newest = newest_poll_us(polls)
     moments = [None, format_utc(newest + 37 * 60_000_000 + 123)[:26]]
     from_memory = [await pipeline.wait_report(await pipeline.request_report(m)) for m in moments]
+    # asked again with nothing ingested since: the first answer is copied, not recomputed
+    again = await pipeline.request_report()
+    assert await pipeline.wait_report(again) == from_memory[0]
+    timings = await pipeline.report_timings(again)
+    assert "index" in timings
+    assert "finish_s" not in timings
     pipeline.stop_worker()
     pipeline.extra_env["STOREMON_REPORT_INDEX"] = "0"
     pipeline.start_worker()
@@ -99,9 +105,14 @@ async def test_report_status_moves_pending_running_complete(
     async with pipeline.pool.acquire() as blocker, blocker.transaction():
         # Hold the aggregates so the job, once started, has to wait: it is seen Running.
         await blocker.execute("LOCK TABLE store_days, stores IN ACCESS EXCLUSIVE MODE")
-        report_id = await pipeline.request_report()
-        statuses: list[str] = []
+        # Stored first, requested after: the job (which starts within milliseconds of the
+        # request) cannot run before the Pending row has been seen.
+        report_id = await pipeline.store_report()
         pool = pipeline.pool
+        statuses: list[str] = [
+            await pool.fetchval("SELECT status FROM reports WHERE report_id = $1", report_id)
+        ]
+        await pipeline.send_report_request(report_id)
 
         async def running() -> bool | None:
             status = await pool.fetchval(

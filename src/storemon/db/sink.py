@@ -114,8 +114,10 @@ async def _upsert(conn: Connection, kind: str, records: list[tuple[Any, ...]]) -
     await conn.execute(f"TRUNCATE {staging}")
 
 
-async def write_batch(pool: asyncpg.Pool, batch: SinkBatch) -> None:
-    """Write one batch of changes atomically."""
+async def write_batch(pool: asyncpg.Pool, batch: SinkBatch) -> int:
+    """Write one batch of changes atomically. Returns the aggregates' version right after
+    it (migration 0004): the tables then hold exactly what this version names, as long as
+    no other writer touched them."""
     stores = [
         (
             s.store_id,
@@ -154,3 +156,5 @@ async def write_batch(pool: asyncpg.Pool, batch: SinkBatch) -> None:
                 " ON CONFLICT DO NOTHING",
                 batch.dead_letters,
             )
+        version: int = await conn.fetchval("SELECT version FROM aggregates_version")
+        return version
