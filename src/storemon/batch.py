@@ -185,12 +185,13 @@ def report_sums(data: Dataset, as_of_us: int) -> tuple[Int64s, Int64s]:
     """The numbers (into ``data.polls.store_ids``) of the stores with a poll at or before
     ``as_of_us``, ascending, and their sums (see :func:`~storemon.aggregates.fleet.fleet_sums`)."""
     polls = data.polls
-    used = polls.ts_us <= as_of_us
+    store, ts_us, active = polls.store, polls.ts_us, polls.active
+    used = ts_us <= as_of_us
+    if not used.all():
+        store, ts_us, active = store[used], ts_us[used], active[used]
     # The polls are sorted on another core while the sessions are computed.
     with ThreadPoolExecutor(max_workers=1) as pool:
-        sorting = pool.submit(
-            sorted_unique_polls, polls.store[used], polls.ts_us[used], polls.active[used]
-        )
+        sorting = pool.submit(sorted_unique_polls, store, ts_us, active)
         schedule_of, schedules = store_schedules(data)
         zone_of, zone_names = store_zones(data)
         # Stores share schedules and zones: each pair's sessions are computed once, for
