@@ -23,7 +23,7 @@ import orjson
 
 from storemon.aggregates.fleet import Int64s, sorted_fleet_sums, sorted_unique_polls
 from storemon.aggregates.records import DEFAULT_ZONE, HoursRow, Rejection
-from storemon.aggregates.report import LONGEST_WINDOW_US, StoreWindows, render_csv
+from storemon.aggregates.report import LONGEST_WINDOW_US, StoreWindows
 from storemon.aggregates.schedule import (
     ALWAYS_OPEN,
     END_OF_DAY_FROM_S,
@@ -33,6 +33,7 @@ from storemon.aggregates.schedule import (
     sessions_between_many,
 )
 from storemon.aggregates.timebase import SECONDS_PER_DAY, format_utc, parse_as_of
+from storemon.report_csv import render_sums_csv
 from storemon.sources import (
     HoursTable,
     PollTable,
@@ -266,8 +267,11 @@ def run(args: argparse.Namespace) -> int:
     if as_of_us is None:
         print("storemon report: no valid poll in the data, so no report time", file=sys.stderr)
         return 2
-    rows = compute_report(data, as_of_us)
-    text = render_csv(rows)
+    reported, sums = report_sums(data, as_of_us)
+    store_ids = data.polls.store_ids
+    ids = [store_ids[number] for number in reported.tolist()]
+    order = sorted(range(len(ids)), key=ids.__getitem__)
+    text = render_sums_csv([ids[i] for i in order], sums[np.array(order, dtype=np.int64)])
     if args.out is None:
         sys.stdout.write(text)
     else:
@@ -280,7 +284,7 @@ def run(args: argparse.Namespace) -> int:
         write_rejections(rejects_path, data.rejections)
     elapsed = time.perf_counter() - started
     print(
-        f"as_of {format_utc(as_of_us)}: {len(rows)} stores, {data.poll_count} polls, "
+        f"as_of {format_utc(as_of_us)}: {len(ids)} stores, {data.poll_count} polls, "
         f"{len(data.rejections)} rows rejected, {elapsed:.2f} s",
         file=sys.stderr,
     )
