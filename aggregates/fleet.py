@@ -64,23 +64,58 @@ def fleet_windows(
     one's sessions (overlapping the longest window) in the list it returns beside: stores
     with the same schedule and zone share them.
     """
+    reported, sums = fleet_sums(store, ts_us, active, len(store_ids), sessions_of, as_of_us)
+    return [
+        StoreWindows(store_ids[number], (s[0], s[1], s[2]), (s[3], s[4], s[5]))
+        for number, s in zip(reported.tolist(), sums.tolist(), strict=True)
+    ]
+
+
+def fleet_sums(
+    store: Int64s,
+    ts_us: Int64s,
+    active: Bools,
+    n_stores: int,
+    sessions_of: Callable[[Int64s], tuple[Int64s, Sequence[Sessions]]],
+    as_of_us: int,
+) -> tuple[Int64s, Int64s]:
+    """:func:`fleet_windows` as arrays: the numbers of the reported stores (ascending) and
+    their exact sums, one row each: uptime in the hour, day and week windows, then
+    downtime in the same windows, in microseconds."""
     used = ts_us <= as_of_us
     store, ts_us, active = sorted_unique_polls(store[used], ts_us[used], active[used])
+    return sorted_fleet_sums(store, ts_us, active, n_stores, sessions_of, as_of_us)
+
+
+def sorted_fleet_sums(
+    store: Int64s,
+    ts_us: Int64s,
+    active: Bools,
+    n_stores: int,
+    sessions_of: Callable[[Int64s], tuple[Int64s, Sequence[Sessions]]],
+    as_of_us: int,
+) -> tuple[Int64s, Int64s]:
+    """:func:`fleet_sums` of polls already at or before ``as_of_us`` and as
+    :func:`sorted_unique_polls` leaves them."""
     reported = store[np.r_[True, store[1:] != store[:-1]]] if len(store) else store
-    # The sessions of the reported stores, flat and sorted by (store, start).
+    # The sessions of the reported stores, flat and sorted by (store, start): each store's
+    # shared list in turn (the lists are sorted and the stores ascending).
     which, shared = sessions_of(reported)
     counts = np.array([len(sessions.starts) for sessions in shared], dtype=np.int64)
-    s_store = np.repeat(reported, counts[which] if len(which) else 0)
-    s_start = _flat([shared[w].starts for w in which.tolist()])
-    s_end = _flat([shared[w].ends for w in which.tolist()])
-    n_stores = len(store_ids)
-    up = np.zeros((len(WINDOWS), n_stores), dtype=np.int64)
-    down = np.zeros((len(WINDOWS), n_stores), dtype=np.int64)
+    firsts = np.cumsum(counts) - counts
+    flat_starts = _flat([sessions.starts for sessions in shared])
+    flat_ends = _flat([sessions.ends for sessions in shared])
+    store_counts = counts[which] if len(which) else np.zeros(0, dtype=np.int64)
+    total = int(store_counts.sum())
+    s_store = np.repeat(reported, store_counts)
+    # index into the flat lists: the store's list start plus the place within its list
+    taken = np.repeat(firsts[which] - (np.cumsum(store_counts) - store_counts), store_counts)
+    taken += np.arange(total, dtype=np.int64)
+    s_start, s_end = flat_starts[taken], flat_ends[taken]
+    sums = np.zeros((n_stores, 2 * len(WINDOWS)), dtype=np.int64)
     if len(ts_us) and len(s_start):
         # The session holding each poll: the last session of its store that starts at or
         # before it, if the poll lies before that session's end.
-        s_order = np.lexsort((s_start, s_store))
-        s_store, s_start, s_end = s_store[s_order], s_start[s_order], s_end[s_order]
         session = _last_at_or_before(s_store, s_start, store, ts_us)
         inside = (session >= 0) & (ts_us < s_end[np.maximum(session, 0)])
         store, ts_us, active, session = (
@@ -96,21 +131,20 @@ def fleet_windows(
             last[:-1] = first[1:]
             # Midpoints rounded down: the later poll wins the odd half microsecond.
             midpoints = (ts_us[:-1] + ts_us[1:]) // 2
-            cover_lo = s_start[session].copy()
+            cover_lo = s_start[session]
             cover_lo[1:] = np.where(first[1:], cover_lo[1:], midpoints)
-            cover_hi = s_end[session].copy()
+            cover_hi = s_end[session]
             cover_hi[:-1] = np.where(last[:-1], cover_hi[:-1], midpoints)
             cover_hi = np.minimum(cover_hi, as_of_us)
+            group_starts = np.flatnonzero(np.r_[True, store[1:] != store[:-1]])
+            groups = store[group_starts]
             for w, (length, _) in enumerate(WINDOWS):
                 covered = np.maximum(cover_hi - np.maximum(cover_lo, as_of_us - length), 0)
-                up[w] = _sum_by(store, np.where(active, covered, 0), n_stores)
-                down[w] = _sum_by(store, np.where(active, 0, covered), n_stores)
-    ups = up[:, reported].T.tolist()
-    downs = down[:, reported].T.tolist()
-    return [
-        StoreWindows(store_ids[number], (u[0], u[1], u[2]), (d[0], d[1], d[2]))
-        for number, u, d in zip(reported.tolist(), ups, downs, strict=True)
-    ]
+                sums[groups, w] = np.add.reduceat(np.where(active, covered, 0), group_starts)
+                sums[groups, len(WINDOWS) + w] = np.add.reduceat(
+                    np.where(active, 0, covered), group_starts
+                )
+    return reported, sums[reported]
 
 
 def _flat(lists: list[list[int]]) -> Int64s:
@@ -142,13 +176,10 @@ def _last_at_or_before(s_store: Int64s, s_start: Int64s, store: Int64s, ts_us: I
     return np.where((found >= 0) & (s_store[clamped] == store), found, -1)
 
 
-def _sum_by(store: Int64s, values: Int64s, n_stores: int) -> Int64s:
-    """Exact integer sums of ``values`` per store (``store`` is sorted)."""
-    sums = np.zeros(n_stores, dtype=np.int64)
-    if len(values):
-        starts = np.flatnonzero(np.r_[True, store[1:] != store[:-1]])
-        sums[store[starts]] = np.add.reduceat(values, starts)
-    return sums
-
-
-__all__ = ["LONGEST_WINDOW_US", "fleet_windows", "sorted_unique_polls"]
+__all__ = [
+    "LONGEST_WINDOW_US",
+    "fleet_sums",
+    "fleet_windows",
+    "sorted_fleet_sums",
+    "sorted_unique_polls",
+]

@@ -52,7 +52,7 @@ def report_fields(row: StoreWindows) -> list[str]:
 
 
 # A store id with none of these characters is written as is; others are quoted by csv.
-_NEEDS_QUOTING = frozenset(',"\r\n')
+NEEDS_QUOTING = frozenset(',"\r\n')
 
 
 def render_csv(rows: Iterable[StoreWindows]) -> str:
@@ -69,7 +69,7 @@ def render_csv(rows: Iterable[StoreWindows]) -> str:
     hour_2, day_2, week_2 = 2 * hour_unit, 2 * day_unit, 2 * week_unit
     for row in sorted(rows, key=lambda r: r.store_id):
         store_id = row.store_id
-        if not store_id or not _NEEDS_QUOTING.isdisjoint(store_id):
+        if not store_id or not NEEDS_QUOTING.isdisjoint(store_id):
             buffer.seek(0)
             buffer.truncate()
             writer.writerow(report_fields(row))

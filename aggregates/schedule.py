@@ -19,10 +19,13 @@ Choices (from the contract):
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import date, datetime, timedelta
 from typing import NamedTuple
 from zoneinfo import ZoneInfo
+
+import numpy as np
+import numpy.typing as npt
 
 from storemon.aggregates.records import HoursRow, load_zone
 from storemon.aggregates.timebase import (
@@ -43,6 +46,9 @@ _ONE_US = timedelta(microseconds=1)
 # when one touches the edge of what was computed, the margin grows until it does not.
 _SESSION_MARGIN_US = 2 * DAY_US
 _WIDEST_MARGIN_US = 64 * DAY_US
+
+
+Int64s = npt.NDArray[np.int64]
 
 
 class WeeklyInterval(NamedTuple):
@@ -196,3 +202,139 @@ def sessions_between(schedule: Schedule, zone_name: str, lo_us: int, hi_us: int)
             starts.append(start)
             ends.append(end)
     return Sessions(starts, ends)
+
+
+def sessions_between_many(
+    pairs: Sequence[tuple[Schedule, str]], lo_us: int, hi_us: int
+) -> list[Sessions]:
+    """:func:`sessions_between` of each (schedule, zone name) pair, the same lists, computed
+    for all pairs at once on arrays: every span of every pair for the days around
+    ``[lo_us, hi_us)``, each distinct local time of each zone converted once, the spans
+    merged by a running maximum. A pair whose sessions reach the edge of those days (a
+    schedule open nearly around the clock) is left to :func:`sessions_between`."""
+    results: list[Sessions | None] = [None] * len(pairs)
+    around: dict[Schedule, bool] = {}
+    schedule_number: dict[Schedule, int] = {}
+    zone_number: dict[str, int] = {}
+    todo: list[int] = []
+    pair_schedule: list[int] = []
+    pair_zone: list[int] = []
+    for i, (schedule, zone_name) in enumerate(pairs):
+        is_around = around.get(schedule)
+        if is_around is None:
+            is_around = around[schedule] = is_open_around_the_clock(schedule)
+        if is_around:
+            results[i] = ENDLESS
+            continue
+        todo.append(i)
+        pair_schedule.append(schedule_number.setdefault(schedule, len(schedule_number)))
+        pair_zone.append(zone_number.setdefault(zone_name, len(zone_number)))
+    if todo:
+        found = _sessions_on_arrays(
+            list(schedule_number),
+            [load_zone(name) for name in zone_number],
+            np.array(pair_schedule, dtype=np.int64),
+            np.array(pair_zone, dtype=np.int64),
+            lo_us,
+            hi_us,
+        )
+        for i, sessions in zip(todo, found, strict=True):
+            results[i] = (
+                sessions if sessions is not None else sessions_between(*pairs[i], lo_us, hi_us)
+            )
+    return [sessions for sessions in results if sessions is not None]
+
+
+def _sessions_on_arrays(
+    schedules: list[Schedule],
+    zones: list[ZoneInfo],
+    pair_schedule: Int64s,
+    pair_zone: Int64s,
+    lo_us: int,
+    hi_us: int,
+) -> list[Sessions | None]:
+    """The sessions of each pair (None: not sure, they reach the edge of the days looked at)."""
+    n_pairs = len(pair_schedule)
+    first_day = floor_to(lo_us - _SESSION_MARGIN_US, DAY_US) // DAY_US
+    last_day = floor_to(hi_us + _SESSION_MARGIN_US, DAY_US) // DAY_US
+    # Each schedule's intervals, flat; then each pair's, by the counts of its schedule.
+    counts = np.array([len(s) for s in schedules], dtype=np.int64)
+    flat = np.array([tuple(i) for s in schedules for i in s], dtype=np.int64).reshape(-1, 3)
+    pair_counts = counts[pair_schedule]
+    rows = np.repeat((np.cumsum(counts) - counts)[pair_schedule], pair_counts)
+    rows += np.arange(len(rows), dtype=np.int64) - np.repeat(
+        np.cumsum(pair_counts) - pair_counts, pair_counts
+    )
+    pair = np.repeat(np.arange(n_pairs, dtype=np.int64), pair_counts)
+    weekday, start_s, end_s = flat[rows, 0], flat[rows, 1], flat[rows, 2]
+    # Each (pair, interval) on every local day of its weekday.
+    days = np.arange(first_day, last_day + 1, dtype=np.int64)
+    day_weekday = (days + 3) % 7  # 1970-01-01 was a Thursday (3)
+    by_weekday = [days[day_weekday == w] for w in range(7)]
+    day_counts = np.array([len(d) for d in by_weekday], dtype=np.int64)
+    day_flat = np.concatenate(by_weekday)
+    repeats = day_counts[weekday]
+    pick = np.repeat(np.cumsum(day_counts)[weekday] - repeats, repeats)
+    pick += np.arange(len(pick), dtype=np.int64) - np.repeat(np.cumsum(repeats) - repeats, repeats)
+    local_day = day_flat[pick]
+    pair, start_s, end_s = (np.repeat(a, repeats) for a in (pair, start_s, end_s))
+    zone = pair_zone[pair]
+    # Local times in seconds since the epoch's local midnight, each distinct one of a zone
+    # converted once with the same rule as the per-pair code.
+    walls = np.concatenate(
+        [local_day * SECONDS_PER_DAY + start_s, local_day * SECONDS_PER_DAY + end_s]
+    )
+    if len(walls) == 0:
+        return [Sessions([], []) for _ in range(n_pairs)]
+    lowest_wall = int(walls.min())
+    wall_span = int(walls.max()) - lowest_wall + 1
+    keys = np.concatenate([zone, zone]) * wall_span + (walls - lowest_wall)
+    distinct, where = np.unique(keys, return_inverse=True)
+    converted = np.array(
+        [
+            local_to_utc_us(zones[key // wall_span], 0, key % wall_span + lowest_wall)
+            for key in distinct.tolist()
+        ],
+        dtype=np.int64,
+    )
+    utc = converted[where.reshape(-1)]
+    starts, ends = utc[: len(pair)], utc[len(pair) :]
+    kept = starts < ends
+    pair, starts, ends = pair[kept], starts[kept], ends[kept]
+    results: list[Sessions | None] = [Sessions([], []) for _ in range(n_pairs)]
+    if len(pair) == 0:
+        return results
+    order = np.lexsort((starts, pair))
+    pair, starts, ends = pair[order], starts[order], ends[order]
+    # Merge per pair with one running maximum: each pair's times are lifted above the
+    # previous pair's, so the maximum never carries from one pair into the next.
+    base = int(starts.min())
+    span = int(ends.max()) - base + 1
+    if n_pairs * span >= 2**62:
+        return [None] * n_pairs
+    lift = pair * span - base
+    reach = np.maximum.accumulate(ends + lift)
+    opens = np.ones(len(pair), dtype=np.bool_)
+    opens[1:] = starts[1:] + lift[1:] > reach[:-1]
+    firsts = np.flatnonzero(opens)
+    s_pair = pair[firsts]
+    s_start = starts[firsts]
+    s_end = reach[np.r_[firsts[1:] - 1, len(pair) - 1]] - lift[firsts]
+    # A session that begins with the first span or ends with the last one may go on beyond
+    # the days looked at: the pair's list is sure only if both lie clear of [lo, hi).
+    pair_first = np.r_[True, s_pair[1:] != s_pair[:-1]]
+    pair_last = np.r_[s_pair[1:] != s_pair[:-1], True]
+    unsure = np.zeros(n_pairs, dtype=np.bool_)
+    unsure[s_pair[pair_first & (s_end > lo_us)]] = True
+    unsure[s_pair[pair_last & (s_start < hi_us)]] = True
+    overlapping = (s_end > lo_us) & (s_start < hi_us)
+    s_pair, s_start, s_end = s_pair[overlapping], s_start[overlapping], s_end[overlapping]
+    bounds = np.searchsorted(s_pair, np.arange(n_pairs + 1, dtype=np.int64)).tolist()
+    start_list, end_list = s_start.tolist(), s_end.tolist()
+    for p in range(n_pairs):
+        if unsure[p]:
+            results[p] = None
+        else:
+            a, b = bounds[p], bounds[p + 1]
+            results[p] = Sessions(start_list[a:b], end_list[a:b])
+    return results

@@ -19,20 +19,15 @@ polls the index does not keep), the job takes the PostgreSQL path of
 from __future__ import annotations
 
 import asyncio
-import csv
-import io
 import logging
 import time
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from storemon.aggregates.hour_index import DayBuckets, HourIndex, HourRuns, IndexSums, StoreTail
 from storemon.aggregates.reach import out_of_range_message, supported_range
-from storemon.aggregates.report import REPORT_HEADER, WINDOWS
 from storemon.aggregates.timebase import DAY_US, HOUR_US, floor_to
 from storemon.db.assemble import (
     AssembledReport,
@@ -41,6 +36,7 @@ from storemon.db.assemble import (
     finished_alike,
     report_digest,
 )
+from storemon.report_csv import csv_field, render_fields_csv
 
 if TYPE_CHECKING:
     import asyncpg
@@ -57,37 +53,6 @@ def hours_to_keep(reach_us: int) -> int:
     """Hours the index keeps up to the newest poll: every hour a supported report time can
     read (the reach, the week window before it, the hour that holds the window's start)."""
     return -(-reach_us // HOUR_US) + 168 + 2
-
-
-def csv_field(store_id: str) -> str:
-    """The store id as the report's CSV writes it (quoted where the csv module quotes)."""
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerow([store_id, ""])
-    return buffer.getvalue()[:-2]
-
-
-def render_sums_csv(store_ids: Sequence[str], sums: np.ndarray) -> str:
-    """The report CSV of sorted rows of exact sums (up x3, down x3 in microseconds), built
-    column-wise with pyarrow's string kernels: the same bytes as
-    :func:`~storemon.aggregates.report.render_csv` (the tests compare them)."""
-    return render_fields_csv(pa.array([csv_field(s) for s in store_ids], pa.string()), sums)
-
-
-def render_fields_csv(id_fields: pa.Array, sums: np.ndarray) -> str:
-    """:func:`render_sums_csv` with the store ids already written as CSV fields."""
-    units = [unit for _, unit in WINDOWS] * 2
-    columns: list[pa.Array] = [id_fields]
-    for k, unit in enumerate(units):
-        # hundredths rounded half up from the exact value, as format_hundredths does
-        hundredths = (sums[:, k] * 200 + unit) // (2 * unit)
-        whole = pc.cast(pa.array(hundredths // 100), pa.string())
-        cents = pc.utf8_lpad(pc.cast(pa.array(hundredths % 100), pa.string()), 2, "0")
-        columns.append(pc.binary_join_element_wise(whole, cents, "."))
-    lines = pc.binary_join_element_wise(*columns, ",")
-    header = ",".join(REPORT_HEADER) + "\n"
-    if len(lines) == 0:
-        return header
-    return header + "\n".join(lines.to_pylist()) + "\n"
 
 
 def pack_index_sums(found: IndexSums) -> bytes:
@@ -347,4 +312,4 @@ def apply_batch(index: HourIndex, batch: SinkBatch) -> None:
     )
 
 
-__all__ = ["ReportIndex", "apply_batch", "hours_to_keep", "render_sums_csv"]
+__all__ = ["ReportIndex", "apply_batch", "hours_to_keep"]

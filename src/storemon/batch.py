@@ -8,38 +8,54 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import orjson
 
-from storemon.aggregates.fleet import Int64s, fleet_windows
+from storemon.aggregates.fleet import Int64s, sorted_fleet_sums, sorted_unique_polls
 from storemon.aggregates.records import DEFAULT_ZONE, HoursRow, Rejection
-from storemon.aggregates.report import LONGEST_WINDOW_US, StoreWindows, render_csv
-from storemon.aggregates.schedule import Schedule, Sessions, build_schedule, sessions_between
-from storemon.aggregates.timebase import format_utc, parse_as_of
+from storemon.aggregates.report import LONGEST_WINDOW_US, StoreWindows
+from storemon.aggregates.schedule import (
+    ALWAYS_OPEN,
+    END_OF_DAY_FROM_S,
+    Schedule,
+    WeeklyInterval,
+    build_schedule,
+    sessions_between_many,
+)
+from storemon.aggregates.timebase import SECONDS_PER_DAY, format_utc, parse_as_of
+from storemon.report_csv import render_sums_csv
 from storemon.sources import (
+    HoursTable,
     PollTable,
+    ZoneTable,
     add_data_argument,
     find_input,
-    read_hours,
+    read_hours_table,
     read_poll_table,
-    read_zones,
+    read_zone_table,
 )
 
 
 @dataclass
 class Dataset:
     polls: PollTable
-    schedules: dict[str, Schedule] = field(default_factory=dict)
-    zones: dict[str, str] = field(default_factory=dict)
-    rejections: list[Rejection] = field(default_factory=list)
+    hours: HoursTable
+    zone_table: ZoneTable
+    rejections: list[Rejection]
+    # each store of hours.store_ids: its schedule's index into the list of schedules
+    hours_schedules: tuple[Int64s, list[Schedule]]
+    # each store of zone_table.store_ids: its zone's index into zone_table.zone_names
+    table_zones: Int64s
 
     @property
     def poll_count(self) -> int:
@@ -48,6 +64,24 @@ class Dataset:
     @property
     def newest_poll_us(self) -> int | None:
         return int(self.polls.ts_us.max()) if len(self.polls) else None
+
+    @cached_property
+    def schedules(self) -> dict[str, Schedule]:
+        """Each store's schedule, for the stores with hours rows (the others: open 24x7)."""
+        grouped: dict[str, list[HoursRow]] = {}
+        for row in self.hours.rows():
+            grouped.setdefault(row.store_id, []).append(row)
+        return {store: build_schedule(rows) for store, rows in grouped.items()}
+
+    @cached_property
+    def zones(self) -> dict[str, str]:
+        """Each store's zone, for the stores with a valid zone row (the last one wins)."""
+        table = self.zone_table
+        zones: dict[str, str] = {}
+        order = np.argsort(table.ordinals, kind="stable")
+        for s, z in zip(table.store[order].tolist(), table.zone[order].tolist(), strict=True):
+            zones[table.store_ids[s]] = table.zone_names[z]
+        return zones
 
     def polls_by_store(self) -> dict[str, list[tuple[int, bool]]]:
         """Each store's polls as (timestamp, active), in no particular order."""
@@ -65,53 +99,135 @@ def load_dataset(directory: Path) -> Dataset:
     # zones are read and parsed meanwhile.
     with ThreadPoolExecutor(max_workers=1) as pool:
         reading = pool.submit(read_poll_table, polls_path)
-        rejections: list[Rejection] = []
-        hours_rows: dict[str, list[HoursRow]] = {}
-        for hours in read_hours(hours_path):
-            if isinstance(hours, Rejection):
-                rejections.append(hours)
-            else:
-                hours_rows.setdefault(hours.store_id, []).append(hours)
-        zones: dict[str, str] = {}
-        for zone in read_zones(zones_path):
-            if isinstance(zone, Rejection):
-                rejections.append(zone)
-            else:
-                zones[zone.store_id] = zone.zone_name  # the last valid row wins
+        hours = read_hours_table(hours_path)
+        zones = read_zone_table(zones_path)
+        schedules = hours_schedules(hours)
+        zone_of = table_zones(zones)
         polls = reading.result()
+    # the rejections of each file in file order, the files in the order they were read
+    rejections = [r for _, r in sorted(hours.rejected, key=lambda pair: pair[0])]
+    rejections += [r for _, r in sorted(zones.rejected, key=lambda pair: pair[0])]
     rejections += polls.rejections()
-    # Many stores keep the same hours: each distinct set of rows is built once.
-    built: dict[frozenset[tuple[int, int, int]], Schedule] = {}
-    schedules: dict[str, Schedule] = {}
-    for store, rows in hours_rows.items():
-        key = frozenset(row[1:] for row in rows)
-        schedule = built.get(key)
-        if schedule is None:
-            schedule = built[key] = build_schedule(rows)
-        schedules[store] = schedule
-    return Dataset(polls, schedules, zones, rejections)
+    return Dataset(polls, hours, zones, rejections, schedules, zone_of)
+
+
+def _codes_in(ids: Sequence[str], number_of: dict[str, int]) -> Int64s:
+    """Each of ``ids``' number in ``number_of`` (-1 when it has none)."""
+    return np.array([number_of.get(i, -1) for i in ids], dtype=np.int64)
+
+
+def hours_schedules(hours: HoursTable) -> tuple[Int64s, list[Schedule]]:
+    """The schedule of each store of ``hours.store_ids``, as an index into the list of
+    distinct schedules returned beside (index 0: no rows, open 24x7)."""
+    # normalise_interval on arrays: 23:59 or later ends the day, then an end at or before
+    # the start runs into the next day.
+    store, weekday, start_s = hours.store, hours.weekday, hours.start_s
+    end_s = np.where(hours.end_s >= END_OF_DAY_FROM_S, SECONDS_PER_DAY, hours.end_s)
+    end_s = np.where(end_s <= start_s, end_s + SECONDS_PER_DAY, end_s)
+    order = np.lexsort((end_s, start_s, weekday, store))
+    rows = np.stack([store, weekday, start_s, end_s], axis=1)[order]
+    schedules: list[Schedule] = [ALWAYS_OPEN]
+    schedule_of = np.zeros(len(hours.store_ids), dtype=np.int64)
+    if len(rows) == 0:
+        return schedule_of, schedules
+    rows = rows[np.r_[True, (rows[1:] != rows[:-1]).any(axis=1)]]
+    # Many stores keep the same hours: each distinct schedule is built once.
+    index_of: dict[bytes, int] = {}
+    firsts = np.flatnonzero(np.r_[True, rows[1:, 0] != rows[:-1, 0]])
+    intervals = np.ascontiguousarray(rows[:, 1:])
+    which: list[int] = []
+    for a, b in itertools.pairwise([*firsts.tolist(), len(rows)]):
+        key = intervals[a:b].tobytes()
+        number = index_of.get(key)
+        if number is None:
+            number = index_of[key] = len(schedules)
+            schedules.append(tuple(WeeklyInterval(*row) for row in intervals[a:b].tolist()))
+        which.append(number)
+    schedule_of[rows[firsts, 0]] = which
+    return schedule_of, schedules
+
+
+def table_zones(table: ZoneTable) -> Int64s:
+    """The zone of each store of ``table.store_ids`` (its last valid row), as an index into
+    ``table.zone_names``."""
+    zone_of = np.zeros(len(table.store_ids), dtype=np.int64)
+    if len(table.store):
+        order = np.lexsort((table.ordinals, table.store))
+        store, zone = table.store[order], table.zone[order]
+        last = np.r_[store[1:] != store[:-1], True]
+        zone_of[store[last]] = zone[last]
+    return zone_of
+
+
+def store_schedules(data: Dataset) -> tuple[Int64s, list[Schedule]]:
+    """Each polled store's schedule (by its number in ``data.polls.store_ids``), as an
+    index into the list of distinct schedules returned beside (index 0: open 24x7)."""
+    schedule_of, schedules = data.hours_schedules
+    number_of = {store_id: n for n, store_id in enumerate(data.hours.store_ids)}
+    rows = _codes_in(data.polls.store_ids, number_of)
+    return np.where(
+        rows >= 0, schedule_of[np.maximum(rows, 0)] if len(schedule_of) else 0, 0
+    ), schedules
+
+
+def store_zones(data: Dataset) -> tuple[Int64s, list[str]]:
+    """Each polled store's zone (its last valid row, else the default), as an index into
+    the list of zone names returned beside."""
+    table = data.zone_table
+    names = [*table.zone_names, DEFAULT_ZONE]
+    number_of = {store_id: n for n, store_id in enumerate(table.store_ids)}
+    rows = _codes_in(data.polls.store_ids, number_of)
+    zone_of = data.table_zones
+    picked = zone_of[np.maximum(rows, 0)] if len(zone_of) else np.zeros(len(rows), np.int64)
+    return np.where(rows >= 0, picked, len(names) - 1), names
+
+
+def report_sums(data: Dataset, as_of_us: int) -> tuple[Int64s, Int64s]:
+    """The numbers (into ``data.polls.store_ids``) of the stores with a poll at or before
+    ``as_of_us``, ascending, and their sums (see :func:`~storemon.aggregates.fleet.fleet_sums`)."""
+    polls = data.polls
+    store, ts_us, active = polls.store, polls.ts_us, polls.active
+    used = ts_us <= as_of_us
+    if not used.all():
+        store, ts_us, active = store[used], ts_us[used], active[used]
+    # The polls are sorted on another core while the sessions are computed.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        sorting = pool.submit(sorted_unique_polls, store, ts_us, active)
+        schedule_of, schedules = store_schedules(data)
+        zone_of, zone_names = store_zones(data)
+        # Stores share schedules and zones: each pair's sessions are computed once, for
+        # every polled store (the few without a poll before the report time are not asked).
+        pairs, pair_of_store = np.unique(
+            schedule_of * len(zone_names) + zone_of, return_inverse=True
+        )
+        shared = sessions_between_many(
+            [
+                (schedules[pair // len(zone_names)], zone_names[pair % len(zone_names)])
+                for pair in pairs.tolist()
+            ],
+            as_of_us - LONGEST_WINDOW_US,
+            as_of_us,
+        )
+        store, ts_us, active = sorting.result()
+    pair_of_store = pair_of_store.reshape(-1).astype(np.int64)
+    return sorted_fleet_sums(
+        store,
+        ts_us,
+        active,
+        len(polls.store_ids),
+        lambda numbers: (pair_of_store[numbers], shared),
+        as_of_us,
+    )
 
 
 def compute_report(data: Dataset, as_of_us: int) -> list[StoreWindows]:
     """One row per store with a poll at or before ``as_of_us`` (in no particular order)."""
+    reported, sums = report_sums(data, as_of_us)
     store_ids = data.polls.store_ids
-
-    def sessions_of(numbers: Int64s) -> tuple[Int64s, list[Sessions]]:
-        # Stores share schedules and zones: each pair's sessions are computed once.
-        index_of: dict[tuple[Schedule, str], int] = {}
-        which: list[int] = []
-        for number in numbers.tolist():
-            store_id = store_ids[number]
-            key = (data.schedules.get(store_id, ()), data.zones.get(store_id, DEFAULT_ZONE))
-            which.append(index_of.setdefault(key, len(index_of)))
-        shared = [
-            sessions_between(schedule, zone, as_of_us - LONGEST_WINDOW_US, as_of_us)
-            for schedule, zone in index_of
-        ]
-        return np.array(which, dtype=np.int64), shared
-
-    polls = data.polls
-    return fleet_windows(store_ids, polls.store, polls.ts_us, polls.active, sessions_of, as_of_us)
+    return [
+        StoreWindows(store_ids[number], (s[0], s[1], s[2]), (s[3], s[4], s[5]))
+        for number, s in zip(reported.tolist(), sums.tolist(), strict=True)
+    ]
 
 
 def write_rejections(path: Path, rejections: Iterable[Rejection]) -> None:
@@ -151,8 +267,11 @@ def run(args: argparse.Namespace) -> int:
     if as_of_us is None:
         print("storemon report: no valid poll in the data, so no report time", file=sys.stderr)
         return 2
-    rows = compute_report(data, as_of_us)
-    text = render_csv(rows)
+    reported, sums = report_sums(data, as_of_us)
+    store_ids = data.polls.store_ids
+    ids = [store_ids[number] for number in reported.tolist()]
+    order = sorted(range(len(ids)), key=ids.__getitem__)
+    text = render_sums_csv([ids[i] for i in order], sums[np.array(order, dtype=np.int64)])
     if args.out is None:
         sys.stdout.write(text)
     else:
@@ -165,7 +284,7 @@ def run(args: argparse.Namespace) -> int:
         write_rejections(rejects_path, data.rejections)
     elapsed = time.perf_counter() - started
     print(
-        f"as_of {format_utc(as_of_us)}: {len(rows)} stores, {data.poll_count} polls, "
+        f"as_of {format_utc(as_of_us)}: {len(ids)} stores, {data.poll_count} polls, "
         f"{len(data.rejections)} rows rejected, {elapsed:.2f} s",
         file=sys.stderr,
     )

@@ -11,12 +11,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from storemon.aggregates.fleet import fleet_windows, sorted_unique_polls
+from storemon.aggregates.records import HoursRow
 from storemon.aggregates.report import LONGEST_WINDOW_US
-from storemon.aggregates.schedule import Sessions, sessions_between
+from storemon.aggregates.schedule import (
+    Sessions,
+    build_schedule,
+    sessions_between,
+    sessions_between_many,
+)
+from storemon.aggregates.timebase import DAY_US
 from storemon.aggregates.timeline import dedupe_polls
 from storemon.aggregates.windows import windows_from_polls
 
-from .test_core_properties import stores
+from .test_core_properties import ZONES, stores
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -114,3 +121,25 @@ def test_polls_centuries_apart_give_the_same_rows() -> None:
         poll_ts, poll_active = dedupe_polls((t, a) for s, t, a in rows if s == n)
         want.append(windows_from_polls(ids[n], sessions[n], poll_ts, poll_active, as_of))
     assert sorted(got, key=lambda w: w.store_id) == want
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(stores(), min_size=1, max_size=8), st.integers(-3 * DAY_US, 3 * DAY_US))
+def test_sessions_of_many_pairs_equal_each_pair_alone(drawn, shift) -> None:  # type: ignore[no-untyped-def]
+    # Pairs around daylight-saving changes, repeated, open around the clock or nearly (whose
+    # sessions reach past the days the array code looks at), with one report time.
+    as_of = drawn[0][3] + shift
+    lo, hi = as_of - LONGEST_WINDOW_US, as_of
+    nearly_always = build_schedule(
+        [HoursRow("s", d, 0, 86399) for d in range(7) if d != 3]
+        + [HoursRow("s", 3, 0, 3600), HoursRow("s", 3, 7200, 86399)]
+    )
+    pairs = [(sched, zone) for sched, zone, _, _ in drawn]
+    pairs += [pairs[0], ((), ZONES[1]), (nearly_always, ZONES[1]), (nearly_always, ZONES[2])]
+    assert sessions_between_many(pairs, lo, hi) == [
+        sessions_between(sched, zone, lo, hi) for sched, zone in pairs
+    ]
+
+
+def test_sessions_of_no_pairs() -> None:
+    assert sessions_between_many([], 0, DAY_US) == []

@@ -11,7 +11,8 @@ from storemon.aggregates.hour_index import HourIndex, IndexSums, StoreTail
 from storemon.aggregates.reach import supported_range
 from storemon.aggregates.report import StoreWindows, render_csv
 from storemon.aggregates.timebase import HOUR_US, WEEK_US
-from storemon.streams.report_index import hours_to_keep, pack_index_sums, render_sums_csv
+from storemon.report_csv import render_sums_csv
+from storemon.streams.report_index import hours_to_keep, pack_index_sums
 
 store_ids = st.one_of(
     st.text(min_size=0, max_size=12),

@@ -1,0 +1,52 @@
+"""The report CSV written column-wise on arrays (pyarrow's string kernels), for callers
+that hold their rows as exact sums: the worker's in-memory reports and the batch command.
+
+The bytes are those of :func:`storemon.aggregates.report.render_csv` (the tests compare
+them, quoting included); this module only adds speed, and pyarrow, which the pure core
+does not import.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from storemon.aggregates.report import NEEDS_QUOTING, REPORT_HEADER, WINDOWS
+
+
+def csv_field(store_id: str) -> str:
+    """The store id as the report's CSV writes it (quoted where the csv module quotes)."""
+    if store_id and NEEDS_QUOTING.isdisjoint(store_id):
+        return store_id
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow([store_id, ""])
+    return buffer.getvalue()[:-2]
+
+
+def render_sums_csv(store_ids: Sequence[str], sums: np.ndarray) -> str:
+    """The report CSV of sorted rows of exact sums (up x3, down x3 in microseconds), built
+    column-wise with pyarrow's string kernels: the same bytes as
+    :func:`~storemon.aggregates.report.render_csv` (the tests compare them)."""
+    return render_fields_csv(pa.array([csv_field(s) for s in store_ids], pa.string()), sums)
+
+
+def render_fields_csv(id_fields: pa.Array, sums: np.ndarray) -> str:
+    """:func:`render_sums_csv` with the store ids already written as CSV fields."""
+    units = [unit for _, unit in WINDOWS] * 2
+    columns: list[pa.Array] = [id_fields]
+    for k, unit in enumerate(units):
+        # hundredths rounded half up from the exact value, as format_hundredths does
+        hundredths = (sums[:, k] * 200 + unit) // (2 * unit)
+        whole = pc.cast(pa.array(hundredths // 100), pa.string())
+        cents = pc.utf8_lpad(pc.cast(pa.array(hundredths % 100), pa.string()), 2, "0")
+        columns.append(pc.binary_join_element_wise(whole, cents, "."))
+    lines = pc.binary_join_element_wise(*columns, ",")
+    header = ",".join(REPORT_HEADER) + "\n"
+    if len(lines) == 0:
+        return header
+    return header + "\n".join(lines.to_pylist()) + "\n"
