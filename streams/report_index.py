@@ -34,7 +34,9 @@ from storemon.db.assemble import (
     NoData,
     OutOfRange,
     finished_alike,
+    pending_alike,
     report_digest,
+    reused_answer,
 )
 from storemon.report_csv import csv_field, render_fields_csv
 
@@ -204,14 +206,7 @@ class ReportIndex:
             pruned_before = await conn.fetchval("SELECT pruned_before_us FROM retention_mark")
             # Pending reports that asked for the same report time were stored before this
             # read, so the index as it is below (never older than now) answers them too.
-            alike = tuple(
-                r[0]
-                for r in await conn.fetch(
-                    "SELECT report_id FROM reports WHERE status = 'Pending'"
-                    " AND requested_as_of_us IS NOT DISTINCT FROM $1",
-                    requested,
-                )
-            )
+            alike = await pending_alike(conn, requested)
             allowed = supported_range(index.newest_us, self.reach_us, self.lead_us, pruned_before)
             if requested is not None and requested not in (allowed or ()):
                 raise OutOfRange(out_of_range_message(requested, allowed))
@@ -221,15 +216,8 @@ class ReportIndex:
                 return None
             earlier = await finished_alike(conn, as_of_us, version)
         if earlier is not None:
-            return AssembledReport(
-                as_of_us,
-                "",
-                0,
-                alike_pending=alike,
-                data_version=version,
-                reused_from=earlier,
-                timings={"read_s": time.perf_counter() - began, "index": 1.0},
-            )
+            timings = {"read_s": time.perf_counter() - began, "index": 1.0}
+            return reused_answer(as_of_us, alike, version, earlier, timings)
         if self.index is not index or self.version != version:
             return None
         read = time.perf_counter()

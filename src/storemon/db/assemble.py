@@ -113,6 +113,36 @@ async def finished_alike(conn: Connection, as_of_us: int, version: int) -> uuid.
     return value
 
 
+async def pending_alike(conn: Connection, requested_as_of_us: int | None) -> tuple[uuid.UUID, ...]:
+    """The Pending reports that asked for this report time (None: the default), as this
+    snapshot sees them: a report read from data at least as new answers them too."""
+    rows = await conn.fetch(
+        "SELECT report_id FROM reports WHERE status = 'Pending'"
+        " AND requested_as_of_us IS NOT DISTINCT FROM $1",
+        requested_as_of_us,
+    )
+    return tuple(r[0] for r in rows)
+
+
+def reused_answer(
+    as_of_us: int,
+    alike: tuple[uuid.UUID, ...],
+    version: int,
+    earlier: uuid.UUID,
+    timings: dict[str, float],
+) -> AssembledReport:
+    """A report that names the finished answer it shares instead of computing one."""
+    return AssembledReport(
+        as_of_us,
+        "",
+        0,
+        alike_pending=alike,
+        data_version=version,
+        reused_from=earlier,
+        timings=timings,
+    )
+
+
 def _split_by_day(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int, int]]:
     """[a, b) ranges of whole hours -> (day start, first hour index, end hour index)."""
     pieces: list[tuple[int, int, int]] = []
@@ -369,28 +399,12 @@ async def assemble_report(
             if requested_as_of_us not in (allowed or ()):
                 raise OutOfRange(out_of_range_message(requested_as_of_us, allowed))
         version = await aggregates_version(conn)
-        alike: tuple[uuid.UUID, ...] = ()
-        if find_alike:
-            alike = tuple(
-                r[0]
-                for r in await conn.fetch(
-                    "SELECT report_id FROM reports WHERE status = 'Pending'"
-                    " AND requested_as_of_us IS NOT DISTINCT FROM $1",
-                    requested_as_of_us,
-                )
-            )
+        alike = await pending_alike(conn, requested_as_of_us) if find_alike else ()
         if reuse and only_store is None:
             earlier = await finished_alike(conn, as_of_us, version)
             if earlier is not None:
-                return AssembledReport(
-                    as_of_us,
-                    "",
-                    0,
-                    alike_pending=alike,
-                    data_version=version,
-                    reused_from=earlier,
-                    timings={"read_s": time.perf_counter() - began},
-                )
+                timings = {"read_s": time.perf_counter() - began}
+                return reused_answer(as_of_us, alike, version, earlier, timings)
         plans = plan_report(as_of_us)
         # The schedule is needed only where the report time lies before the last poll.
         stores = await conn.fetch(
