@@ -220,7 +220,6 @@ class HourIndex:
         self.columns: dict[int, _HourColumn] = {}
         self._capacity = _FIRST_CAPACITY
         self.first_poll = np.full(self._capacity, FOREVER_US, np.int64)
-        self.newest_poll = np.full(self._capacity, NO_POLL_US, np.int64)
         self.last_poll = np.full(self._capacity, NO_POLL_US, np.int64)
         self.last_active = np.zeros(self._capacity, np.bool_)
         self.tail_end = np.zeros(self._capacity, np.int64)
@@ -249,7 +248,6 @@ class HourIndex:
     def _grow(self, capacity: int) -> None:
         for name, fill in (
             ("first_poll", FOREVER_US),
-            ("newest_poll", NO_POLL_US),
             ("last_poll", NO_POLL_US),
             ("last_active", False),
             ("tail_end", 0),
@@ -262,12 +260,11 @@ class HourIndex:
             column.grow_stores(capacity)
         self._capacity = capacity
 
-    def trim(self, before_hour_us: int | None = None) -> None:
-        """Give back the pools' slack, in every column or those older than ``before_hour_us``
-        (after a bulk load; live hours keep room to be rewritten)."""
-        for hour, column in self.columns.items():
-            if before_hour_us is None or hour < before_hour_us:
-                column.trim()
+    def trim(self) -> None:
+        """Give back the pools' slack (after a bulk load: the next rewrite of a live hour
+        makes room again)."""
+        for column in self.columns.values():
+            column.trim()
 
     def oldest_hour_kept(self) -> int | None:
         if self.newest_us is None:
@@ -285,8 +282,8 @@ class HourIndex:
             return np.array([missing if v is None else v for v in pick], np.int64)
 
         self.first_poll[rows] = values((t.first_poll_us for t in listed), FOREVER_US)
+        # Only the newest poll of all stores matters (it places the hours kept).
         newest = values((t.newest_poll_us for t in listed), NO_POLL_US)
-        self.newest_poll[rows] = newest
         self.last_poll[rows] = values((t.last_poll_us for t in listed), NO_POLL_US)
         self.last_active[rows] = [bool(t.last_active) for t in listed]
         self.tail_end[rows] = values((t.tail_end_us for t in listed), 0)

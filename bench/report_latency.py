@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import dataclasses
 import json
-import shutil
 import statistics
 import sys
 import time
@@ -37,16 +36,15 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from stream_ingest import (  # noqa: E402
     command_median_s,
+    fresh_pipeline,
     reports_through_the_api,
     rss_mb,
     wait_worker_ready,
 )
 
-from storemon import services  # noqa: E402
 from storemon.aggregates.timebase import MINUTE_US, format_utc  # noqa: E402
 from storemon.producers.replay import replay  # noqa: E402
-from storemon.settings import Settings  # noqa: E402
-from tests.integration.pipeline import Pipeline, generate  # noqa: E402
+from tests.integration.pipeline import Pipeline  # noqa: E402
 
 
 async def phases(pipeline: Pipeline, since: float) -> list[dict[str, Any]]:
@@ -92,16 +90,7 @@ async def measure(
 
 
 async def main(stores: int, days: int, reports: int, runs: int) -> dict[str, Any]:
-    base = Settings.from_env()
-    if not base.kafka_bootstrap or not base.database_url:
-        base = services.ensure_up(base).apply_to(base)
-    work = ROOT / "bench" / "work" / f"report-{stores}x{days}"
-    work.mkdir(parents=True, exist_ok=True)
-    data = work / "data"
-    if not (data / "store_status.csv").exists():
-        generate(data, stores=stores, days=days, seed=1)
-    shutil.rmtree(work / "state", ignore_errors=True)
-    pipeline = await Pipeline.create(base, "bench", work)
+    _, work, data, pipeline = await fresh_pipeline("report", stores, days)
     pipeline.settings = dataclasses.replace(pipeline.settings, batch_timeout_s=0.5)
     assert pipeline.pool is not None
     await replay(pipeline.settings, data, speedup=None, progress=False)

@@ -212,6 +212,23 @@ def stop_profiler(profiler: subprocess.Popen[bytes]) -> None:
         profiler.kill()
 
 
+async def fresh_pipeline(
+    kind: str, stores: int, days: int
+) -> tuple[Settings, Path, Path, Pipeline]:
+    """Local services (started if none are configured), the generated data set of this size
+    under ``bench/work/<kind>-<stores>x<days>`` (made once) and a new empty pipeline."""
+    base = Settings.from_env()
+    if not base.kafka_bootstrap or not base.database_url:
+        base = services.ensure_up(base).apply_to(base)
+    work = ROOT / "bench" / "work" / f"{kind}-{stores}x{days}"
+    work.mkdir(parents=True, exist_ok=True)
+    data = work / "data"
+    if not (data / "store_status.csv").exists():
+        generate(data, stores=stores, days=days, seed=1)
+    shutil.rmtree(work / "state", ignore_errors=True)
+    return base, work, data, await Pipeline.create(base, "bench", work)
+
+
 async def main(
     stores: int,
     days: int,
@@ -222,16 +239,7 @@ async def main(
     preload: bool = False,
     reach_hours: int | None = None,
 ) -> dict[str, object]:
-    base = Settings.from_env()
-    if not base.kafka_bootstrap or not base.database_url:
-        base = services.ensure_up(base).apply_to(base)
-    work = ROOT / "bench" / "work" / f"stream-{stores}x{days}"
-    work.mkdir(parents=True, exist_ok=True)
-    data = work / "data"
-    if not (data / "store_status.csv").exists():
-        generate(data, stores=stores, days=days, seed=1)
-    shutil.rmtree(work / "state", ignore_errors=True)
-    pipeline = await Pipeline.create(base, "bench", work)
+    base, work, data, pipeline = await fresh_pipeline("stream", stores, days)
     pipeline.settings = dataclasses.replace(
         pipeline.settings,
         batch_timeout_s=0.5,
