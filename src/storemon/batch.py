@@ -40,6 +40,7 @@ from storemon.sources import (
     ZoneTable,
     add_data_argument,
     find_input,
+    in_file_order,
     read_hours_table,
     read_poll_table,
     read_zone_table,
@@ -105,8 +106,7 @@ def load_dataset(directory: Path) -> Dataset:
         zone_of = table_zones(zones)
         polls = reading.result()
     # the rejections of each file in file order, the files in the order they were read
-    rejections = [r for _, r in sorted(hours.rejected, key=lambda pair: pair[0])]
-    rejections += [r for _, r in sorted(zones.rejected, key=lambda pair: pair[0])]
+    rejections = in_file_order(hours.rejected) + in_file_order(zones.rejected)
     rejections += polls.rejections()
     return Dataset(polls, hours, zones, rejections, schedules, zone_of)
 

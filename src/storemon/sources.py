@@ -100,6 +100,11 @@ def _bad_encoding(source: str, header: Sequence[str], row: Sequence[str]) -> Rej
 # --------------------------------------------------------------------------- raw tables
 
 
+def in_file_order(rejected: list[tuple[int, Rejection]]) -> list[Rejection]:
+    """Rejections kept with their row's place in the file, back in the file's order."""
+    return [rejection for _, rejection in sorted(rejected, key=lambda pair: pair[0])]
+
+
 @dataclass
 class RawTable:
     """The data rows of one file as text columns (one per header name, stripped), and the
@@ -132,7 +137,7 @@ class RawTable:
         return [list(row) for row in zip(*taken, strict=True)]
 
     def rejections(self) -> list[Rejection]:
-        return [rejection for _, rejection in sorted(self.rejected, key=lambda pair: pair[0])]
+        return in_file_order(self.rejected)
 
 
 def _read_header(path: Path) -> list[str]:
@@ -411,7 +416,7 @@ class PollTable:
         return len(self.ts_us)
 
     def rejections(self) -> list[Rejection]:
-        return [rejection for _, rejection in sorted(self.rejected, key=lambda pair: pair[0])]
+        return in_file_order(self.rejected)
 
     def polls(self) -> list[Poll]:
         """The polls in file order."""
