@@ -9,7 +9,8 @@ the tables that persist them, and can be recomputed from the polls.
 *Materialised* timeline: buckets cover ``[low_us, last_in_hours_poll_us)``. What lies after
 the last poll inside business hours depends on the report time, so it is not stored: it is
 the *tail* of :class:`StoreSummary`, added when a report is taken. ``low_us`` starts one
-horizon before the store's first poll and moves up as old state is pruned.
+week before the store's first poll (no report window of a store reaches further back, as a
+store enters a report only from its first poll on) and moves up as old state is pruned.
 
 Polls may arrive in any order and any number of times: the state is a pure function of the
 set of polls (same timestamp twice counts once, ``inactive`` wins), so replays and
@@ -27,6 +28,7 @@ from typing import NamedTuple
 
 from storemon.aggregates.reach import DEFAULT_REACH_HOURS, retention_us
 from storemon.aggregates.records import DEFAULT_ZONE
+from storemon.aggregates.report import LONGEST_WINDOW_US
 from storemon.aggregates.schedule import (
     ALWAYS_OPEN,
     Schedule,
@@ -182,7 +184,11 @@ class StoreState:
         """Start of the materialised buckets."""
         if self.first_poll_us is None:
             return FOREVER_US
-        return max(self.cutoff_us, floor_to(self.first_poll_us, HOUR_US) - self.horizon_us)
+        # No report counts a store before its first poll (section 5 of the contract), so no
+        # window reaches more than one week before it: materialising further back, as far as
+        # the whole horizon, would only cost a store's first contact twice the work.
+        back = min(self.horizon_us, LONGEST_WINDOW_US)
+        return max(self.cutoff_us, floor_to(self.first_poll_us, HOUR_US) - back)
 
     def _find_last_in_hours(self) -> int | None:
         if not self.poll_ts:

@@ -9,9 +9,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from storemon.aggregates.reach import retention_us, store_cutoff_us, supported_range
-from storemon.aggregates.records import HoursRow
+from storemon.aggregates.records import DEFAULT_ZONE, HoursRow
 from storemon.aggregates.report import LONGEST_WINDOW_US, WINDOWS
-from storemon.aggregates.schedule import Schedule, build_schedule, sessions_between
+from storemon.aggregates.schedule import ALWAYS_OPEN, Schedule, build_schedule, sessions_between
 from storemon.aggregates.state import StoreState
 from storemon.aggregates.timebase import DAY_US, HOUR_US, MINUTE_US
 from storemon.aggregates.timeline import business_us, dedupe_polls, timeline_runs
@@ -292,3 +292,20 @@ def test_pruned_state_is_exact_for_every_report_time_in_the_reach(store, seed, e
     # and after a rebuild from what the worker persists
     again = through_the_tables(state)
     assert state_windows(again, as_of) == scratch(sched, zone, polls, as_of)
+
+
+def test_a_first_poll_materialises_one_week_back_and_no_further() -> None:
+    """A store enters reports only from its first poll on, so the week window of the
+    earliest report that counts it starts one week before that poll: a 24x7 store's first
+    poll fills exactly that week (not the whole retention), and the report is still exact."""
+    first = utc(2024, 3, 12, 9, 30)
+    state = StoreState(STORE, horizon_us=retention_us(168 * HOUR_US))
+    changes = state.apply_polls([(first, True)])
+    hours = state.hours_with_time()
+    assert hours[0] == utc(2024, 3, 5, 9)
+    assert hours[-1] == utc(2024, 3, 12, 9)
+    assert sorted(changes.hours) == hours
+    as_of = first + 1
+    windows = state_windows(state, as_of)
+    assert windows == scratch(ALWAYS_OPEN, DEFAULT_ZONE, [(first, True)], as_of)
+    assert windows.up_us[-1] == LONGEST_WINDOW_US
