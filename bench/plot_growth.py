@@ -1,6 +1,8 @@
 """Draw the growth chart (SVG, no plotting library needed) from the results of
-`bench/growth.sh`: report latency and worker memory against the number of stores, and the
-same for a longer history.
+`bench/report_latency.py` (``bench/work/report-<stores>x<days>/result.json``): report
+latency against the number of stores (computed from the worker's memory, computed from
+PostgreSQL, asked again, and the batch command of the same runs), the same at 10,000 stores
+with 3 and with 12 days of polls, and where a computed report's time goes.
 
     .venv/bin/python bench/plot_growth.py  # writes bench/growth.svg
 """
@@ -9,18 +11,31 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent
-WIDTH, HEIGHT, PAD = 360, 260, 50
+WIDTH, HEIGHT, PAD = 380, 280, 50
+COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
+# The pair that shows whether a report grows with history (same stores, 3 vs 12 days).
+HISTORY_PAIR = ((10_000, 3), (10_000, 12))
 
 
 def load() -> list[dict[str, Any]]:
-    rows = []
-    for path in sorted((ROOT / "work").glob("stream-*/result-pack*.json")):
-        rows.append(json.loads(path.read_text()))
-    return rows
+    return [
+        json.loads(path.read_text())
+        for path in sorted((ROOT / "work").glob("report-*/result.json"))
+    ]
+
+
+def latencies(row: dict[str, Any]) -> dict[str, float]:
+    return {
+        "computed, from memory": row["index_fresh_median_s"],
+        "computed, from PostgreSQL": row["postgresql_fresh_median_s"],
+        "asked again, from memory": row["index_default_median_s"],
+        "batch command (same run)": row["batch_command_median_s"],
+    }
 
 
 def panel(
@@ -64,55 +79,122 @@ def panel(
     out.append(
         f'<text x="{x0 + WIDTH / 2}" y="{HEIGHT - 12}" text-anchor="middle">stores ({unit})</text>'
     )
-    colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
-    for n, (name, series) in enumerate(sorted(points.items())):
+    for n, (name, series) in enumerate(points.items()):
         series = sorted(series)
-        colour = colours[n % len(colours)]
+        colour = COLOURS[n % len(COLOURS)]
         path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in series)
         out.append(f'<polyline points="{path}" fill="none" stroke="{colour}"/>')
         for x, y in series:
             out.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{colour}"/>')
-            out.append(f'<text x="{sx(x) + 5:.1f}" y="{sy(y) - 5:.1f}" font-size="10">{y:g}</text>')
+            out.append(f'<text x="{sx(x) + 5:.1f}" y="{sy(y) - 5:.1f}" font-size="10">{y:.3g}</text>')
         out.append(
-            f'<text x="{x0 + PAD + 8}" y="{PAD + 14 * n}" fill="{colour}" font-size="11">{name}</text>'
+            f'<text x="{x0 + PAD + 8}" y="{PAD - 14 + 13 * n}" fill="{colour}" '
+            f'font-size="11">{name}</text>'
         )
     return out
 
 
+def history_panel(x0: int, rows: list[dict[str, Any]]) -> list[str]:
+    """Bars: each latency at 10,000 stores with 3 and with 12 days of polls (log seconds)."""
+    found = {(r["stores"], r["days"]): latencies(r) for r in rows}
+    pair = [(f"{s:,} x {d} days", found[(s, d)]) for s, d in HISTORY_PAIR if (s, d) in found]
+    if not pair:
+        return []
+    names = list(pair[0][1])
+    every = [v for _, values in pair for v in values.values()]
+    lo = math.floor(math.log10(min(every)))
+    hi = max(math.ceil(math.log10(max(every))), lo + 1)
+
+    def height(v: float) -> float:
+        return (math.log10(v) - lo) / (hi - lo) * (HEIGHT - 2 * PAD)
+
+    out = [
+        f'<text x="{x0 + WIDTH / 2}" y="20" text-anchor="middle" font-weight="bold">'
+        "history: 10,000 stores, 3 vs 12 days (s)</text>",
+        f'<line x1="{x0 + PAD}" y1="{HEIGHT - PAD}" x2="{x0 + WIDTH - PAD / 2}" '
+        f'y2="{HEIGHT - PAD}" stroke="black"/>',
+    ]
+    for e in range(lo, hi + 1):
+        y = HEIGHT - PAD - height(10**e)
+        out.append(f'<text x="{x0 + PAD - 6}" y="{y + 4}" text-anchor="end">{10**e:g}</text>')
+        out.append(
+            f'<line x1="{x0 + PAD}" y1="{y}" x2="{x0 + WIDTH - PAD / 2}" y2="{y}" stroke="#ddd"/>'
+        )
+    group = (WIDTH - 1.5 * PAD) / len(names)
+    bar = group / (len(pair) + 1)
+    for i, name in enumerate(names):
+        gx = x0 + PAD + i * group + bar / 2
+        for j, (_label, values) in enumerate(pair):
+            h = height(values[name])
+            x = gx + j * bar
+            fill = COLOURS[i % len(COLOURS)]
+            opacity = "1" if j == 0 else "0.5"
+            out.append(
+                f'<rect x="{x:.1f}" y="{HEIGHT - PAD - h:.1f}" width="{bar - 2:.1f}" '
+                f'height="{h:.1f}" fill="{fill}" fill-opacity="{opacity}"/>'
+            )
+            out.append(
+                f'<text x="{x + bar / 2:.1f}" y="{HEIGHT - PAD - h - 3:.1f}" font-size="9" '
+                f'text-anchor="middle">{values[name]:.3g}</text>'
+            )
+    labels = " / ".join(label for label, _ in pair)
+    out.append(
+        f'<text x="{x0 + WIDTH / 2}" y="{HEIGHT - 28}" text-anchor="middle" font-size="10">'
+        f"each kind: {labels} (paler)</text>"
+    )
+    out.append(
+        f'<text x="{x0 + WIDTH / 2}" y="{HEIGHT - 14}" text-anchor="middle" font-size="10">'
+        "same colours as the first panel</text>"
+    )
+    return out
+
+
 PHASES = (("queued", "#999999"), ("read", "#1f77b4"), ("finish", "#ff7f0e"),
-          ("render", "#2ca02c"), ("store", "#9467bd"))  # fmt: skip
+          ("render", "#2ca02c"), ("store", "#9467bd"), ("api", "#d62728"))  # fmt: skip
+
+
+def computed_split(row: dict[str, Any]) -> dict[str, float]:
+    """A computed report from memory: each phase's median over the runs' medians."""
+    runs = [r["index"].get("phases_computed", {}) for r in row["runs_detail"]]
+    out: dict[str, float] = {}
+    for name, _ in PHASES:
+        values = [r[f"{name}_ms"] for r in runs if f"{name}_ms" in r]
+        if values:
+            out[name] = statistics.median(values)
+    return out
 
 
 def split_panel(x0: int, rows: list[dict[str, Any]]) -> list[str]:
-    """Stacked bars: where a computed report's time goes (medians), one bar per run."""
+    """Stacked bars: where a computed report's time goes (ms, medians), one bar per set."""
     bars = [
-        (f"{r['stores']:,} x {r['days']} d", r["split_computed_fresh"])
+        (f"{r['stores']:,} x {r['days']} d", split)
         for r in sorted(rows, key=lambda r: (r["stores"], r["days"]))
-        if r.get("split_computed_fresh", {}).get("read_ms") is not None
+        if (split := computed_split(r))
     ]
     if not bars:
         return []
-    longest = max(sum(split.get(f"{name}_ms", 0.0) for name, _ in PHASES) for _, split in bars)
-    scale = (WIDTH - 1.5 * PAD - 40) / longest
+    longest = max(sum(split.values()) for _, split in bars)
+    scale = (WIDTH - 90 - 40) / longest
     out = [
         f'<text x="{x0 + WIDTH / 2}" y="20" text-anchor="middle" font-weight="bold">'
-        "a computed report's time (ms, median)</text>"
+        "a computed report from memory (ms)</text>"
     ]
     for i, (label, split) in enumerate(bars):
         y = PAD + i * 34
         out.append(f'<text x="{x0 + 4}" y="{y + 14}" font-size="10">{label}</text>')
         x = x0 + 90.0
         for name, colour in PHASES:
-            width = split.get(f"{name}_ms", 0.0) * scale
+            width = max(0.0, split.get(name, 0.0)) * scale
             out.append(
                 f'<rect x="{x:.1f}" y="{y}" width="{width:.1f}" height="18" fill="{colour}"/>'
             )
             x += width
-        total = sum(split.get(f"{name}_ms", 0.0) for name, _ in PHASES)
-        out.append(f'<text x="{x + 4:.1f}" y="{y + 14}" font-size="10">{total:,.0f}</text>')
+        out.append(
+            f'<text x="{x + 4:.1f}" y="{y + 14}" font-size="10">{sum(split.values()):,.0f}</text>'
+        )
     for n, (name, colour) in enumerate(PHASES):
         out.append(
-            f'<text x="{x0 + 90 + 55 * n}" y="{HEIGHT - 12}" fill="{colour}" '
+            f'<text x="{x0 + 20 + 58 * n}" y="{HEIGHT - 12}" fill="{colour}" '
             f'font-size="11">{name}</text>'
         )
     return out
@@ -120,22 +202,14 @@ def split_panel(x0: int, rows: list[dict[str, Any]]) -> list[str]:
 
 def main() -> None:
     rows = load()
-    latency: dict[str, list[tuple[float, float]]] = {}
-    memory: dict[str, list[tuple[float, float]]] = {}
+    by_stores: dict[str, list[tuple[float, float]]] = {}
     for row in rows:
-        days = row["days"]
-        suffix = "" if days <= 8 else f", {days} days"
-        series = [("batch command", row["batch_report_command_median_s"])]
-        if "fresh_moment_report_latency_median_s" in row:
-            series.append(("report, new moment", row["fresh_moment_report_latency_median_s"]))
-            series.append(("report, moment asked before", row["report_latency_median_s"]))
-        else:
-            series.append(("report", row["report_latency_median_s"]))
-        for name, value in series:
-            latency.setdefault(name + suffix, []).append((row["stores"], value))
-        memory.setdefault("worker" + suffix, []).append((row["stores"], row["worker_peak_rss_mb"]))
-    body = panel(0, "trigger -> CSV through the API, median (s)", latency, "log scale")
-    body += panel(WIDTH + 20, "worker peak RSS (MB)", memory, "log scale")
+        if (row["stores"], row["days"]) == HISTORY_PAIR[1]:
+            continue  # the longer history has its own panel
+        for name, value in latencies(row).items():
+            by_stores.setdefault(name, []).append((row["stores"], value))
+    body = panel(0, "trigger -> CSV through the API, median (s)", by_stores, "log scale")
+    body += history_panel(WIDTH + 20, rows)
     body += split_panel(2 * WIDTH + 40, rows)
     svg = (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{3 * WIDTH + 40}" height="{HEIGHT}" '
@@ -143,7 +217,7 @@ def main() -> None:
         '<rect width="100%" height="100%" fill="white"/>' + "".join(body) + "</svg>\n"
     )
     (ROOT / "growth.svg").write_text(svg)
-    print(f"wrote {ROOT / 'growth.svg'} from {len(rows)} runs")
+    print(f"wrote {ROOT / 'growth.svg'} from {len(rows)} sets")
 
 
 if __name__ == "__main__":
