@@ -86,7 +86,9 @@ def panel(
         out.append(f'<polyline points="{path}" fill="none" stroke="{colour}"/>')
         for x, y in series:
             out.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{colour}"/>')
-            out.append(f'<text x="{sx(x) + 5:.1f}" y="{sy(y) - 5:.1f}" font-size="10">{y:.3g}</text>')
+            out.append(
+                f'<text x="{sx(x) + 5:.1f}" y="{sy(y) - 5:.1f}" font-size="10">{y:.3g}</text>'
+            )
         out.append(
             f'<text x="{x0 + PAD + 8}" y="{PAD - 14 + 13 * n}" fill="{colour}" '
             f'font-size="11">{name}</text>'
