@@ -43,6 +43,11 @@ from storemon.streams.messages import INPUT_BATCHES, decode_object
 # Stores per PostgreSQL write within a batch, and how often computing gives the loop a turn.
 CHUNK_STORES = 500
 YIELD_EVERY_STORES = 20
+# How often the table writes give the loop a turn: a batch of live polls at 100,000 stores
+# writes about one entry per store, each a RocksDB put and a changelog message handed to
+# Faust's producer, seconds of work in which Faust's timers and the consumer thread's
+# keepalive would otherwise not run.
+YIELD_EVERY_TABLE_WRITES = 500
 
 Table = MutableMapping[bytes, bytes]
 Located = tuple[Rejection, int | None, int | None]  # a rejection, its input partition, offset
@@ -179,12 +184,14 @@ class Ingestor:
         written = time.perf_counter()
         self.stats.seconds["computing"] += computed - began - waited
         self.stats.seconds["writing PostgreSQL"] += written - computed + waited
-        for event, table, key, value in table_writes:
+        for n, (event, table, key, value) in enumerate(table_writes, 1):
             bind_event(event)
             if value is None:
                 table.pop(key, None)
             else:
                 table[key] = value
+            if n % YIELD_EVERY_TABLE_WRITES == 0:
+                await asyncio.sleep(0)
         self.stats.table_writes += len(table_writes)
         for rejection, partition, offset in rejected:
             await self.send_dead_letter(rejection, partition, offset)

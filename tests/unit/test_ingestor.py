@@ -19,7 +19,7 @@ from storemon.aggregates.timebase import DAY_US, HOUR_US, format_utc
 from storemon.db.sink import SinkBatch, StoreRow
 from storemon.streams import messages
 from storemon.streams.batcher import PartitionBatch
-from storemon.streams.ingest import Ingestor
+from storemon.streams.ingest import YIELD_EVERY_TABLE_WRITES, Ingestor
 
 T0 = 1_674_000_000_000_000 - 1_674_000_000_000_000 % DAY_US  # a UTC midnight in January 2023
 HORIZON_US = 192 * HOUR_US  # the default: eight days kept
@@ -199,6 +199,39 @@ def test_each_table_write_happens_while_an_event_of_its_store_is_bound() -> None
             assert bound is last_event_of[store_id], store_id
             writes += 1
     assert writes == 4  # a settings entry and one day of polls per store
+
+
+def test_other_tasks_run_while_a_large_batch_writes_its_tables() -> None:
+    """Faust's timers and the consumer thread's keepalive run on the worker's loop: a batch
+    that writes thousands of table entries must give the loop turns while it writes them,
+    without changing what it writes or their order."""
+    stores = 2 * YIELD_EVERY_TABLE_WRITES  # two entries each: settings and a day of polls
+    polls = {f"s{i}": [(T0 + i, True)] for i in range(stores)}
+    worker = Worker()
+
+    async def deliver_while_ticking() -> None:
+        done = False
+
+        async def tick() -> None:
+            while not done:
+                worker.log.append(("tick", None))
+                await asyncio.sleep(0)
+
+        ticker = asyncio.ensure_future(tick())
+        await worker.ingestor.process([batch_event(0, polls)], worker.bind)
+        done = True
+        await ticker
+
+    asyncio.run(deliver_while_ticking())
+    table_at = [i for i, (kind, _) in enumerate(worker.log) if kind == "table"]
+    ticks_while_writing = [
+        i for i in range(table_at[0], table_at[-1]) if worker.log[i][0] == "tick"
+    ]
+    assert len(table_at) == 2 * stores
+    assert len(ticks_while_writing) >= len(table_at) // YIELD_EVERY_TABLE_WRITES - 1
+    quiet = Worker()
+    quiet.deliver(batch_event(0, polls))
+    assert [w for k, w in worker.log if k == "table"] == quiet.entries("table")
 
 
 def test_many_polls_of_one_store_in_one_event_are_written_once_per_day() -> None:
