@@ -15,7 +15,7 @@ import contextlib
 import logging
 import os
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import faust
@@ -79,14 +79,27 @@ async def stop_unless_done(what: str) -> AsyncIterator[None]:
         _exit_now(70)
 
 
-async def drain_changelog(buffer: Any, keep_at_most: int) -> None:
-    """Wait until no more than ``keep_at_most`` table writes wait for Faust's producer.
+async def drain_changelog(
+    buffer: Any, keep_at_most: int, commit_waiting: Callable[[], bool] = lambda: False
+) -> None:
+    """Wait until no more than ``keep_at_most`` table writes wait for Faust's producer, or
+    none while ``commit_waiting()``.
 
     The sending goes on meanwhile (the buffer's own task); this only holds the agent back
-    from piling the next batch's writes on top, which bounds the memory they take."""
+    from piling the next batch's writes on top, which bounds the memory they take. A commit
+    flushes the producer first and that flush ends only once the buffer is empty (or sends
+    nothing for 0.1 s): with a backlog, batch after batch kept thousands of writes queued and
+    one commit waited for the whole of it (504 s, no offset committed, in a 100,000-store
+    fill). Emptied while a commit waits, the buffer lets it through within a batch."""
     # Polled: the buffer's event fires once per message sent, a wake-up per message.
-    while buffer.size > keep_at_most:  # noqa: ASYNC110
+    while buffer.size > (0 if commit_waiting() else keep_at_most):  # noqa: ASYNC110
         await asyncio.sleep(CHANGELOG_DRAIN_POLL_S)
+
+
+def commit_waiting(consumer: Any) -> bool:
+    """Whether Faust's consumer is in the middle of a commit (it then waits for the producer
+    buffer to empty; see drain_changelog)."""
+    return consumer._commit_fut is not None
 
 
 def _exit_now(code: int) -> None:
@@ -239,7 +252,11 @@ def create_app(settings: Settings) -> faust.App:  # noqa: C901 (agents are closu
         ):
             async with stop_unless_done("ingesting a batch"):
                 await ingestor.process(events, bind_event)
-                await drain_changelog(app.producer.buffer, CHANGELOG_BACKLOG_MAX)
+                await drain_changelog(
+                    app.producer.buffer,
+                    CHANGELOG_BACKLOG_MAX,
+                    lambda: commit_waiting(app.consumer),
+                )
 
     @app.task  # type: ignore[untyped-decorator]
     async def batch_inputs() -> None:

@@ -48,7 +48,11 @@ RELIED_ON = [
     ),
     # streams/offsets.py: CommitWatchdog reads and seeks through these.
     Relied(Consumer, "_unacked_messages", "streams/offsets.py CommitWatchdog.holes", True),
-    Relied(Consumer, "_commit_fut", "streams/offsets.py CommitWatchdog.check"),
+    Relied(
+        Consumer,
+        "_commit_fut",
+        "streams/offsets.py CommitWatchdog.check; streams/app.py commit_waiting",
+    ),
     Relied(ThreadDelegateConsumer, "_thread", "streams/offsets.py CommitWatchdog.check", True),
     Relied(AIOKafkaConsumerThread, "seek_wait", "streams/offsets.py CommitWatchdog.check"),
     # streams/lag.py: where an aiokafka consumer fetches from before its first commit
