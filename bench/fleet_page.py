@@ -10,8 +10,9 @@ report index, then times, through the API run in this process:
 * the same page asked again with nothing changed: *warm*;
 * a report at the default moment (``POST /trigger_report`` until ``GET /get_report``
   returns the CSV), each after the same kind of change, so it is computed;
-* the parts of a cold page one by one: the fleet's rows, their business and unobserved
-  time, and the fleet's hours.
+* how the page was built before the worker's index summed it, part by part: the fleet's
+  rows assembled from PostgreSQL, their business and unobserved time with no sessions
+  kept, and the fleet's hours summed by PostgreSQL.
 
 Prints medians and writes ``bench/work/report-<stores>x<days>/fleet-page.json``.
 """
@@ -110,10 +111,18 @@ async def main(stores: int, days: int, loads: int) -> dict[str, Any]:
                             return time.perf_counter() - t0
                     await asyncio.sleep(0.01)
 
-            await page()  # the first page after start-up loads the templates
+            fleet = runner.app[dashboard.FLEET]
+            t0 = time.perf_counter()
+            await page()  # the first page after start-up: templates, every pair's sessions
+            first_page_s = time.perf_counter() - t0
+            built_from: list[str] = []
             for _ in range(loads):
                 await touch_aggregates(pipeline)
+                # The cache keeps a page of the same newest poll for a minute: drop it.
+                fleet.report = None
                 timings["cold"].append(await page())
+                built_from.append(fleet.built_from)
+                timings.setdefault("cold_build", []).append(fleet.build_s)
                 timings["warm"].append(await page())
                 await touch_aggregates(pipeline)
                 timings["report"].append(await report())
@@ -121,7 +130,7 @@ async def main(stores: int, days: int, loads: int) -> dict[str, Any]:
                 t0 = time.perf_counter()
                 assembled = await assemble_report(pipeline.pool, newest, with_digest=True)
                 t1 = time.perf_counter()
-                await dashboard.fleet_coverage(pipeline.pool, assembled)
+                await dashboard.fleet_coverage(pipeline.pool, assembled, dashboard.SessionsKept())
                 t2 = time.perf_counter()
                 async with pipeline.pool.acquire() as conn:
                     hour = 3_600_000_000
@@ -142,6 +151,8 @@ async def main(stores: int, days: int, loads: int) -> dict[str, Any]:
         "stores": stores,
         "days": days,
         "loads": loads,
+        "first_page_s": round(first_page_s, 4),
+        "cold_built_from": built_from,
         **{f"{k}_median_s": med(v) for k, v in timings.items()},
         **{f"cold_part_{k}_median_s": med(v) for k, v in parts.items()},
         "all": {**timings, **parts},
