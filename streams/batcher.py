@@ -18,6 +18,14 @@ downstream absorbs (they are idempotent). Order: a partition's batches are produ
 order its records were read, and a batcher hands a partition over (rebalance) only after
 flushing and committing what it read from it, so a store's newer schedule never lands
 before an older one.
+
+Reference data first: on each assignment the poll partitions are paused until the hours and
+zones partitions have been read up to where they ended at that moment (at most
+``REFERENCE_FIRST_MAX_S``). The result does not depend on the order (a store's state is a
+function of its polls and its latest schedule and zone), but its cost does: after a
+backlog (a replay published before the worker started) a store whose polls came before its
+schedule was materialised with the default schedule, then again with its own and again with
+its zone: 12 % of a 100,000-store fill.
 """
 
 from __future__ import annotations
@@ -61,6 +69,8 @@ log = logging.getLogger(__name__)
 
 ZONE_FIELDS = ("store_id", "timezone_str")
 FETCH_MAX_RECORDS = 20000
+# Longest the polls wait for the reference topics after an assignment (then read anyway).
+REFERENCE_FIRST_MAX_S = 60.0
 
 
 def batcher_group(settings: Settings) -> str:
@@ -213,6 +223,10 @@ class InputBatcher:
         self._producer: Any = None
         self._flushing = asyncio.Lock()
         self._committed: dict[TopicPartition, int] = {}
+        # Poll partitions paused until the reference partitions reach these offsets.
+        self._held_polls: list[TopicPartition] = []
+        self._reference_ends: dict[TopicPartition, int] | None = None
+        self._held_since = 0.0
 
     # -- gathering -----------------------------------------------------------------------
 
@@ -306,6 +320,48 @@ class InputBatcher:
             async with self.guard("flushing input batches"):
                 await self.flush(ready)
 
+    # -- reference data first ---------------------------------------------------------------
+
+    def hold_polls(self, assigned: Any) -> None:
+        """Pause the newly assigned poll partitions (called as the assignment completes,
+        before anything is fetched from it); they resume once the reference partitions are
+        read to the end they have now."""
+        polls = [tp for tp in assigned if self.kind_of_topic.get(tp.topic) == POLLS]
+        if not polls or self._consumer is None:
+            return
+        self._consumer.pause(*polls)
+        self._held_polls = polls
+        self._reference_ends = None  # asked for on the loop's next turn
+        self._held_since = time.monotonic()
+
+    async def _release_polls_when_reference_read(self) -> None:
+        consumer = self._consumer
+        reference = [
+            tp for tp in consumer.assignment() if self.kind_of_topic.get(tp.topic) != POLLS
+        ]
+        try:
+            if self._reference_ends is None:
+                self._reference_ends = await consumer.end_offsets(reference)
+            behind = [
+                tp
+                for tp, end in self._reference_ends.items()
+                if tp in reference and await consumer.position(tp) < end
+            ]
+        except KafkaError as error:
+            log.warning("batcher: reference offsets unknown (%s); reading polls", error)
+            behind = []
+        waited = time.monotonic() - self._held_since
+        if behind and waited < REFERENCE_FIRST_MAX_S:
+            return
+        if behind:
+            log.warning(
+                "batcher: reference topics still behind after %.0f s; reading polls", waited
+            )
+        assigned = consumer.assignment()
+        consumer.resume(*[tp for tp in self._held_polls if tp in assigned])
+        self._held_polls = []
+        self._reference_ends = None
+
     # -- the loop ------------------------------------------------------------------------
 
     def lag(self) -> dict[tuple[str, int], int]:
@@ -342,7 +398,7 @@ class InputBatcher:
                     await batcher.flush_everything()
 
             async def on_partitions_assigned(self, assigned: Any) -> None:
-                return None
+                batcher.hold_polls(assigned)
 
         while True:
             try:
@@ -369,6 +425,8 @@ class InputBatcher:
                     if ready:
                         async with self.guard("flushing input batches"):
                             await self.flush(ready)
+                if self._held_polls:
+                    await self._release_polls_when_reference_read()
         finally:
             self._consumer = self._producer = None
             with contextlib.suppress(Exception):
