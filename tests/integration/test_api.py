@@ -478,7 +478,8 @@ async def test_csv_is_served_as_stored_gzip_or_plain(
 
     report_id = await complete_report(pool, REPORT_CSV)
     stored = await pool.fetchval("SELECT csv_gzip FROM reports WHERE report_id = $1", report_id)
-    assert stored is not None and gzip.decompress(stored) == REPORT_CSV.encode()
+    assert stored is not None
+    assert gzip.decompress(stored) == REPORT_CSV.encode()
     url = str(client.make_url("/get_report"))
     query = {"report_id": str(report_id)}
     async with aiohttp.ClientSession(auto_decompress=False) as raw:
