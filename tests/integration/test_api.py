@@ -518,7 +518,7 @@ async def test_wait_answers_when_the_report_finishes(
 ) -> None:
     from storemon.web.app import FINISHED
 
-    finished = client.server.app[FINISHED]
+    finished = client.app[FINISHED]  # the application the test server runs
     report_id = uuid.uuid4()
     await db_reports.create_report(pool, report_id, None)
     await db_reports.start_report(pool, report_id)
