@@ -67,7 +67,7 @@ from storemon.streams.topics import TopicMismatch, ensure_topics
 from storemon.web import dashboard, formats
 from storemon.web.bodies import BodyCache
 from storemon.web.finished import MAX_WAIT_S, UNFINISHED, FinishedReports
-from storemon.web.keys import POOL, PUBLISHER, SETTINGS
+from storemon.web.keys import FINISHED, POOL, PUBLISHER, SETTINGS
 from storemon.web.security import TOKEN_COOKIE, bearer_token_ok, token_matches
 
 log = logging.getLogger(__name__)
@@ -134,7 +134,6 @@ class RequestPublisher:
 REGISTRY = web.AppKey("registry", CollectorRegistry)
 METRICS = web.AppKey("metrics", ApiMetrics)
 BODIES = web.AppKey("bodies", BodyCache)
-FINISHED = web.AppKey("finished", FinishedReports)
 BODY_CACHE_BYTES = 64 * 1024 * 1024
 
 

@@ -516,7 +516,7 @@ async def test_csv_is_served_as_stored_gzip_or_plain(
 async def test_wait_answers_when_the_report_finishes(
     client: TestClient[Any, Any], pool: asyncpg.Pool
 ) -> None:
-    from storemon.web.app import FINISHED
+    from storemon.web.keys import FINISHED
 
     finished = client.app[FINISHED]  # the application the test server runs
     report_id = uuid.uuid4()
