@@ -8,11 +8,14 @@
                             **429** while ``STOREMON_MAX_OPEN_REPORTS`` reports are open;
                             **422** ``{"error", "earliest_as_of", "latest_as_of"}`` for an
                             ``as_of`` outside the supported range (docs/semantics.md).
-``GET /get_report``         ``?report_id=<uuid>[&format=csv|json|parquet]``: ``{"status":
-                            "Pending"|"Running", ...}``, ``{"status": "Failed", "error":
-                            ...}``, or the report itself (with ``Content-Disposition`` and
-                            ``X-Report-As-Of``) once Complete: the CSV by default; gzip
-                            when the client accepts it (not for Parquet, compressed inside).
+``GET /get_report``         ``?report_id=<uuid>[&format=csv|json|parquet][&wait=S]``:
+                            ``{"status": "Pending"|"Running", ...}``, ``{"status": "Failed",
+                            "error": ...}``, or the report itself (with
+                            ``Content-Disposition`` and ``X-Report-As-Of``) once Complete:
+                            the CSV by default; gzip when the client accepts it (not for
+                            Parquet, compressed inside). With ``wait`` (seconds, 0-30) an
+                            unfinished report's answer waits until it finishes or the time
+                            is up (:mod:`storemon.web.finished`), then answers as above.
 ``GET /healthz``            200 ``{"status": "ok"}`` when PostgreSQL answers, else 503.
 ``GET /metrics``            Prometheus metrics (:mod:`storemon.metrics`).
 ==========================  ==================================================================
@@ -51,6 +54,7 @@ from storemon.aggregates.coverage import Coverage, coverage, unpack_sums
 from storemon.aggregates.reach import out_of_range_message
 from storemon.aggregates.schedule import Schedule, WeeklyInterval
 from storemon.aggregates.timebase import format_utc, parse_as_of
+from storemon.compression import gzip_body
 from storemon.db import reports as db_reports
 from storemon.db.assemble import schedules_digest
 from storemon.db.migrate import connect
@@ -62,7 +66,8 @@ from storemon.streams import messages
 from storemon.streams.topics import TopicMismatch, ensure_topics
 from storemon.web import dashboard, formats
 from storemon.web.bodies import BodyCache
-from storemon.web.keys import POOL, PUBLISHER, SETTINGS
+from storemon.web.finished import MAX_WAIT_S, UNFINISHED, FinishedReports
+from storemon.web.keys import FINISHED, POOL, PUBLISHER, SETTINGS
 from storemon.web.security import TOKEN_COOKIE, bearer_token_ok, token_matches
 
 log = logging.getLogger(__name__)
@@ -140,6 +145,15 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await pool.close()
+
+
+async def _finished_reports(app: web.Application) -> AsyncIterator[None]:
+    """The listener for finished reports (connected on the first ``wait``)."""
+    app[FINISHED] = FinishedReports(app[SETTINGS].database_url)
+    try:
+        yield
+    finally:
+        await app[FINISHED].close()
 
 
 async def _kafka(app: web.Application) -> AsyncIterator[None]:
@@ -221,6 +235,19 @@ def accepts_gzip(header: str | None) -> bool:
     return False
 
 
+def parse_wait(text: str | None) -> float:
+    """The ``wait`` query parameter: seconds, 0 to MAX_WAIT_S; 0 when absent."""
+    if text is None or not text.strip():
+        return 0.0
+    try:
+        seconds = float(text.strip())
+    except ValueError:
+        raise BadRequest(f"wait {text[:20]!r} is not a number of seconds") from None
+    if not 0.0 <= seconds <= MAX_WAIT_S:  # also refuses nan
+        raise BadRequest(f"wait must be between 0 and {MAX_WAIT_S:g} seconds")
+    return seconds
+
+
 def parse_format(text: str | None) -> str:
     if text is None or not text.strip():
         return "csv"
@@ -271,11 +298,18 @@ async def get_report(request: web.Request) -> web.Response:
     try:
         report_id = parse_report_id(request.query.get("report_id"))
         report_format = parse_format(request.query.get("format"))
+        wait_s = parse_wait(request.query.get("wait"))
     except BadRequest as error:
         return error_response(400, str(error))
     pool = request.app[POOL]
-    async with asyncio.timeout(DB_TIMEOUT_S):
-        record = await db_reports.get_report(pool, report_id)
+
+    async def read() -> db_reports.ReportRecord | None:
+        async with asyncio.timeout(DB_TIMEOUT_S):
+            return await db_reports.get_report(pool, report_id)
+
+    record = await read()
+    if record is not None and record.status in UNFINISHED and wait_s > 0:
+        record = await request.app[FINISHED].until_finished(report_id, wait_s, read)
     if record is None:
         return error_response(404, f"no report {report_id}")
     if record.status != ReportStatus.COMPLETE:
@@ -288,16 +322,7 @@ async def get_report(request: web.Request) -> web.Response:
     gzipped = report_format != "parquet" and accepts_gzip(request.headers.get("Accept-Encoding"))
 
     async def render() -> bytes:
-        async with asyncio.timeout(DB_TIMEOUT_S):
-            csv_text = await db_reports.get_report_csv(pool, report_id)
-        if csv_text is None:
-            raise RuntimeError(f"report {report_id} is Complete without a CSV")
-        if report_format == "csv":
-            return csv_text.encode()
-        extra = await _coverage(pool, report_id, as_of_us, csv_text)
-        if report_format == "json":
-            return await asyncio.to_thread(formats.report_json, report_id, as_of, csv_text, extra)
-        return await asyncio.to_thread(formats.report_parquet, report_id, as_of, csv_text, extra)
+        return await _report_body(pool, report_id, as_of_us, report_format, gzipped)
 
     # Reports of one report time computed from one version of the aggregates have the same
     # CSV (see migration 0004): one body serves them all. The other formats name the report.
@@ -318,6 +343,26 @@ async def get_report(request: web.Request) -> web.Response:
     if report_format != "parquet":
         response.charset = "utf-8"
     return response
+
+
+async def _report_body(
+    pool: asyncpg.Pool, report_id: uuid.UUID, as_of_us: int, report_format: str, gzipped: bool
+) -> bytes:
+    """A Complete report's bytes in ``report_format``, gzipped when ``gzipped``."""
+    async with asyncio.timeout(DB_TIMEOUT_S):
+        stored = await db_reports.get_report_body(pool, report_id)
+    if stored is None:
+        raise RuntimeError(f"report {report_id} is Complete without a CSV")
+    if report_format == "csv":
+        # Stored gzipped by the job (migration 0016): sent as it is where gzip is wanted.
+        if stored.gzipped == gzipped:
+            return stored.body
+        return await (gzip_body(stored.body) if gzipped else asyncio.to_thread(stored.plain))
+    csv_text = await asyncio.to_thread(stored.text)
+    extra = await _coverage(pool, report_id, as_of_us, csv_text)
+    convert = formats.report_json if report_format == "json" else formats.report_parquet
+    body = await asyncio.to_thread(convert, report_id, format_utc(as_of_us), csv_text, extra)
+    return await gzip_body(body) if gzipped else body
 
 
 async def _coverage(
@@ -471,6 +516,7 @@ def build_app(settings: Settings) -> web.Application:
     app[METRICS] = ApiMetrics(app[REGISTRY])
     app[BODIES] = BodyCache(BODY_CACHE_BYTES)
     app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(_finished_reports)
     app.cleanup_ctx.append(_kafka)
     app.router.add_post("/trigger_report", trigger_report)
     app.router.add_get("/get_report", get_report)

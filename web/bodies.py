@@ -1,13 +1,12 @@
-"""Finished reports never change, so the API renders and compresses each (report, format,
-encoding) once and keeps the bytes in a least-recently-used cache bounded by size. Under
-many pollers of the same reports this saves a CSV read from PostgreSQL and a gzip run per
-request, which on a small machine is CPU the worker needs. The status is still looked up on
-every request, so a report deleted by retention is never served from here."""
+"""Finished reports never change, so the API renders each (report, format, encoding) once
+and keeps the bytes in a least-recently-used cache bounded by size. Under many pollers of
+the same reports this saves a read from PostgreSQL and, for the formats converted from the
+CSV, a conversion and a gzip run per request, which on a small machine is CPU the worker
+needs. The status is still looked up on every request, so a report deleted by retention is
+never served from here."""
 
 from __future__ import annotations
 
-import asyncio
-import gzip
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
@@ -49,16 +48,12 @@ class BodyCache:
             self._bytes -= len(evicted)
 
     async def body(self, key: BodyKey, render: Callable[[], Awaitable[bytes]]) -> bytes:
-        """The cached bytes, or ``render()``'s, gzip-compressed (off the event loop) when the
-        key asks for it, then kept."""
+        """The cached bytes, or ``render()``'s (already in the key's encoding), then kept."""
         cached = self.get(key)
         if cached is not None:
             self.hits += 1
             return cached
         self.misses += 1
         body = await render()
-        if key[2]:
-            # Level 1: a fifth of level 6's time on a report CSV, about 10 % larger.
-            body = await asyncio.to_thread(gzip.compress, body, 1, mtime=0)
         self.put(key, body)
         return body

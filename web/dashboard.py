@@ -72,14 +72,13 @@ from storemon.db.dashboard import ReportListing, StoreWeek
 from storemon.db.reports import ReportStatus
 from storemon.db.retention import report_range
 from storemon.web import assets, formats
-from storemon.web.keys import POOL, PUBLISHER, SETTINGS
+from storemon.web.keys import FINISHED, POOL, PUBLISHER, SETTINGS
 from storemon.web.security import TOKEN_COOKIE, token_matches
 
 FLEET_CACHE_S = 60.0
 # How long a rebuild waits for the worker's report before assembling the page itself, and
 # how often it looks.
 FLEET_REPORT_WAIT_S = 5.0
-FLEET_REPORT_POLL_S = 0.005
 # Sessions are kept for report times up to a day past the span they were computed for.
 SESSIONS_MARGIN_US = DAY_US
 WORST_STORES = 15
@@ -277,16 +276,12 @@ async def fleet_from_the_worker(
     except (KafkaError, TimeoutError) as error:
         await db_reports.fail_report(pool, report_id, f"the request could not be queued: {error}")
         return None
-    deadline = time.monotonic() + FLEET_REPORT_WAIT_S
-    while True:
-        record = await db_reports.get_report(pool, report_id)
-        if record is None or record.status == ReportStatus.FAILED:
-            return None
-        if record.status == ReportStatus.COMPLETE:
-            break
-        if time.monotonic() > deadline:
-            return None  # the worker answers it later; this page is built from the database
-        await asyncio.sleep(FLEET_REPORT_POLL_S)
+    # Woken when PostgreSQL announces the report finished (as GET /get_report?wait= is).
+    record = await app[FINISHED].until_finished(
+        report_id, FLEET_REPORT_WAIT_S, lambda: db_reports.get_report(pool, report_id)
+    )
+    if record is None or record.status != ReportStatus.COMPLETE:
+        return None  # failed, or the worker answers later: this page is built from PostgreSQL
     csv_text = await db_reports.get_report_csv(pool, report_id)
     packed, digest = await db_reports.get_report_exact(pool, report_id)
     if record.as_of_us is None or csv_text is None or packed is None:

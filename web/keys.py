@@ -8,6 +8,7 @@ import asyncpg
 from aiohttp import web
 
 from storemon.settings import Settings
+from storemon.web.finished import FinishedReports
 
 if TYPE_CHECKING:
     from storemon.web.app import RequestPublisher
@@ -15,3 +16,4 @@ if TYPE_CHECKING:
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
 PUBLISHER: web.AppKey[RequestPublisher] = web.AppKey("publisher")
+FINISHED = web.AppKey("finished", FinishedReports)

@@ -35,18 +35,42 @@ def render_sums_csv(store_ids: Sequence[str], sums: np.ndarray) -> str:
     return render_fields_csv(pa.array([csv_field(s) for s in store_ids], pa.string()), sums)
 
 
+# Every number a window can hold (at most 168 hours, 60 minutes: 16,800 hundredths) written
+# once: a column is then one lookup, a third of the time of casting and padding it.
+TEXT_UP_TO = 20_000
+_HUNDREDTHS_TEXT: pa.Array | None = None
+
+
+def _hundredths_text() -> pa.Array:
+    global _HUNDREDTHS_TEXT
+    if _HUNDREDTHS_TEXT is None:
+        _HUNDREDTHS_TEXT = pa.array([f"{i // 100}.{i % 100:02d}" for i in range(TEXT_UP_TO)])
+    return _HUNDREDTHS_TEXT
+
+
+def _number_column(hundredths: np.ndarray) -> pa.Array:
+    """``12.50`` for 1250: from the table where every value is in it, else by the kernels."""
+    if len(hundredths) and hundredths.min() >= 0 and hundredths.max() < TEXT_UP_TO:
+        return _hundredths_text().take(pa.array(hundredths))
+    whole = pc.cast(pa.array(hundredths // 100), pa.string())
+    cents = pc.utf8_lpad(pc.cast(pa.array(hundredths % 100), pa.string()), 2, "0")
+    return pc.binary_join_element_wise(whole, cents, ".")
+
+
 def render_fields_csv(id_fields: pa.Array, sums: np.ndarray) -> str:
     """:func:`render_sums_csv` with the store ids already written as CSV fields."""
     units = [unit for _, unit in WINDOWS] * 2
     columns: list[pa.Array] = [id_fields]
     for k, unit in enumerate(units):
         # hundredths rounded half up from the exact value, as format_hundredths does
-        hundredths = (sums[:, k] * 200 + unit) // (2 * unit)
-        whole = pc.cast(pa.array(hundredths // 100), pa.string())
-        cents = pc.utf8_lpad(pc.cast(pa.array(hundredths % 100), pa.string()), 2, "0")
-        columns.append(pc.binary_join_element_wise(whole, cents, "."))
-    lines = pc.binary_join_element_wise(*columns, ",")
+        columns.append(_number_column((sums[:, k] * 200 + unit) // (2 * unit)))
     header = ",".join(REPORT_HEADER) + "\n"
-    if len(lines) == 0:
+    if len(id_fields) == 0:
         return header
-    return header + "\n".join(lines.to_pylist()) + "\n"
+    # Each line with its newline; the lines' bytes then lie end to end in one buffer.
+    lines = pc.binary_join_element_wise(*columns, ",")
+    lines = pc.binary_join_element_wise(lines, pa.scalar("", pa.string()), "\n")
+    offsets = np.frombuffer(lines.buffers()[1], np.int32)
+    first, last = int(offsets[lines.offset]), int(offsets[lines.offset + len(lines)])
+    body: bytes = lines.buffers()[2][first:last].to_pybytes()
+    return header + body.decode()

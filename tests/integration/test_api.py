@@ -469,6 +469,113 @@ async def test_report_formats(client: TestClient[Any, Any], pool: asyncpg.Pool) 
     assert "csv, json, parquet" in body["error"]
 
 
+async def test_csv_is_served_as_stored_gzip_or_plain(
+    client: TestClient[Any, Any], pool: asyncpg.Pool
+) -> None:
+    import gzip
+
+    import aiohttp
+
+    report_id = await complete_report(pool, REPORT_CSV)
+    stored = await pool.fetchval("SELECT csv_gzip FROM reports WHERE report_id = $1", report_id)
+    assert stored is not None
+    assert gzip.decompress(stored) == REPORT_CSV.encode()
+    url = str(client.make_url("/get_report"))
+    query = {"report_id": str(report_id)}
+    async with aiohttp.ClientSession(auto_decompress=False) as raw:
+        # a client that accepts gzip gets the stored bytes themselves
+        async with raw.get(url, params=query, headers={"Accept-Encoding": "gzip"}) as response:
+            assert response.status == 200
+            assert response.headers["Content-Encoding"] == "gzip"
+            assert await response.read() == stored
+        # one that does not gets the CSV in plain text
+        async with raw.get(url, params=query, headers={"Accept-Encoding": "identity"}) as response:
+            assert "Content-Encoding" not in response.headers
+            assert await response.read() == REPORT_CSV.encode()
+
+        # A report stored as text before migration 0016 is still served, both ways.
+        old = await complete_report(pool, REPORT_CSV.replace("a-store", "old-store"))
+        await pool.execute(
+            "UPDATE reports SET csv = $2, csv_gzip = NULL WHERE report_id = $1",
+            old,
+            REPORT_CSV.replace("a-store", "old-store"),
+        )
+        old_query = {"report_id": str(old), "format": "json"}
+        async with raw.get(url, params=old_query, headers={"Accept-Encoding": "gzip"}) as response:
+            assert response.headers["Content-Encoding"] == "gzip"
+            rows = orjson.loads(gzip.decompress(await response.read()))["rows"]
+            assert rows[0]["store_id"] == "old-store"
+        old_query["format"] = "csv"
+        async with raw.get(url, params=old_query, headers={"Accept-Encoding": "gzip"}) as response:
+            assert gzip.decompress(await response.read()).decode().startswith("store_id,")
+        async with raw.get(url, params=old_query, headers={"Accept-Encoding": ""}) as response:
+            assert "Content-Encoding" not in response.headers
+            assert "old-store,60.00" in await response.text()
+
+
+async def test_wait_answers_when_the_report_finishes(
+    client: TestClient[Any, Any], pool: asyncpg.Pool
+) -> None:
+    from storemon.web.keys import FINISHED
+
+    finished = client.app[FINISHED]  # the application the test server runs
+    report_id = uuid.uuid4()
+    await db_reports.create_report(pool, report_id, None)
+    await db_reports.start_report(pool, report_id)
+    query = {"report_id": str(report_id), "wait": "20"}
+    waiting = asyncio.ensure_future(client.get("/get_report", params=query))
+    await asyncio.sleep(0.5)
+    assert not waiting.done()  # still Running: the request waits
+    notified = finished.notified
+    await db_reports.complete_report(
+        pool, report_id, parse_as_of("2023-01-25 18:13:22"), REPORT_CSV, 2
+    )
+    async with asyncio.timeout(10):
+        response = await waiting
+    assert response.status == 200
+    assert response.content_type == "text/csv"
+    assert await response.text() == REPORT_CSV
+    assert finished.notified > notified  # woken by PostgreSQL's notification
+
+    # Failing while waited for: the Failed answer.
+    failing = uuid.uuid4()
+    await db_reports.create_report(pool, failing, None)
+    waiting = asyncio.ensure_future(
+        client.get("/get_report", params={"report_id": str(failing), "wait": "20"})
+    )
+    await asyncio.sleep(0.3)
+    await db_reports.fail_report(pool, failing, "no poll ingested yet")
+    async with asyncio.timeout(10):
+        body = await json_of(await waiting)
+    assert body == {"status": "Failed", "report_id": str(failing), "error": "no poll ingested yet"}
+
+
+async def test_wait_still_answers_running_after_the_wait(
+    client: TestClient[Any, Any], pool: asyncpg.Pool
+) -> None:
+    report_id = uuid.uuid4()
+    await db_reports.create_report(pool, report_id, None)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    response = await client.get("/get_report", params={"report_id": str(report_id), "wait": "1.5"})
+    assert loop.time() - began >= 1.5
+    assert await json_of(response) == {"status": "Pending", "report_id": str(report_id)}
+    await db_reports.fail_report(pool, report_id, "left by the test")  # not left open
+    # A finished report does not wait at all; unknown ones are 404 as without a wait.
+    done = await complete_report(pool, REPORT_CSV)
+    response = await client.get("/get_report", params={"report_id": str(done), "wait": "30"})
+    assert await response.text() == REPORT_CSV
+    missing = {"report_id": str(uuid.uuid4()), "wait": "30"}
+    await assert_error(await client.get("/get_report", params=missing), 404)
+
+
+@pytest.mark.parametrize("wait", ["soon", "-1", "30.5", "nan", "inf"])
+async def test_bad_wait_is_400(client: TestClient[Any, Any], wait: str) -> None:
+    query = {"report_id": str(uuid.uuid4()), "wait": wait}
+    body = await assert_error(await client.get("/get_report", params=query), 400)
+    assert "wait" in body["error"]
+
+
 async def test_metrics_endpoint_parses_and_counts(
     client: TestClient[Any, Any], pool: asyncpg.Pool
 ) -> None:

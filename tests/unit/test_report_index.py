@@ -57,3 +57,21 @@ def test_the_index_keeps_every_hour_a_supported_report_reads(newest, reach_h, le
     assert index.covers(as_of)
     assert index.covers(allowed.earliest_us)
     assert not index.covers(allowed.earliest_us - 2 * HOUR_US)
+
+
+def test_numbers_from_the_table_and_past_it_read_the_same() -> None:
+    from storemon.report_csv import TEXT_UP_TO
+
+    cent_of_hour, cent_of_minute = 36_000_000, 600_000
+    edges = [0, 1, 99, 100, TEXT_UP_TO - 1, TEXT_UP_TO, 10 * TEXT_UP_TO + 7]
+    for column, cent in ((0, cent_of_minute), (2, cent_of_hour), (5, cent_of_hour)):
+        ordered = [f"s{i}" for i in range(len(edges))]
+        sums = np.zeros((len(edges), 6), np.int64)
+        sums[:, column] = [h * cent for h in edges]
+        windows = [
+            StoreWindows(s, (r[0], r[1], r[2]), (r[3], r[4], r[5]))
+            for s, r in zip(ordered, sums.tolist(), strict=True)
+        ]
+        assert render_sums_csv(ordered, sums) == render_csv(windows)
+        # only the table: all values below its end
+        assert render_sums_csv(ordered[:5], sums[:5]) == render_csv(windows[:5])

@@ -15,6 +15,8 @@ from typing import Any
 import asyncpg
 import orjson
 
+from storemon.compression import gunzip, gzip_body
+
 
 class ReportStatus(StrEnum):
     """A report's state; the value is what the database column and the API say."""
@@ -102,22 +104,27 @@ async def complete_report(
     data_version: int | None = None,
     timings: dict[str, float] | None = None,
     exact: tuple[bytes, int | None] | None = None,
+    csv_gzip: bytes | None = None,
 ) -> int:
     """Store the report as Complete, and the same answer for ``also_pending`` reports that
     are still Pending (their own jobs then find them finished). Returns how many of those.
-    ``exact``: the packed exact sums and the schedules' digest (see aggregates.coverage)."""
+    ``exact``: the packed exact sums and the schedules' digest (see aggregates.coverage).
+    The CSV is stored gzip-compressed (migration 0016): ``csv_gzip`` when the caller has
+    compressed ``csv_text`` already, else it is compressed here."""
     timings_json = orjson.dumps(timings).decode() if timings is not None else None
     window_us, digest = exact if exact is not None else (None, None)
+    if csv_gzip is None:
+        csv_gzip = await gzip_body(csv_text.encode())
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(
-            "UPDATE reports SET status = $2, as_of_us = $3, csv = $4, row_count = $5,"
-            " finished_at = now(), error = NULL, data_version = $6, timings = $7::jsonb,"
-            " window_us = $8, schedules_digest = $9"
+            "UPDATE reports SET status = $2, as_of_us = $3, csv = NULL, csv_gzip = $4,"
+            " row_count = $5, finished_at = now(), error = NULL, data_version = $6,"
+            " timings = $7::jsonb, window_us = $8, schedules_digest = $9"
             " WHERE report_id = $1",
             report_id,
             ReportStatus.COMPLETE,
             as_of_us,
-            csv_text,
+            csv_gzip,
             row_count,
             data_version,
             timings_json,
@@ -128,14 +135,14 @@ async def complete_report(
         if not others:
             return 0
         status: str = await conn.execute(
-            "UPDATE reports SET status = $2, as_of_us = $3, csv = $4, row_count = $5,"
-            " started_at = now(), finished_at = now(), error = NULL, data_version = $7,"
-            " window_us = $8, schedules_digest = $9"
+            "UPDATE reports SET status = $2, as_of_us = $3, csv = NULL, csv_gzip = $4,"
+            " row_count = $5, started_at = now(), finished_at = now(), error = NULL,"
+            " data_version = $7, window_us = $8, schedules_digest = $9"
             " WHERE report_id = ANY($1::uuid[]) AND status = $6",
             others,
             ReportStatus.COMPLETE,
             as_of_us,
-            csv_text,
+            csv_gzip,
             row_count,
             ReportStatus.PENDING,
             data_version,
@@ -160,8 +167,8 @@ async def complete_as(
     async with pool.acquire() as conn, conn.transaction():
         status: str = await conn.execute(
             "UPDATE reports r SET status = $3, as_of_us = s.as_of_us, csv = s.csv,"
-            " row_count = s.row_count, data_version = s.data_version, window_us = s.window_us,"
-            " schedules_digest = s.schedules_digest,"
+            " csv_gzip = s.csv_gzip, row_count = s.row_count, data_version = s.data_version,"
+            " window_us = s.window_us, schedules_digest = s.schedules_digest,"
             " started_at = coalesce(r.started_at, now()), finished_at = now(), error = NULL,"
             " timings = CASE WHEN r.report_id = $1 THEN $5::jsonb END"
             " FROM reports s WHERE s.report_id = $2 AND s.status = $3"
@@ -211,13 +218,40 @@ async def get_report(pool: asyncpg.Pool, report_id: uuid.UUID) -> ReportRecord |
     return ReportRecord(**{**fields, "status": ReportStatus(fields["status"])})
 
 
-async def get_report_csv(pool: asyncpg.Pool, report_id: uuid.UUID) -> str | None:
-    value: str | None = await pool.fetchval(
-        "SELECT csv FROM reports WHERE report_id = $1 AND status = $2",
+@dataclass(frozen=True, slots=True)
+class StoredCsv:
+    """A Complete report's CSV as stored: gzip-compressed (``gzipped``), or text encoded as
+    UTF-8 for reports stored before migration 0016."""
+
+    body: bytes
+    gzipped: bool
+
+    def plain(self) -> bytes:
+        return gunzip(self.body) if self.gzipped else self.body
+
+    def text(self) -> str:
+        return self.plain().decode()
+
+
+async def get_report_body(pool: asyncpg.Pool, report_id: uuid.UUID) -> StoredCsv | None:
+    """The CSV of a Complete report as stored (None when there is none)."""
+    row = await pool.fetchrow(
+        "SELECT csv_gzip, csv FROM reports WHERE report_id = $1 AND status = $2",
         report_id,
         ReportStatus.COMPLETE,
     )
-    return value
+    if row is None:
+        return None
+    if row["csv_gzip"] is not None:
+        return StoredCsv(row["csv_gzip"], gzipped=True)
+    if row["csv"] is not None:
+        return StoredCsv(row["csv"].encode(), gzipped=False)
+    return None
+
+
+async def get_report_csv(pool: asyncpg.Pool, report_id: uuid.UUID) -> str | None:
+    stored = await get_report_body(pool, report_id)
+    return stored.text() if stored is not None else None
 
 
 async def get_report_exact(
