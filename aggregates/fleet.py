@@ -106,11 +106,11 @@ def sorted_fleet_sums(
     flat_starts = _flat([sessions.starts for sessions in shared])
     flat_ends = _flat([sessions.ends for sessions in shared])
     store_counts = counts[which] if len(which) else np.zeros(0, dtype=np.int64)
-    total = int(store_counts.sum())
+    store_offsets = np.cumsum(store_counts) - store_counts
     s_store = np.repeat(reported, store_counts)
     # index into the flat lists: the store's list start plus the place within its list
-    taken = np.repeat(firsts[which] - (np.cumsum(store_counts) - store_counts), store_counts)
-    taken += np.arange(total, dtype=np.int64)
+    taken = np.repeat(firsts[which] - store_offsets, store_counts)
+    taken += np.arange(len(taken), dtype=np.int64)
     s_start, s_end = flat_starts[taken], flat_ends[taken]
     sums = np.zeros((n_stores, 2 * len(WINDOWS)), dtype=np.int64)
     if len(ts_us) == 0 or len(s_start) == 0:
@@ -119,11 +119,16 @@ def sorted_fleet_sums(
     # before it, if the poll lies before that session's end.
     session = _last_at_or_before(s_store, s_start, store, ts_us)
     store_first = np.zeros(n_stores, dtype=np.int64)
-    store_first[reported] = np.cumsum(store_counts) - store_counts
+    store_first[reported] = store_offsets
     inside = session >= store_first[store]  # else -1 or a session of an earlier store
     inside &= ts_us < s_end[session]
     if not inside.all():
-        store, ts_us, active, session = (a[inside] for a in (store, ts_us, active, session))
+        store, ts_us, active, session = (
+            store[inside],
+            ts_us[inside],
+            active[inside],
+            session[inside],
+        )
     if len(ts_us) == 0:
         return reported, sums[reported]
     # Each poll covers its session from the midpoint with the poll before it to the one
@@ -144,9 +149,8 @@ def sorted_fleet_sums(
         window_start = as_of_us - WINDOWS[w][0]
         if w < len(WINDOWS) - 1:
             reaching = np.flatnonzero(cover_hi > window_start)
-            store, active, cover_lo, cover_hi = (
-                a[reaching] for a in (store, active, cover_lo, cover_hi)
-            )
+            store, active = store[reaching], active[reaching]
+            cover_lo, cover_hi = cover_lo[reaching], cover_hi[reaching]
         if len(store) == 0:
             break
         covered = np.maximum(cover_lo, window_start)
@@ -154,11 +158,11 @@ def sorted_fleet_sums(
         np.maximum(covered, 0, out=covered)
         group_starts = np.flatnonzero(np.r_[True, store[1:] != store[:-1]])
         groups = store[group_starts]
-        total = np.add.reduceat(covered, group_starts)
+        both = np.add.reduceat(covered, group_starts)
         covered *= active
         up = np.add.reduceat(covered, group_starts)
         sums[groups, w] = up
-        sums[groups, len(WINDOWS) + w] = total - up
+        sums[groups, len(WINDOWS) + w] = both - up
     return reported, sums[reported]
 
 

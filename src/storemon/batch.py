@@ -190,7 +190,8 @@ def report_sums(data: Dataset, as_of_us: int) -> tuple[Int64s, Int64s]:
     used = ts_us <= as_of_us
     if not used.all():
         store, ts_us, active = store[used], ts_us[used], active[used]
-    # The polls are sorted on another core while the sessions are computed.
+    # The polls are sorted on another core while the sessions are computed, then the sums
+    # are taken in two halves of the stores, one on each core.
     with ThreadPoolExecutor(max_workers=1) as pool:
         sorting = pool.submit(sorted_unique_polls, store, ts_us, active)
         schedule_of, schedules = store_schedules(data)
@@ -208,16 +209,25 @@ def report_sums(data: Dataset, as_of_us: int) -> tuple[Int64s, Int64s]:
             as_of_us - LONGEST_WINDOW_US,
             as_of_us,
         )
+        pair_of_store = pair_of_store.reshape(-1).astype(np.int64)
         store, ts_us, active = sorting.result()
-    pair_of_store = pair_of_store.reshape(-1).astype(np.int64)
-    return sorted_fleet_sums(
-        store,
-        ts_us,
-        active,
-        len(polls.store_ids),
-        lambda numbers: (pair_of_store[numbers], shared),
-        as_of_us,
-    )
+        # a cut between two stores near the middle: each half holds whole stores
+        cut = int(np.searchsorted(store, store[len(store) // 2])) if len(store) else 0
+
+        def sums_of(a: int, b: int) -> tuple[Int64s, Int64s]:
+            return sorted_fleet_sums(
+                store[a:b],
+                ts_us[a:b],
+                active[a:b],
+                len(polls.store_ids),
+                lambda numbers: (pair_of_store[numbers], shared),
+                as_of_us,
+            )
+
+        first_half = pool.submit(sums_of, 0, cut)
+        second = sums_of(cut, len(store))
+        first = first_half.result()
+    return np.concatenate([first[0], second[0]]), np.concatenate([first[1], second[1]])
 
 
 def compute_report(data: Dataset, as_of_us: int) -> list[StoreWindows]:
