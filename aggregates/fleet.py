@@ -35,15 +35,28 @@ def sorted_unique_polls(
     ts_bits = (int(ts_us.max()) - first_ts).bit_length()
     store_bits = int(store.max()).bit_length()
     if ts_bits + store_bits + 1 <= 62:
-        # One integer key per poll (store, time, status) sorts faster than three columns.
-        key = (store << (ts_bits + 1)) | ((ts_us - first_ts) << 1) | active.astype(np.int64)
+        # One integer key per poll (store, time, status) sorts faster than three columns;
+        # built and taken apart in place, as each fresh array costs its pages.
+        key = ts_us - first_ts
+        key <<= 1
+        key |= active
+        key |= store << (ts_bits + 1)
         key.sort()
-        store = key >> (ts_bits + 1)
-        ts_us = ((key >> 1) & ((1 << ts_bits) - 1)) + first_ts
+        # one per (store, time): the first, inactive (status bit 0) where both are there
+        place = key >> 1
+        keep = np.ones(len(key), dtype=np.bool_)
+        np.not_equal(place[1:], place[:-1], out=keep[1:])
+        del place
+        if not keep.all():
+            key = key[keep]
         active = (key & 1).astype(np.bool_)
-    else:
-        order = np.lexsort((active, ts_us, store))
-        store, ts_us, active = store[order], ts_us[order], active[order]
+        key >>= 1
+        ts_us = key & ((1 << ts_bits) - 1)
+        ts_us += first_ts
+        key >>= ts_bits
+        return key, ts_us, active
+    order = np.lexsort((active, ts_us, store))
+    store, ts_us, active = store[order], ts_us[order], active[order]
     keep = np.ones(len(ts_us), dtype=np.bool_)
     keep[1:] = (store[1:] != store[:-1]) | (ts_us[1:] != ts_us[:-1])
     return store[keep], ts_us[keep], active[keep]
