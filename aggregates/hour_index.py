@@ -476,6 +476,21 @@ class HourIndex:
         kept = order[self.first_poll[order] <= as_of_us]
         return IndexSums(as_of_us, [self.store_ids[i] for i in kept], sums[kept], kept)
 
+    def fleet_hours(self, lo_us: int, hi_us: int) -> list[tuple[int, int, int]]:
+        """(hour start, up, down) summed over every store, for each hour that starts in
+        ``[lo_us, hi_us)``, oldest first: the buckets as stored, without the open tails
+        (the fleet's hourly picture on the dashboard, as the database sums its rows)."""
+        n = len(self.store_ids)
+        found: list[tuple[int, int, int]] = []
+        for hour in range(-((-lo_us) // HOUR_US) * HOUR_US, hi_us, HOUR_US):
+            column = self.columns.get(hour)
+            if column is None:
+                found.append((hour, 0, 0))
+            else:
+                up = int(column.up[:n].sum(dtype=np.int64))
+                found.append((hour, up, int(column.down[:n].sum(dtype=np.int64))))
+        return found
+
     def _add_tails(self, sums: Int64s, as_of_us: int, n: int) -> None:
         """The open tail ``[max(last poll, window start), min(session end, T))``."""
         last = self.last_poll[:n]

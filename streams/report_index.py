@@ -19,6 +19,7 @@ polls the index does not keep), the job takes the PostgreSQL path of
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -191,10 +192,13 @@ class ReportIndex:
             self._id_array = pa.array(self._id_fields, pa.string())
         return self._id_array
 
-    async def try_report(self, pool: asyncpg.Pool, requested: int | None) -> AssembledReport | None:
+    async def try_report(
+        self, pool: asyncpg.Pool, requested: int | None, *, with_fleet_hours: bool = False
+    ) -> AssembledReport | None:
         """The report from memory, or None where only PostgreSQL can answer exactly. When a
         Complete report of the same report time was taken from the same version of the
-        aggregates, it is named (``reused_from``) instead of computed again."""
+        aggregates, it is named (``reused_from``) instead of computed again. With
+        ``with_fleet_hours``, the fleet's hours of the week come along (for the dashboard)."""
         index, version = self.index, self.version
         if index is None or version is None:
             return None
@@ -215,13 +219,15 @@ class ReportIndex:
             if not index.covers(as_of_us) or index.needs_as_of_fix(as_of_us):
                 return None
             earlier = await finished_alike(conn, as_of_us, version)
-        if earlier is not None:
-            timings = {"read_s": time.perf_counter() - began, "index": 1.0}
-            return reused_answer(as_of_us, alike, version, earlier, timings)
         if self.index is not index or self.version != version:
             return None
-        read = time.perf_counter()
         # No await from here to the end of the sums: the index is one consistent state.
+        fleet = _fleet_week(index, as_of_us) if with_fleet_hours else None
+        if earlier is not None:
+            timings = {"read_s": time.perf_counter() - began, "index": 1.0}
+            reused = reused_answer(as_of_us, alike, version, earlier, timings)
+            return dataclasses.replace(reused, fleet_hours=fleet)
+        read = time.perf_counter()
         found = index.window_sums(as_of_us)
         if found is None:
             return None
@@ -256,7 +262,14 @@ class ReportIndex:
             },
             schedules_digest=self._digest[3],
             packed_sums=pack_index_sums(found),
+            fleet_hours=fleet,
         )
+
+
+def _fleet_week(index: HourIndex, as_of_us: int) -> tuple[tuple[int, int, int], ...]:
+    """The fleet's hours the dashboard charts: the hour holding T and the 167 before it."""
+    top = floor_to(as_of_us, HOUR_US)
+    return tuple(index.fleet_hours(top - 167 * HOUR_US, top + HOUR_US))
 
 
 async def _digest(pool: asyncpg.Pool, as_of_us: int) -> int:

@@ -135,10 +135,13 @@ async def run_report_job(
     report is stored as Complete or Failed; a database outage is waited out, so a request
     whose worker dies is picked up again by the next owner of its partition."""
     try:
-        report_id = uuid.UUID(str(messages.decode_object(raw).get("report_id")))
+        request = messages.decode_object(raw)
+        report_id = uuid.UUID(str(request.get("report_id")))
     except ValueError as error:
         log.warning("ignoring a malformed report request: %s", error)
         return
+    # The dashboard's fleet page asks for the fleet's hours of the week along with the report.
+    with_fleet_hours = request.get("fleet_hours") is True
 
     async def attempt() -> None:
         pool = await database.pool()
@@ -154,7 +157,8 @@ async def run_report_job(
 
         try:
             built, shared = await asyncio.wait_for(
-                _answer(pool, report_id, requested, reach, report_index), timeout_s
+                _answer(pool, report_id, requested, reach, report_index, with_fleet_hours),
+                timeout_s,
             )
         except (NoData, OutOfRange) as error:
             await db_reports.fail_report(pool, report_id, str(error))
@@ -209,10 +213,16 @@ async def _answer(
     requested: int | None,
     reach: tuple[int, int] | None,
     report_index: ReportIndex | None,
+    with_fleet_hours: bool = False,
 ) -> tuple[AssembledReport, int | None]:
     """From the in-memory index where it can answer exactly, else from PostgreSQL."""
     if report_index is not None and report_index.ready:
-        fast = await report_index.try_report(pool, requested)
+        fast = await report_index.try_report(pool, requested, with_fleet_hours=with_fleet_hours)
+        if fast is not None and fast.fleet_hours is not None and fast.data_version is not None:
+            # Stored before the report completes, so whoever sees it Complete finds them.
+            await db_reports.store_fleet_hours(
+                pool, fast.as_of_us, fast.data_version, fast.fleet_hours
+            )
         if fast is not None and fast.reused_from is None:
             return fast, None
         if fast is not None:

@@ -62,7 +62,7 @@ from storemon.streams import messages
 from storemon.streams.topics import TopicMismatch, ensure_topics
 from storemon.web import dashboard, formats
 from storemon.web.bodies import BodyCache
-from storemon.web.keys import POOL, SETTINGS
+from storemon.web.keys import POOL, PUBLISHER, SETTINGS
 from storemon.web.security import TOKEN_COOKIE, bearer_token_ok, token_matches
 
 log = logging.getLogger(__name__)
@@ -115,13 +115,17 @@ class RequestPublisher:
     async def stop(self) -> None:
         await self._producer.stop()
 
-    async def publish(self, report_id: uuid.UUID, as_of: str | None) -> None:
-        value = messages.encode({"report_id": str(report_id), "as_of": as_of})
+    async def publish(
+        self, report_id: uuid.UUID, as_of: str | None, *, fleet_hours: bool = False
+    ) -> None:
+        request: dict[str, Any] = {"report_id": str(report_id), "as_of": as_of}
+        if fleet_hours:
+            request["fleet_hours"] = True
+        value = messages.encode(request)
         async with asyncio.timeout(PUBLISH_TIMEOUT_S):
             await self._producer.send_and_wait(self.topic, value, key=str(report_id).encode())
 
 
-PUBLISHER = web.AppKey("publisher", RequestPublisher)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
 METRICS = web.AppKey("metrics", ApiMetrics)
 BODIES = web.AppKey("bodies", BodyCache)

@@ -26,8 +26,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 from urllib.parse import quote
@@ -35,13 +36,21 @@ from urllib.parse import quote
 import aiohttp_jinja2
 import asyncpg
 import jinja2
+import numpy as np
+import numpy.typing as npt
 import orjson
 from aiohttp import web
+from aiokafka.errors import KafkaError
 
-from storemon.aggregates.coverage import Coverage, coverage
+from storemon.aggregates.coverage import Coverage, business_of_sessions, coverage, unpack_sums
 from storemon.aggregates.reach import ReportRange
-from storemon.aggregates.report import WINDOWS, StoreWindows, format_hundredths
-from storemon.aggregates.schedule import Schedule, WeeklyInterval
+from storemon.aggregates.report import (
+    LONGEST_WINDOW_US,
+    WINDOWS,
+    StoreWindows,
+    format_hundredths,
+)
+from storemon.aggregates.schedule import Schedule, Sessions, WeeklyInterval, sessions_between_many
 from storemon.aggregates.timebase import (
     DAY_US,
     HOUR_US,
@@ -51,6 +60,7 @@ from storemon.aggregates.timebase import (
     us_to_datetime,
 )
 from storemon.db import dashboard as queries
+from storemon.db import reports as db_reports
 from storemon.db.assemble import (
     AssembledReport,
     aggregates_version,
@@ -59,12 +69,19 @@ from storemon.db.assemble import (
     schedules_digest,
 )
 from storemon.db.dashboard import ReportListing, StoreWeek
+from storemon.db.reports import ReportStatus
 from storemon.db.retention import report_range
-from storemon.web import assets
-from storemon.web.keys import POOL, SETTINGS
+from storemon.web import assets, formats
+from storemon.web.keys import POOL, PUBLISHER, SETTINGS
 from storemon.web.security import TOKEN_COOKIE, token_matches
 
 FLEET_CACHE_S = 60.0
+# How long a rebuild waits for the worker's report before assembling the page itself, and
+# how often it looks.
+FLEET_REPORT_WAIT_S = 5.0
+FLEET_REPORT_POLL_S = 0.005
+# Sessions are kept for report times up to a day past the span they were computed for.
+SESSIONS_MARGIN_US = DAY_US
 WORST_STORES = 15
 REPORTS_LISTED = 50
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -153,10 +170,42 @@ def render(
 
 
 @dataclass
+class SessionsKept:
+    """Sessions per (schedule, zone) pair, computed over a span wider than the week, so the
+    fleet's business time at a newer report time needs no session computed again until
+    the report time leaves the span (about once a day)."""
+
+    lo_us: int = 0
+    hi_us: int = 0
+    by_pair: dict[tuple[str, str], Sessions] = field(default_factory=dict)
+
+    def business(self, pairs: list[tuple[str, str]], as_of_us: int) -> npt.NDArray[np.int64]:
+        """Business microseconds of the hour, day and week windows, one row per pair."""
+        if as_of_us - LONGEST_WINDOW_US < self.lo_us or as_of_us > self.hi_us:
+            self.by_pair.clear()
+            self.lo_us = as_of_us - LONGEST_WINDOW_US - SESSIONS_MARGIN_US
+            self.hi_us = as_of_us + SESSIONS_MARGIN_US
+        missing = [p for p in pairs if p not in self.by_pair]
+        if missing:
+            parsed = [
+                (tuple(WeeklyInterval(*i) for i in orjson.loads(text)), zone)
+                for text, zone in missing
+            ]
+            found = sessions_between_many(parsed, self.lo_us, self.hi_us)
+            self.by_pair.update(zip(missing, found, strict=True))
+        return business_of_sessions([self.by_pair[p] for p in pairs], as_of_us)
+
+
+@dataclass
 class FleetCache:
-    """The last fleet-wide assembly and hourly sums. Kept as long as the aggregates' version
+    """The last fleet-wide report and hourly sums. Kept as long as the aggregates' version
     is unchanged (the same inputs give the same page); while they change, rebuilt when older
-    than FLEET_CACHE_S or when a newer poll has arrived, by one request at a time."""
+    than FLEET_CACHE_S or when a newer poll has arrived, by one request at a time.
+
+    A rebuild asks the worker for a report at the newest poll with the fleet's hours, which
+    it answers from its in-memory index (as fast as any report); where that path cannot
+    answer soon (no worker, the index still loading), the page is assembled here from
+    PostgreSQL, which takes seconds for a large fleet."""
 
     built_at: float = float("-inf")
     key: tuple[int, int] | None = None  # (newest poll, aggregates' version) it was built at
@@ -164,11 +213,15 @@ class FleetCache:
     hours: list[tuple[int, int, int]] | None = None
     # The fleet's business and unobserved microseconds per window (None: unknown)
     coverage: Coverage | None = None
+    built_from: str = ""  # "worker" or "database"
+    build_s: float = 0.0
+    sessions: SessionsKept = field(default_factory=SessionsKept)
     lock: asyncio.Lock | None = None
 
     async def get(
-        self, pool: asyncpg.Pool, newest_us: int
+        self, app: web.Application, newest_us: int
     ) -> tuple[AssembledReport, list[tuple[int, int, int]]]:
+        pool = app[POOL]
         if self.lock is None:
             self.lock = asyncio.Lock()
         async with self.lock:
@@ -182,20 +235,78 @@ class FleetCache:
                 or self.hours is None
                 or not (unchanged or (fresh and same_poll))
             ):
-                self.report = await assemble_report(pool, newest_us, with_digest=True)
-                self.coverage = await fleet_coverage(pool, self.report)
-                week_start = floor_to(newest_us, HOUR_US) - 167 * HOUR_US
-                async with pool.acquire() as conn:
-                    self.hours = await queries.fleet_hours(
-                        conn, week_start, floor_to(newest_us, HOUR_US) + HOUR_US
-                    )
+                began = time.perf_counter()
+                from_worker = await fleet_from_the_worker(app)
+                if from_worker is not None:
+                    self.report, hours = from_worker
+                    self.built_from = "worker"
+                else:
+                    self.report = await assemble_report(pool, newest_us, with_digest=True)
+                    hours = None
+                    self.built_from = "database"
+                if hours is None:
+                    top = floor_to(self.report.as_of_us, HOUR_US)
+                    async with pool.acquire() as conn:
+                        hours = await queries.fleet_hours(conn, top - 167 * HOUR_US, top + HOUR_US)
+                self.hours = hours
+                self.coverage = await fleet_coverage(pool, self.report, self.sessions)
                 # The version the report's snapshot saw: a write in between rebuilds next time.
                 self.key = (newest_us, self.report.data_version or version)
                 self.built_at = time.monotonic()
+                self.build_s = time.perf_counter() - began
             return self.report, self.hours
 
 
-async def fleet_coverage(pool: asyncpg.Pool, report: AssembledReport) -> Coverage | None:
+async def fleet_from_the_worker(
+    app: web.Application,
+) -> tuple[AssembledReport, list[tuple[int, int, int]] | None] | None:
+    """A report at the newest poll, asked of the worker like any other, with the fleet's hours
+    (None when the worker answered from PostgreSQL and has none); None when no answer came
+    within FLEET_REPORT_WAIT_S or the queue of reports is full."""
+    pool, settings = app[POOL], app[SETTINGS]
+    publisher = app.get(PUBLISHER)
+    if publisher is None:
+        return None
+    report_id = uuid.uuid4()
+    if not await db_reports.create_report(pool, report_id, None, settings.max_open_reports):
+        return None
+    try:
+        await publisher.publish(report_id, None, fleet_hours=True)
+    except (KafkaError, TimeoutError) as error:
+        await db_reports.fail_report(pool, report_id, f"the request could not be queued: {error}")
+        return None
+    deadline = time.monotonic() + FLEET_REPORT_WAIT_S
+    while True:
+        record = await db_reports.get_report(pool, report_id)
+        if record is None or record.status == ReportStatus.FAILED:
+            return None
+        if record.status == ReportStatus.COMPLETE:
+            break
+        if time.monotonic() > deadline:
+            return None  # the worker answers it later; this page is built from the database
+        await asyncio.sleep(FLEET_REPORT_POLL_S)
+    csv_text = await db_reports.get_report_csv(pool, report_id)
+    packed, digest = await db_reports.get_report_exact(pool, report_id)
+    if record.as_of_us is None or csv_text is None or packed is None:
+        return None
+    rows = await asyncio.to_thread(unpack_sums, formats.store_ids(csv_text), packed)
+    report = AssembledReport(
+        record.as_of_us,
+        "",
+        len(rows),
+        rows=tuple(rows),
+        data_version=record.data_version,
+        schedules_digest=digest,
+    )
+    hours = None
+    if record.data_version is not None:
+        hours = await db_reports.get_fleet_hours(pool, record.as_of_us, record.data_version)
+    return report, hours
+
+
+async def fleet_coverage(
+    pool: asyncpg.Pool, report: AssembledReport, sessions: SessionsKept
+) -> Coverage | None:
     """Business and unobserved time of the whole fleet per window, from the schedules the
     report was assembled with (None if one changed since: the sums would not match)."""
     ids = [r.store_id for r in report.rows]
@@ -207,20 +318,21 @@ async def fleet_coverage(pool: asyncpg.Pool, report: AssembledReport) -> Coverag
             " WHERE store_id = ANY($1::text[])",
             ids,
         )
-    hours = {r["store_id"]: (r["schedule"], r["zone"]) for r in stores}
+    pair_of = {r["store_id"]: (r["schedule"], r["zone"]) for r in stores}
 
     def add_up() -> Coverage:
-        business = [0, 0, 0]
-        unobserved = [0, 0, 0]
-        for row in report.rows:
-            text, zone = hours[row.store_id]
-            schedule = tuple(WeeklyInterval(*i) for i in orjson.loads(text))
-            found = coverage(row, schedule, zone, report.as_of_us)
-            for w in range(3):
-                business[w] += found.business_us[w]
-                unobserved[w] += found.unobserved_us[w]
+        number: dict[tuple[str, str], int] = {}
+        store_pair = [number.setdefault(pair_of[i], len(number)) for i in ids]
+        business_per_pair = sessions.business(list(number), report.as_of_us)
+        stores_per_pair = np.bincount(np.array(store_pair, np.int64), minlength=len(number))
+        business = (business_per_pair * stores_per_pair[:, None]).sum(axis=0)
+        up, down = fleet_totals(report.rows)
+        unobserved = [int(business[w]) - up[w] - down[w] for w in range(len(WINDOWS))]
+        if min(unobserved) < 0:
+            raise ValueError("the fleet's up and down exceed its business time")
         return Coverage(
-            (business[0], business[1], business[2]), (unobserved[0], unobserved[1], unobserved[2])
+            (int(business[0]), int(business[1]), int(business[2])),
+            (unobserved[0], unobserved[1], unobserved[2]),
         )
 
     return await asyncio.to_thread(add_up)
@@ -302,6 +414,9 @@ def fleet_context(
     allowed: ReportRange,
     reach_hours: int,
     lead_hours: int,
+    *,
+    built_from: str = "database",
+    build_s: float = 0.0,
 ) -> dict[str, Any]:
     up, down = fleet_totals(report.rows)
     unobserved = business = "\u2013"
@@ -311,6 +426,8 @@ def fleet_context(
     return {
         "title": "Fleet",
         "charts": True,
+        "built_from": "the worker's in-memory index" if built_from == "worker" else "PostgreSQL",
+        "build_ms": round(1000 * build_s),
         "as_of": when(report.as_of_us),
         "range_earliest": format_utc(allowed.earliest_us),
         "range_latest": format_utc(allowed.latest_us),
@@ -340,7 +457,7 @@ async def fleet_page(request: web.Request) -> web.Response:
     if newest is None or allowed is None:
         return render(request, "fleet_empty.html", {"title": "Fleet"})
     fleet = request.app[FLEET]
-    report, hours = await fleet.get(pool, newest)
+    report, hours = await fleet.get(request.app, newest)
     context = fleet_context(
         report,
         hours,
@@ -348,6 +465,8 @@ async def fleet_page(request: web.Request) -> web.Response:
         allowed,
         settings.report_reach_hours,
         settings.report_lead_hours,
+        built_from=fleet.built_from,
+        build_s=fleet.build_s,
     )
     return render(request, "fleet.html", context)
 

@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -31,10 +32,13 @@ from storemon.aggregates.records import DEFAULT_ZONE
 from storemon.aggregates.report import format_hundredths
 from storemon.aggregates.timebase import HOUR_US, format_utc, parse_poll_timestamp
 from storemon.batch import compute_report, load_dataset
+from storemon.db import dashboard as queries
+from storemon.db.assemble import assemble_report
 from storemon.settings import Settings
 from storemon.streams import messages
-from storemon.web import assets
+from storemon.web import assets, dashboard
 from storemon.web.app import build_app
+from storemon.web.keys import POOL
 
 from .browser import chromium_binary, headless_chromium
 from .pipeline import REPO, Pipeline, batch_csv, generate, newest_poll_us, read_messages
@@ -57,6 +61,7 @@ class Live:
     report_id: str
     batch: dict[str, list[str]]  # store_id -> the batch report's fields
     polls: list[tuple[str, str, bytes]]
+    app: web.Application
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +78,7 @@ async def live(
         pipeline.start_worker()
         await pipeline.publish([*reference, *polls, (messages.POLLS, "s-bad", BAD_POLL)])
         await pipeline.wait_consumed()
+        await pipeline.wait_report_index()
         await server.start_server()
         base = str(server.make_url("")).rstrip("/")
         async with (
@@ -83,7 +89,8 @@ async def live(
             report_id = (await response.json())["report_id"]
         await pipeline.wait_report(uuid.UUID(report_id))
         rows = list(csv.reader(io.StringIO(batch_csv(dataset))))[1:]
-        yield Live(pipeline, dataset, base, report_id, {r[0]: r for r in rows}, polls)
+        batch = {r[0]: r for r in rows}
+        yield Live(pipeline, dataset, base, report_id, batch, polls, server.app)
     finally:
         await server.close()
         await pipeline.close()
@@ -175,6 +182,43 @@ async def test_fleet_page_agrees_with_the_batch_report(live: Live) -> None:
     )
     shown_unobserved = re.search(r'id="kpi-unobserved">([\d.]+) h<', body).group(1)  # type: ignore[union-attr]
     assert shown_unobserved == format_hundredths(unobserved, HOUR_US)
+
+
+async def test_fleet_page_from_the_worker_equals_the_database(live: Live) -> None:
+    """The fleet page asks the worker for a report with the fleet's hours (summed from its
+    in-memory index): the rows, hours and business time equal what PostgreSQL gives."""
+    found = await dashboard.fleet_from_the_worker(live.app)
+    assert found is not None
+    report, hours = found
+    assert hours is not None  # the index summed them
+    pool = live.app[POOL]
+    from_database = await assemble_report(pool, report.as_of_us, with_digest=True)
+    assert report.rows == from_database.rows
+    assert report.schedules_digest == from_database.schedules_digest
+    top = report.as_of_us - report.as_of_us % HOUR_US
+    async with pool.acquire() as conn:
+        assert hours == await queries.fleet_hours(conn, top - 167 * HOUR_US, top + HOUR_US)
+    assert len(hours) == 168
+    assert any(up for _, up, _ in hours)
+    data = load_dataset(live.dataset)
+    expected = [
+        coverage(
+            row,
+            data.schedules.get(row.store_id, ()),
+            data.zones.get(row.store_id, DEFAULT_ZONE),
+            report.as_of_us,
+        )
+        for row in report.rows
+    ]
+    kept = dashboard.SessionsKept()
+    for _ in range(2):  # computed, then from the sessions kept
+        fleet = await dashboard.fleet_coverage(pool, report, kept)
+        assert fleet is not None
+        for w in range(3):
+            assert fleet.business_us[w] == sum(c.business_us[w] for c in expected)
+            assert fleet.unobserved_us[w] == sum(c.unobserved_us[w] for c in expected)
+    _, page, _ = await fetch(live, "/dashboard/", headers=AUTH)
+    assert "Summed by the worker&#39;s in-memory index" in page
 
 
 async def test_store_page_shows_its_report_row_and_its_week(live: Live) -> None:

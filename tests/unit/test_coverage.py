@@ -11,17 +11,20 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from storemon.aggregates.coverage import (
     COVERAGE_HEADER,
     Coverage,
+    business_of_sessions,
+    business_windows,
     coverage,
     coverage_values,
     pack_sums,
     unpack_sums,
 )
 from storemon.aggregates.report import LONGEST_WINDOW_US, WINDOWS, StoreWindows, render_csv
-from storemon.aggregates.schedule import sessions_between
+from storemon.aggregates.schedule import ENDLESS, sessions_between
 from storemon.aggregates.timebase import HOUR_US, MINUTE_US
 from storemon.aggregates.timeline import dedupe_polls
 from storemon.web import formats
@@ -50,6 +53,24 @@ def test_unobserved_is_the_business_time_of_sessions_without_a_poll(store) -> No
         )
         assert found.unobserved_us[i] == unobserved
         assert row.up_us[i] + row.down_us[i] + found.unobserved_us[i] == found.business_us[i]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(stores(), min_size=1, max_size=5), st.integers(0, 3 * 24))
+def test_business_of_many_stores_at_once_equals_one_at_a_time(fleet, hours_later) -> None:  # type: ignore[no-untyped-def]
+    """The dashboard sums the fleet's business time on arrays, from sessions computed over a
+    wider span than the week (kept for a while): the same microseconds as store by store."""
+    as_of = fleet[0][3] + hours_later * HOUR_US
+    sessions = [
+        sessions_between(sched, zone, as_of - LONGEST_WINDOW_US - 86_400_000_000, as_of + HOUR_US)
+        for sched, zone, _, _ in fleet
+    ]
+    found = business_of_sessions([*sessions, ENDLESS], as_of)
+    expected = [business_windows(sched, zone, as_of) for sched, zone, _, _ in fleet]
+    assert [tuple(int(v) for v in row) for row in found] == [
+        *expected,
+        tuple(length for length, _ in WINDOWS),
+    ]
 
 
 def test_worked_example_store_a_week_later_before_any_poll_of_that_monday() -> None:

@@ -100,6 +100,15 @@ def test_index_equals_the_store_states_at_every_report_time(fleet, seed, data) -
         _publish(index, state, state.apply_polls(polls), whole_days=rng.random() < 0.3)
     all_polls = [ts for state in states for ts in state.poll_ts]
     assume(all_polls)
+    # The fleet's hours, as the dashboard shows them: every store's stored buckets summed.
+    top = max(all_polls) - max(all_polls) % HOUR_US
+    oldest = index.oldest_hour_kept()
+    assert oldest is not None
+    lo = max(top - WEEK_OF_HOURS * HOUR_US, oldest)
+    assert index.fleet_hours(lo + 1, top + HOUR_US) == [
+        (h, sum(s.hour_totals(h)[0] for s in states), sum(s.hour_totals(h)[1] for s in states))
+        for h in range(lo + HOUR_US, top + HOUR_US, HOUR_US)
+    ]
     base = fleet[0][3]
     as_of = data.draw(
         st.one_of(

@@ -68,6 +68,9 @@ class AssembledReport:
     schedules_digest: int | None = None
     # The exact sums already packed (the in-memory path has no ``rows``), see pack_sums.
     packed_sums: bytes | None = None
+    # The fleet's (hour start, up, down) of the week before the report time, when the
+    # request asked for them (the dashboard does; only the in-memory path sums them).
+    fleet_hours: tuple[tuple[int, int, int], ...] | None = None
 
 
 # One statement text, used by the job (in its snapshot) and by the API (when it adds

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 import uuid
+from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from itertools import chain
 from typing import Any
 
 import asyncpg
@@ -226,6 +230,39 @@ async def get_report_exact(
     return row["window_us"], row["schedules_digest"]
 
 
+async def store_fleet_hours(
+    pool: asyncpg.Pool, as_of_us: int, data_version: int, hours: Sequence[tuple[int, int, int]]
+) -> None:
+    """Keep the fleet's (hour start, up, down) of a report time and version (see migration
+    0017); a second write of the same key is the same value and changes nothing."""
+    packed = array("q", chain.from_iterable(hours))
+    if sys.byteorder != "little":  # pragma: no cover
+        packed.byteswap()
+    await pool.execute(
+        "INSERT INTO fleet_hours (as_of_us, data_version, hours) VALUES ($1, $2, $3)"
+        " ON CONFLICT DO NOTHING",
+        as_of_us,
+        data_version,
+        packed.tobytes(),
+    )
+
+
+async def get_fleet_hours(
+    pool: asyncpg.Pool, as_of_us: int, data_version: int
+) -> list[tuple[int, int, int]] | None:
+    value: bytes | None = await pool.fetchval(
+        "SELECT hours FROM fleet_hours WHERE as_of_us = $1 AND data_version = $2",
+        as_of_us,
+        data_version,
+    )
+    if value is None:
+        return None
+    packed = array("q", value)
+    if sys.byteorder != "little":  # pragma: no cover
+        packed.byteswap()
+    return [(packed[i], packed[i + 1], packed[i + 2]) for i in range(0, len(packed), 3)]
+
+
 async def prune_reports(pool: asyncpg.Pool, keep_hours: float) -> int:
     """Delete finished reports (and their CSVs) created more than ``keep_hours`` ago;
     returns how many. Pending and Running ones stay: their jobs still answer for them."""
@@ -234,6 +271,10 @@ async def prune_reports(pool: asyncpg.Pool, keep_hours: float) -> int:
         " AND created_at < now() - make_interval(secs => $3)",
         ReportStatus.COMPLETE,
         ReportStatus.FAILED,
+        keep_hours * 3600.0,
+    )
+    await pool.execute(
+        "DELETE FROM fleet_hours WHERE created_at < now() - make_interval(secs => $1)",
         keep_hours * 3600.0,
     )
     return int(status.split()[-1])

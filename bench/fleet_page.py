@@ -1,0 +1,174 @@
+"""The dashboard's fleet page against a report, through the real API.
+
+    .venv/bin/python bench/fleet_page.py --stores 14000 --days 8 [--loads 5]
+
+Fills a fresh pipeline with a generated data set (packed replay), starts the worker with its
+report index, then times, through the API run in this process:
+
+* ``GET /dashboard/`` right after the aggregates changed (a poll delivered again: the
+  numbers stay the same, the version moves on, so the page's cache cannot answer): *cold*;
+* the same page asked again with nothing changed: *warm*;
+* a report at the default moment (``POST /trigger_report`` until ``GET /get_report``
+  returns the CSV), each after the same kind of change, so it is computed;
+* how the page was built before the worker's index summed it, part by part: the fleet's
+  rows assembled from PostgreSQL, their business and unobserved time with no sessions
+  kept, and the fleet's hours summed by PostgreSQL.
+
+Prints medians and writes ``bench/work/report-<stores>x<days>/fleet-page.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "src"))
+
+from stream_ingest import fresh_pipeline, wait_worker_ready  # noqa: E402
+
+from storemon.producers.replay import replay  # noqa: E402
+from tests.integration.pipeline import Pipeline  # noqa: E402
+
+
+async def touch_aggregates(pipeline: Pipeline) -> None:
+    """Deliver a store's newest poll again as ``active``: a duplicate changes nothing (if the
+    poll was ``inactive``, that still wins), but the aggregates' version moves on."""
+    from storemon.aggregates.timebase import format_utc
+    from storemon.db.assemble import aggregates_version
+    from storemon.streams import messages
+
+    assert pipeline.pool is not None
+    row = await pipeline.pool.fetchrow(
+        "SELECT store_id, newest_poll_us FROM stores WHERE newest_poll_us IS NOT NULL LIMIT 1"
+    )
+    async with pipeline.pool.acquire() as conn:
+        before = await aggregates_version(conn)
+    store_id, stamp = row["store_id"], format_utc(row["newest_poll_us"])
+    await pipeline.publish(
+        [(messages.POLLS, store_id, messages.poll_message(store_id, stamp, "active"))]
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        async with pipeline.pool.acquire() as conn:
+            if await aggregates_version(conn) != before:
+                return
+        await asyncio.sleep(0.02)
+    raise TimeoutError("the poll delivered again never reached PostgreSQL")
+
+
+async def main(stores: int, days: int, loads: int) -> dict[str, Any]:
+    import aiohttp
+    from aiohttp import web
+
+    from storemon.db.assemble import assemble_report
+    from storemon.web import dashboard
+    from storemon.web.app import build_app
+
+    _, work, data, pipeline = await fresh_pipeline("report", stores, days)
+    assert pipeline.pool is not None
+    await replay(pipeline.settings, data, speedup=None, progress=False)
+    pipeline.start_worker()
+    await wait_worker_ready(pipeline)
+    await pipeline.wait_consumed(timeout_s=7200)
+    await pipeline.wait_report_index(timeout_s=600)
+
+    runner = web.AppRunner(build_app(pipeline.settings))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    base = f"http://127.0.0.1:{port}"
+    timings: dict[str, list[float]] = {"cold": [], "warm": [], "report": []}
+    parts: dict[str, list[float]] = {"rows": [], "coverage": [], "hours": []}
+    try:
+        async with aiohttp.ClientSession() as session:
+
+            async def page() -> float:
+                t0 = time.perf_counter()
+                async with session.get(f"{base}/dashboard/") as response:
+                    assert response.status == 200, response.status
+                    await response.read()
+                return time.perf_counter() - t0
+
+            async def report() -> float:
+                t0 = time.perf_counter()
+                async with session.post(f"{base}/trigger_report") as response:
+                    report_id = (await response.json())["report_id"]
+                while True:
+                    async with session.get(
+                        f"{base}/get_report", params={"report_id": report_id}
+                    ) as response:
+                        if response.content_type == "text/csv":
+                            await response.read()
+                            return time.perf_counter() - t0
+                    await asyncio.sleep(0.01)
+
+            fleet = runner.app[dashboard.FLEET]
+            t0 = time.perf_counter()
+            await page()  # the first page after start-up: templates, every pair's sessions
+            first_page_s = time.perf_counter() - t0
+            built_from: list[str] = []
+            for _ in range(loads):
+                await touch_aggregates(pipeline)
+                # The cache keeps a page of the same newest poll for a minute: drop it.
+                fleet.report = None
+                timings["cold"].append(await page())
+                built_from.append(fleet.built_from)
+                timings.setdefault("cold_build", []).append(fleet.build_s)
+                timings["warm"].append(await page())
+                await touch_aggregates(pipeline)
+                timings["report"].append(await report())
+                newest = await pipeline.pool.fetchval("SELECT max(newest_poll_us) FROM stores")
+                t0 = time.perf_counter()
+                assembled = await assemble_report(pipeline.pool, newest, with_digest=True)
+                t1 = time.perf_counter()
+                await dashboard.fleet_coverage(pipeline.pool, assembled, dashboard.SessionsKept())
+                t2 = time.perf_counter()
+                async with pipeline.pool.acquire() as conn:
+                    hour = 3_600_000_000
+                    top = newest - newest % hour
+                    await dashboard.queries.fleet_hours(conn, top - 167 * hour, top + hour)
+                t3 = time.perf_counter()
+                parts["rows"].append(t1 - t0)
+                parts["coverage"].append(t2 - t1)
+                parts["hours"].append(t3 - t2)
+    finally:
+        await runner.cleanup()
+        await pipeline.close()
+
+    def med(values: list[float]) -> float:
+        return round(statistics.median(values), 4)
+
+    result: dict[str, Any] = {
+        "stores": stores,
+        "days": days,
+        "loads": loads,
+        "first_page_s": round(first_page_s, 4),
+        "cold_built_from": built_from,
+        **{f"{k}_median_s": med(v) for k, v in timings.items()},
+        **{f"cold_part_{k}_median_s": med(v) for k, v in parts.items()},
+        "all": {**timings, **parts},
+    }
+    result["cold_over_report"] = round(result["cold_median_s"] / result["report_median_s"], 2)
+    (work / "fleet-page.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stores", type=int, default=2000)
+    parser.add_argument("--days", type=int, default=8)
+    parser.add_argument("--loads", type=int, default=5)
+    args = parser.parse_args()
+    outcome = asyncio.run(main(args.stores, args.days, args.loads))
+    for key, value in outcome.items():
+        if key != "all":
+            print(f"{key:<32} {value}")
