@@ -268,7 +268,9 @@ async def fleet_from_the_worker(
     if publisher is None:
         return None
     report_id = uuid.uuid4()
-    if not await db_reports.create_report(pool, report_id, None, settings.max_open_reports):
+    if not await db_reports.create_report(
+        pool, report_id, None, settings.max_open_reports, for_dashboard=True
+    ):
         return None
     try:
         await publisher.publish(report_id, None, fleet_hours=True)

@@ -131,7 +131,7 @@ async def _database_facts(settings: Settings, status: Status) -> None:
             }
         report = await conn.fetchrow(
             "SELECT report_id, status, as_of_us, created_at, finished_at, error, row_count"
-            " FROM reports ORDER BY created_at DESC LIMIT 1"
+            " FROM reports WHERE NOT for_dashboard ORDER BY created_at DESC LIMIT 1"
         )
         if report is not None:
             status.last_report = {

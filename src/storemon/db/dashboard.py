@@ -187,7 +187,8 @@ class ReportListing:
 async def recent_reports(conn: Connection, limit: int) -> list[ReportListing]:
     rows = await conn.fetch(
         "SELECT report_id, status, as_of_us, requested_as_of_us, created_at, finished_at,"
-        " row_count, error FROM reports ORDER BY created_at DESC LIMIT $1",
+        " row_count, error FROM reports WHERE NOT for_dashboard"
+        " ORDER BY created_at DESC LIMIT $1",
         limit,
     )
     return [ReportListing(**dict(row)) for row in rows]

@@ -53,14 +53,17 @@ async def create_report(
     report_id: uuid.UUID,
     requested_as_of_us: int | None,
     max_open: int | None = None,
+    *,
+    for_dashboard: bool = False,
 ) -> bool:
     """Store a Pending report. With ``max_open``, only while fewer than that many reports
     are Pending or Running; returns False (nothing stored) when the queue is full. The
     count and the insert are one statement, so concurrent triggers overshoot by at most the
-    number of API connections."""
+    number of API connections. ``for_dashboard``: asked by the fleet page, so kept out of
+    the lists of reports (the reports page, ``storemon status``)."""
     row = await pool.fetchval(
-        "INSERT INTO reports (report_id, status, requested_as_of_us)"
-        " SELECT $1, $2, $3 WHERE $4::integer IS NULL OR"
+        "INSERT INTO reports (report_id, status, requested_as_of_us, for_dashboard)"
+        " SELECT $1, $2, $3, $6 WHERE $4::integer IS NULL OR"
         " (SELECT count(*) FROM reports WHERE status IN ($2, $5)) < $4::integer"
         " RETURNING 1",
         report_id,
@@ -68,6 +71,7 @@ async def create_report(
         requested_as_of_us,
         max_open,
         ReportStatus.RUNNING,
+        for_dashboard,
     )
     return row is not None
 
