@@ -35,15 +35,28 @@ def sorted_unique_polls(
     ts_bits = (int(ts_us.max()) - first_ts).bit_length()
     store_bits = int(store.max()).bit_length()
     if ts_bits + store_bits + 1 <= 62:
-        # One integer key per poll (store, time, status) sorts faster than three columns.
-        key = (store << (ts_bits + 1)) | ((ts_us - first_ts) << 1) | active.astype(np.int64)
+        # One integer key per poll (store, time, status) sorts faster than three columns;
+        # built and taken apart in place, as each fresh array costs its pages.
+        key = ts_us - first_ts
+        key <<= 1
+        key |= active
+        key |= store << (ts_bits + 1)
         key.sort()
-        store = key >> (ts_bits + 1)
-        ts_us = ((key >> 1) & ((1 << ts_bits) - 1)) + first_ts
+        # one per (store, time): the first, inactive (status bit 0) where both are there
+        place = key >> 1
+        keep = np.ones(len(key), dtype=np.bool_)
+        np.not_equal(place[1:], place[:-1], out=keep[1:])
+        del place
+        if not keep.all():
+            key = key[keep]
         active = (key & 1).astype(np.bool_)
-    else:
-        order = np.lexsort((active, ts_us, store))
-        store, ts_us, active = store[order], ts_us[order], active[order]
+        key >>= 1
+        ts_us = key & ((1 << ts_bits) - 1)
+        ts_us += first_ts
+        key >>= ts_bits
+        return key, ts_us, active
+    order = np.lexsort((active, ts_us, store))
+    store, ts_us, active = store[order], ts_us[order], active[order]
     keep = np.ones(len(ts_us), dtype=np.bool_)
     keep[1:] = (store[1:] != store[:-1]) | (ts_us[1:] != ts_us[:-1])
     return store[keep], ts_us[keep], active[keep]
@@ -106,44 +119,63 @@ def sorted_fleet_sums(
     flat_starts = _flat([sessions.starts for sessions in shared])
     flat_ends = _flat([sessions.ends for sessions in shared])
     store_counts = counts[which] if len(which) else np.zeros(0, dtype=np.int64)
-    total = int(store_counts.sum())
+    store_offsets = np.cumsum(store_counts) - store_counts
     s_store = np.repeat(reported, store_counts)
     # index into the flat lists: the store's list start plus the place within its list
-    taken = np.repeat(firsts[which] - (np.cumsum(store_counts) - store_counts), store_counts)
-    taken += np.arange(total, dtype=np.int64)
+    taken = np.repeat(firsts[which] - store_offsets, store_counts)
+    taken += np.arange(len(taken), dtype=np.int64)
     s_start, s_end = flat_starts[taken], flat_ends[taken]
     sums = np.zeros((n_stores, 2 * len(WINDOWS)), dtype=np.int64)
-    if len(ts_us) and len(s_start):
-        # The session holding each poll: the last session of its store that starts at or
-        # before it, if the poll lies before that session's end.
-        session = _last_at_or_before(s_store, s_start, store, ts_us)
-        inside = (session >= 0) & (ts_us < s_end[np.maximum(session, 0)])
+    if len(ts_us) == 0 or len(s_start) == 0:
+        return reported, sums[reported]
+    # The session holding each poll: the last session of its store that starts at or
+    # before it, if the poll lies before that session's end.
+    session = _last_at_or_before(s_store, s_start, store, ts_us)
+    store_first = np.zeros(n_stores, dtype=np.int64)
+    store_first[reported] = store_offsets
+    inside = session >= store_first[store]  # else -1 or a session of an earlier store
+    inside &= ts_us < s_end[session]
+    if not inside.all():
         store, ts_us, active, session = (
             store[inside],
             ts_us[inside],
             active[inside],
             session[inside],
         )
-        if len(ts_us):
-            first = np.ones(len(ts_us), dtype=np.bool_)
-            first[1:] = session[1:] != session[:-1]
-            last = np.ones(len(ts_us), dtype=np.bool_)
-            last[:-1] = first[1:]
-            # Midpoints rounded down: the later poll wins the odd half microsecond.
-            midpoints = (ts_us[:-1] + ts_us[1:]) // 2
-            cover_lo = s_start[session]
-            cover_lo[1:] = np.where(first[1:], cover_lo[1:], midpoints)
-            cover_hi = s_end[session]
-            cover_hi[:-1] = np.where(last[:-1], cover_hi[:-1], midpoints)
-            cover_hi = np.minimum(cover_hi, as_of_us)
-            group_starts = np.flatnonzero(np.r_[True, store[1:] != store[:-1]])
-            groups = store[group_starts]
-            for w, (length, _) in enumerate(WINDOWS):
-                covered = np.maximum(cover_hi - np.maximum(cover_lo, as_of_us - length), 0)
-                sums[groups, w] = np.add.reduceat(np.where(active, covered, 0), group_starts)
-                sums[groups, len(WINDOWS) + w] = np.add.reduceat(
-                    np.where(active, 0, covered), group_starts
-                )
+    if len(ts_us) == 0:
+        return reported, sums[reported]
+    # Each poll covers its session from the midpoint with the poll before it to the one
+    # with the poll after it, or to the session's edge where it is the first or the last.
+    # Midpoints rounded down: the later poll wins the odd half microsecond.
+    same = session[1:] == session[:-1]
+    midpoints = ts_us[:-1] + ts_us[1:]
+    midpoints //= 2
+    cover_lo = s_start[session]
+    np.copyto(cover_lo[1:], midpoints, where=same)
+    cover_hi = s_end[session]
+    np.copyto(cover_hi[:-1], midpoints, where=same)
+    np.minimum(cover_hi, as_of_us, out=cover_hi)
+    del midpoints, same, session, ts_us
+    # The windows nest and end at as_of: each shorter window looks only at the polls whose
+    # cover reaches into the window before it.
+    for w in reversed(range(len(WINDOWS))):
+        window_start = as_of_us - WINDOWS[w][0]
+        if w < len(WINDOWS) - 1:
+            reaching = np.flatnonzero(cover_hi > window_start)
+            store, active = store[reaching], active[reaching]
+            cover_lo, cover_hi = cover_lo[reaching], cover_hi[reaching]
+        if len(store) == 0:
+            break
+        covered = np.maximum(cover_lo, window_start)
+        np.subtract(cover_hi, covered, out=covered)
+        np.maximum(covered, 0, out=covered)
+        group_starts = np.flatnonzero(np.r_[True, store[1:] != store[:-1]])
+        groups = store[group_starts]
+        both = np.add.reduceat(covered, group_starts)
+        covered *= active
+        up = np.add.reduceat(covered, group_starts)
+        sums[groups, w] = up
+        sums[groups, len(WINDOWS) + w] = both - up
     return reported, sums[reported]
 
 
@@ -152,28 +184,37 @@ def _flat(lists: list[list[int]]) -> Int64s:
 
 
 def _last_at_or_before(s_store: Int64s, s_start: Int64s, store: Int64s, ts_us: Int64s) -> Int64s:
-    """For each (store, ts), the index of the last session of that store starting at or
-    before ts, or -1. Sessions are sorted by (store, start); polls by (store, ts)."""
+    """For each (store, ts), the index of the last session starting at or before it in the
+    order (store, start), or -1: a session of an earlier store when the poll's own store
+    has none by then (the caller checks). Sessions are sorted by (store, start); polls by
+    (store, ts)."""
     # Starts before the first poll all behave alike: clamping them keeps their order (a tie
     # resolves to the later session, the only one that can still hold a poll).
     lowest = int(ts_us.min()) - 1
     starts = np.maximum(s_start, lowest) - lowest
     span = int(max(int(starts.max()), int(ts_us.max()) - lowest)) + 1
-    if (int(store.max()) + 1) * span < 2**62:
-        keyed = s_store * span + starts
-        found = np.searchsorted(keyed, store * span + (ts_us - lowest), side="right") - 1
-    else:  # too wide for one integer key: merge sessions and polls in one sort
-        times = np.concatenate([starts, ts_us - lowest])
-        stores = np.concatenate([s_store, store])
-        kinds = np.r_[np.zeros(len(starts), np.int64), np.ones(len(ts_us), np.int64)]
-        order = np.lexsort((kinds, times, stores))
-        marks = np.r_[np.arange(len(starts), dtype=np.int64), np.full(len(ts_us), -1, np.int64)]
-        running = np.maximum.accumulate(marks[order])
-        found = np.empty(len(ts_us), dtype=np.int64)
-        is_poll = order >= len(starts)
-        found[order[is_poll] - len(starts)] = running[is_poll]
-    clamped = np.maximum(found, 0)
-    return np.where((found >= 0) & (s_store[clamped] == store), found, -1)
+    if (max(int(store.max()), int(s_store.max())) + 1) * span < 2**62:
+        # Both lists are sorted on one integer key: each session's place among the polls,
+        # then, per poll, how many sessions come at or before it.
+        poll_keys = store * span
+        poll_keys += ts_us
+        poll_keys -= lowest
+        places = np.searchsorted(poll_keys, s_store * span + starts, side="left")
+        del poll_keys
+        found = np.cumsum(np.bincount(places, minlength=len(ts_us) + 1)[:-1])
+        found -= 1
+        return found
+    # too wide for one integer key: merge sessions and polls in one sort
+    times = np.concatenate([starts, ts_us - lowest])
+    stores = np.concatenate([s_store, store])
+    kinds = np.r_[np.zeros(len(starts), np.int64), np.ones(len(ts_us), np.int64)]
+    order = np.lexsort((kinds, times, stores))
+    marks = np.r_[np.arange(len(starts), dtype=np.int64), np.full(len(ts_us), -1, np.int64)]
+    running = np.maximum.accumulate(marks[order])
+    found = np.empty(len(ts_us), dtype=np.int64)
+    is_poll = order >= len(starts)
+    found[order[is_poll] - len(starts)] = running[is_poll]
+    return found
 
 
 __all__ = [

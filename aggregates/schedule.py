@@ -49,6 +49,7 @@ _WIDEST_MARGIN_US = 64 * DAY_US
 
 
 Int64s = npt.NDArray[np.int64]
+Bools = npt.NDArray[np.bool_]
 
 
 class WeeklyInterval(NamedTuple):
@@ -204,68 +205,141 @@ def sessions_between(schedule: Schedule, zone_name: str, lo_us: int, hi_us: int)
     return Sessions(starts, ends)
 
 
+class ScheduleTable(NamedTuple):
+    """Schedules as arrays: schedule ``k`` is rows ``bounds[k]:bounds[k + 1]`` of
+    ``intervals``, each row a normalised (weekday, start_s, end_s); no rows: open 24x7."""
+
+    intervals: Int64s  # shape (n, 3)
+    bounds: Int64s  # shape (number of schedules + 1,)
+
+    def schedule(self, k: int) -> Schedule:
+        rows = self.intervals[self.bounds[k] : self.bounds[k + 1]].tolist()
+        return tuple(WeeklyInterval(*row) for row in rows)
+
+
+def schedule_table(schedules: Sequence[Schedule]) -> ScheduleTable:
+    counts = [len(schedule) for schedule in schedules]
+    flat = [tuple(interval) for schedule in schedules for interval in schedule]
+    return ScheduleTable(
+        np.array(flat, dtype=np.int64).reshape(-1, 3),
+        np.r_[0, np.cumsum(counts, dtype=np.int64)].astype(np.int64),
+    )
+
+
+def open_around_the_clock(table: ScheduleTable) -> Bools:
+    """:func:`is_open_around_the_clock` of each schedule of ``table``, on arrays."""
+    n = len(table.bounds) - 1
+    counts = np.diff(table.bounds)
+    schedule = np.repeat(np.arange(n, dtype=np.int64), counts)
+    week_start = table.intervals[:, 0] * SECONDS_PER_DAY
+    start = week_start + table.intervals[:, 1]
+    end = week_start + table.intervals[:, 2]
+    wraps = end > SECONDS_PER_WEEK  # Sunday night running into Monday: two pieces
+    schedule = np.concatenate([schedule, schedule[wraps]])
+    start = np.concatenate([start, np.zeros(int(wraps.sum()), dtype=np.int64)])
+    end = np.concatenate([np.minimum(end, SECONDS_PER_WEEK), end[wraps] - SECONDS_PER_WEEK])
+    around: Bools = np.equal(counts, 0)
+    if len(schedule) == 0:
+        return around
+    order = np.lexsort((start, schedule))
+    schedule, start, end = schedule[order], start[order], end[order]
+    # covered from the start of the week without a gap: a running maximum of the ends,
+    # each schedule lifted above the one before so that none carries into the next
+    lift = schedule * (2 * SECONDS_PER_WEEK)
+    reach = np.maximum.accumulate(end + lift)
+    first = np.r_[True, schedule[1:] != schedule[:-1]]
+    last = np.r_[schedule[1:] != schedule[:-1], True]
+    gap = np.where(first, start > 0, start + lift > np.r_[0, reach[:-1]])
+    gapped = np.zeros(n, dtype=np.bool_)
+    gapped[schedule[gap]] = True
+    whole = np.zeros(n, dtype=np.bool_)
+    whole[schedule[last]] = reach[last] - lift[last] >= SECONDS_PER_WEEK
+    around |= whole & ~gapped
+    return around
+
+
 def sessions_between_many(
     pairs: Sequence[tuple[Schedule, str]], lo_us: int, hi_us: int
 ) -> list[Sessions]:
-    """:func:`sessions_between` of each (schedule, zone name) pair, the same lists, computed
-    for all pairs at once on arrays: every span of every pair for the days around
-    ``[lo_us, hi_us)``, each distinct local time of each zone converted once, the spans
-    merged by a running maximum. A pair whose sessions reach the edge of those days (a
-    schedule open nearly around the clock) is left to :func:`sessions_between`."""
-    results: list[Sessions | None] = [None] * len(pairs)
-    around: dict[Schedule, bool] = {}
+    """:func:`sessions_between` of each (schedule, zone name) pair, the same lists: see
+    :func:`sessions_of_pairs`."""
     schedule_number: dict[Schedule, int] = {}
     zone_number: dict[str, int] = {}
-    todo: list[int] = []
-    pair_schedule: list[int] = []
-    pair_zone: list[int] = []
-    for i, (schedule, zone_name) in enumerate(pairs):
-        is_around = around.get(schedule)
-        if is_around is None:
-            is_around = around[schedule] = is_open_around_the_clock(schedule)
-        if is_around:
-            results[i] = ENDLESS
-            continue
-        todo.append(i)
-        pair_schedule.append(schedule_number.setdefault(schedule, len(schedule_number)))
-        pair_zone.append(zone_number.setdefault(zone_name, len(zone_number)))
-    if todo:
+    pair_schedule = [schedule_number.setdefault(s, len(schedule_number)) for s, _ in pairs]
+    pair_zone = [zone_number.setdefault(z, len(zone_number)) for _, z in pairs]
+    return sessions_of_pairs(
+        schedule_table(list(schedule_number)),
+        np.array(pair_schedule, dtype=np.int64),
+        np.array(pair_zone, dtype=np.int64),
+        list(zone_number),
+        lo_us,
+        hi_us,
+    )
+
+
+def sessions_of_pairs(
+    table: ScheduleTable,
+    pair_schedule: Int64s,
+    pair_zone: Int64s,
+    zone_names: Sequence[str],
+    lo_us: int,
+    hi_us: int,
+) -> list[Sessions]:
+    """:func:`sessions_between` of each pair (a schedule of ``table``, a zone of
+    ``zone_names``), computed for all pairs at once on arrays: every span of every pair
+    for the days around ``[lo_us, hi_us)``, each distinct local time of each zone
+    converted once, the spans merged by a running maximum. A pair whose sessions reach
+    the edge of those days is computed again with the margin doubled, as
+    :func:`sessions_between` does, up to the same widest margin."""
+    results: list[Sessions] = [ENDLESS] * len(pair_schedule)
+    todo = np.flatnonzero(~open_around_the_clock(table)[pair_schedule])
+    zones = [load_zone(name) for name in zone_names]
+    margin_us = _SESSION_MARGIN_US
+    while len(todo):
+        last_try = margin_us >= _WIDEST_MARGIN_US
         found = _sessions_on_arrays(
-            list(schedule_number),
-            [load_zone(name) for name in zone_number],
-            np.array(pair_schedule, dtype=np.int64),
-            np.array(pair_zone, dtype=np.int64),
-            lo_us,
-            hi_us,
+            table, zones, pair_schedule[todo], pair_zone[todo], lo_us, hi_us, margin_us, last_try
         )
-        for i, sessions in zip(todo, found, strict=True):
-            results[i] = (
-                sessions if sessions is not None else sessions_between(*pairs[i], lo_us, hi_us)
-            )
-    return [sessions for sessions in results if sessions is not None]
+        unsure: list[int] = []
+        for i, sessions in zip(todo.tolist(), found, strict=True):
+            if sessions is not None:
+                results[i] = sessions
+            elif last_try:  # too wide a span for the arrays' integer keys
+                schedule = table.schedule(int(pair_schedule[i]))
+                results[i] = sessions_between(schedule, zone_names[pair_zone[i]], lo_us, hi_us)
+            else:
+                unsure.append(i)
+        todo = np.array(unsure, dtype=np.int64)
+        margin_us *= 2
+    return results
 
 
 def _sessions_on_arrays(
-    schedules: list[Schedule],
+    table: ScheduleTable,
     zones: list[ZoneInfo],
     pair_schedule: Int64s,
     pair_zone: Int64s,
     lo_us: int,
     hi_us: int,
+    margin_us: int,
+    last_try: bool,
 ) -> list[Sessions | None]:
-    """The sessions of each pair (None: not sure, they reach the edge of the days looked at)."""
+    """The sessions of each pair overlapping ``[lo_us, hi_us)``, from the spans of the days
+    from ``lo_us - margin_us`` to ``hi_us + margin_us`` (:func:`sessions_between`'s steps
+    for one margin). None: not sure, they reach the edge of those days (unless
+    ``last_try``), or the times are too far apart for one integer key."""
     n_pairs = len(pair_schedule)
-    first_day = floor_to(lo_us - _SESSION_MARGIN_US, DAY_US) // DAY_US
-    last_day = floor_to(hi_us + _SESSION_MARGIN_US, DAY_US) // DAY_US
-    # Each schedule's intervals, flat; then each pair's, by the counts of its schedule.
-    counts = np.array([len(s) for s in schedules], dtype=np.int64)
-    flat = np.array([tuple(i) for s in schedules for i in s], dtype=np.int64).reshape(-1, 3)
-    pair_counts = counts[pair_schedule]
-    rows = np.repeat((np.cumsum(counts) - counts)[pair_schedule], pair_counts)
+    first_day = floor_to(lo_us - margin_us, DAY_US) // DAY_US
+    last_day = floor_to(hi_us + margin_us, DAY_US) // DAY_US
+    # Each pair's intervals, by the bounds of its schedule.
+    bounds = table.bounds
+    pair_counts = bounds[pair_schedule + 1] - bounds[pair_schedule]
+    rows = np.repeat(bounds[pair_schedule], pair_counts)
     rows += np.arange(len(rows), dtype=np.int64) - np.repeat(
         np.cumsum(pair_counts) - pair_counts, pair_counts
     )
     pair = np.repeat(np.arange(n_pairs, dtype=np.int64), pair_counts)
+    flat = table.intervals
     weekday, start_s, end_s = flat[rows, 0], flat[rows, 1], flat[rows, 2]
     # Each (pair, interval) on every local day of its weekday.
     days = np.arange(first_day, last_day + 1, dtype=np.int64)
@@ -325,8 +399,9 @@ def _sessions_on_arrays(
     pair_first = np.r_[True, s_pair[1:] != s_pair[:-1]]
     pair_last = np.r_[s_pair[1:] != s_pair[:-1], True]
     unsure = np.zeros(n_pairs, dtype=np.bool_)
-    unsure[s_pair[pair_first & (s_end > lo_us)]] = True
-    unsure[s_pair[pair_last & (s_start < hi_us)]] = True
+    if not last_try:
+        unsure[s_pair[pair_first & (s_end > lo_us)]] = True
+        unsure[s_pair[pair_last & (s_start < hi_us)]] = True
     overlapping = (s_end > lo_us) & (s_start < hi_us)
     s_pair, s_start, s_end = s_pair[overlapping], s_start[overlapping], s_end[overlapping]
     bounds = np.searchsorted(s_pair, np.arange(n_pairs + 1, dtype=np.int64)).tolist()

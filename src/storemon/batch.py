@@ -25,12 +25,11 @@ from storemon.aggregates.fleet import Int64s, sorted_fleet_sums, sorted_unique_p
 from storemon.aggregates.records import DEFAULT_ZONE, HoursRow, Rejection
 from storemon.aggregates.report import LONGEST_WINDOW_US, StoreWindows
 from storemon.aggregates.schedule import (
-    ALWAYS_OPEN,
     END_OF_DAY_FROM_S,
     Schedule,
-    WeeklyInterval,
+    ScheduleTable,
     build_schedule,
-    sessions_between_many,
+    sessions_of_pairs,
 )
 from storemon.aggregates.timebase import SECONDS_PER_DAY, format_utc, parse_as_of
 from storemon.report_csv import render_sums_csv
@@ -53,8 +52,8 @@ class Dataset:
     hours: HoursTable
     zone_table: ZoneTable
     rejections: list[Rejection]
-    # each store of hours.store_ids: its schedule's index into the list of schedules
-    hours_schedules: tuple[Int64s, list[Schedule]]
+    # each store of hours.store_ids: its schedule's index into the table of schedules
+    hours_schedules: tuple[Int64s, ScheduleTable]
     # each store of zone_table.store_ids: its zone's index into zone_table.zone_names
     table_zones: Int64s
 
@@ -116,9 +115,9 @@ def _codes_in(ids: Sequence[str], number_of: dict[str, int]) -> Int64s:
     return np.array([number_of.get(i, -1) for i in ids], dtype=np.int64)
 
 
-def hours_schedules(hours: HoursTable) -> tuple[Int64s, list[Schedule]]:
-    """The schedule of each store of ``hours.store_ids``, as an index into the list of
-    distinct schedules returned beside (index 0: no rows, open 24x7)."""
+def hours_schedules(hours: HoursTable) -> tuple[Int64s, ScheduleTable]:
+    """The schedule of each store of ``hours.store_ids``, as an index into the table of
+    distinct schedules returned beside (schedule 0: no rows, open 24x7)."""
     # normalise_interval on arrays: 23:59 or later ends the day, then an end at or before
     # the start runs into the next day.
     store, weekday, start_s = hours.store, hours.weekday, hours.start_s
@@ -126,25 +125,32 @@ def hours_schedules(hours: HoursTable) -> tuple[Int64s, list[Schedule]]:
     end_s = np.where(end_s <= start_s, end_s + SECONDS_PER_DAY, end_s)
     order = np.lexsort((end_s, start_s, weekday, store))
     rows = np.stack([store, weekday, start_s, end_s], axis=1)[order]
-    schedules: list[Schedule] = [ALWAYS_OPEN]
     schedule_of = np.zeros(len(hours.store_ids), dtype=np.int64)
     if len(rows) == 0:
-        return schedule_of, schedules
+        return schedule_of, ScheduleTable(np.zeros((0, 3), dtype=np.int64), np.zeros(2, np.int64))
     rows = rows[np.r_[True, (rows[1:] != rows[:-1]).any(axis=1)]]
-    # Many stores keep the same hours: each distinct schedule is built once.
-    index_of: dict[bytes, int] = {}
+    # Many stores keep the same hours: each distinct schedule is kept once.
+    index_of: dict[bytes, int] = {b"": 0}
     firsts = np.flatnonzero(np.r_[True, rows[1:, 0] != rows[:-1, 0]])
     intervals = np.ascontiguousarray(rows[:, 1:])
     which: list[int] = []
+    kept: list[int] = []  # the first store of each distinct schedule, by its place in rows
     for a, b in itertools.pairwise([*firsts.tolist(), len(rows)]):
         key = intervals[a:b].tobytes()
         number = index_of.get(key)
         if number is None:
-            number = index_of[key] = len(schedules)
-            schedules.append(tuple(WeeklyInterval(*row) for row in intervals[a:b].tolist()))
+            number = index_of[key] = len(index_of)
+            kept.append(a)
         which.append(number)
     schedule_of[rows[firsts, 0]] = which
-    return schedule_of, schedules
+    # the kept stores' rows, in the order of their schedules' numbers
+    ends = np.r_[firsts[1:], len(rows)]
+    starts_of_kept = np.array(kept, dtype=np.int64)
+    counts = ends[np.searchsorted(firsts, starts_of_kept)] - starts_of_kept
+    taken = np.repeat(starts_of_kept - (np.cumsum(counts) - counts), counts)
+    taken += np.arange(len(taken), dtype=np.int64)
+    bounds = np.r_[0, 0, np.cumsum(counts)].astype(np.int64)
+    return schedule_of, ScheduleTable(intervals[taken], bounds)
 
 
 def table_zones(table: ZoneTable) -> Int64s:
@@ -159,9 +165,9 @@ def table_zones(table: ZoneTable) -> Int64s:
     return zone_of
 
 
-def store_schedules(data: Dataset) -> tuple[Int64s, list[Schedule]]:
+def store_schedules(data: Dataset) -> tuple[Int64s, ScheduleTable]:
     """Each polled store's schedule (by its number in ``data.polls.store_ids``), as an
-    index into the list of distinct schedules returned beside (index 0: open 24x7)."""
+    index into the table of distinct schedules returned beside (schedule 0: open 24x7)."""
     schedule_of, schedules = data.hours_schedules
     number_of = {store_id: n for n, store_id in enumerate(data.hours.store_ids)}
     rows = _codes_in(data.polls.store_ids, number_of)
@@ -190,7 +196,8 @@ def report_sums(data: Dataset, as_of_us: int) -> tuple[Int64s, Int64s]:
     used = ts_us <= as_of_us
     if not used.all():
         store, ts_us, active = store[used], ts_us[used], active[used]
-    # The polls are sorted on another core while the sessions are computed.
+    # The polls are sorted on another core while the sessions are computed, then the sums
+    # are taken in two halves of the stores, one on each core.
     with ThreadPoolExecutor(max_workers=1) as pool:
         sorting = pool.submit(sorted_unique_polls, store, ts_us, active)
         schedule_of, schedules = store_schedules(data)
@@ -200,24 +207,33 @@ def report_sums(data: Dataset, as_of_us: int) -> tuple[Int64s, Int64s]:
         pairs, pair_of_store = np.unique(
             schedule_of * len(zone_names) + zone_of, return_inverse=True
         )
-        shared = sessions_between_many(
-            [
-                (schedules[pair // len(zone_names)], zone_names[pair % len(zone_names)])
-                for pair in pairs.tolist()
-            ],
+        shared = sessions_of_pairs(
+            schedules,
+            pairs // len(zone_names),
+            pairs % len(zone_names),
+            zone_names,
             as_of_us - LONGEST_WINDOW_US,
             as_of_us,
         )
+        pair_of_store = pair_of_store.reshape(-1).astype(np.int64)
         store, ts_us, active = sorting.result()
-    pair_of_store = pair_of_store.reshape(-1).astype(np.int64)
-    return sorted_fleet_sums(
-        store,
-        ts_us,
-        active,
-        len(polls.store_ids),
-        lambda numbers: (pair_of_store[numbers], shared),
-        as_of_us,
-    )
+        # a cut between two stores near the middle: each half holds whole stores
+        cut = int(np.searchsorted(store, store[len(store) // 2])) if len(store) else 0
+
+        def sums_of(a: int, b: int) -> tuple[Int64s, Int64s]:
+            return sorted_fleet_sums(
+                store[a:b],
+                ts_us[a:b],
+                active[a:b],
+                len(polls.store_ids),
+                lambda numbers: (pair_of_store[numbers], shared),
+                as_of_us,
+            )
+
+        first_half = pool.submit(sums_of, 0, cut)
+        second = sums_of(cut, len(store))
+        first = first_half.result()
+    return np.concatenate([first[0], second[0]]), np.concatenate([first[1], second[1]])
 
 
 def compute_report(data: Dataset, as_of_us: int) -> list[StoreWindows]:

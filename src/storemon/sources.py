@@ -329,10 +329,19 @@ def utc_suffix_timestamps(column: pa.ChunkedArray) -> tuple[Bools, Int64s]:
     ``YYYY-MM-DD HH:MM:SS[.f] UTC`` with 0-6 fraction digits and nothing around it. A value
     of any other form, or an impossible date or time, is not parsed here: it is for
     :func:`~storemon.aggregates.timebase.parse_poll_timestamp`, which also explains why."""
-    parts = [_utc_suffix_chunk(chunk) for chunk in column.chunks]
-    if not parts:
-        return np.zeros(0, dtype=np.bool_), np.zeros(0, dtype=np.int64)
-    return np.concatenate([ok for ok, _ in parts]), np.concatenate([ts for _, ts in parts])
+    ok = np.empty(len(column), dtype=np.bool_)
+    ts_us = np.empty(len(column), dtype=np.int64)
+    _utc_suffix_into(column, ok, ts_us)
+    return ok, ts_us
+
+
+def _utc_suffix_into(column: pa.ChunkedArray, ok: Bools, ts_us: Int64s) -> None:
+    """:func:`utc_suffix_timestamps` written into ``ok`` and ``ts_us`` (one row each)."""
+    first = 0
+    for chunk in column.chunks:
+        after = first + len(chunk)
+        ok[first:after], ts_us[first:after] = _utc_suffix_chunk(chunk)
+        first = after
 
 
 def _utc_suffix_chunk(chunk: pa.Array) -> tuple[Bools, Int64s]:
@@ -433,23 +442,53 @@ class PollTable:
         ]
 
 
-def _encode(column: pa.ChunkedArray) -> tuple[list[str], Int64s]:
+def _halves(column: pa.ChunkedArray) -> list[tuple[pa.ChunkedArray, int, int]]:
+    """``column`` cut between chunks into two parts of about the same number of rows (one
+    part when it has a single chunk), each with its first row and the row after its last."""
+    chunks = column.chunks
+    if len(chunks) < 2:
+        return [(column, 0, len(column))]
+    ends = np.cumsum([len(chunk) for chunk in chunks])
+    cut = min(max(int(np.searchsorted(ends, ends[-1] / 2)), 1), len(chunks) - 1)
+    middle = int(ends[cut - 1])
+    return [
+        (pa.chunked_array(chunks[:cut], column.type), 0, middle),
+        (pa.chunked_array(chunks[cut:], column.type), middle, len(column)),
+    ]
+
+
+@dataclass
+class _Codes:
+    """Each row's index into a list of distinct values, kept a chunk at a time."""
+
+    chunks: list[npt.NDArray[np.integer[Any]]]
+    num_rows: int
+
+    def take(self, table: Int64s) -> Int64s:
+        """``table[index]`` of each row, written once into one array."""
+        out = np.empty(self.num_rows, dtype=np.int64)
+        first = 0
+        for indexes in self.chunks:
+            np.take(table, indexes, out=out[first : first + len(indexes)])
+            first += len(indexes)
+        return out
+
+
+def _encode(column: pa.ChunkedArray) -> tuple[list[str], _Codes]:
     """The distinct values of ``column`` and, for each row, the index of its value."""
     encoded = pc.dictionary_encode(column)
     if encoded.num_chunks == 0:
-        return [], np.zeros(0, dtype=np.int64)
+        return [], _Codes([], 0)
     dictionaries = [chunk.dictionary for chunk in encoded.chunks]
     if not all(d.equals(dictionaries[-1]) for d in dictionaries):
         encoded = pa.table({"values": encoded}).unify_dictionaries().column("values")
-    indexes = np.concatenate(
-        [chunk.indices.to_numpy(zero_copy_only=False) for chunk in encoded.chunks]
-    ).astype(np.int64)
-    return encoded.chunk(0).dictionary.to_pylist(), indexes
+    indexes = [chunk.indices.to_numpy(zero_copy_only=False) for chunk in encoded.chunks]
+    return encoded.chunk(0).dictionary.to_pylist(), _Codes(indexes, len(column))
 
 
 def _per_distinct(
     column: pa.ChunkedArray, check: Callable[[str], _T]
-) -> tuple[list[_T | None], Int64s]:
+) -> tuple[list[_T | None], _Codes]:
     """``check`` of each distinct value (None where it raises BadField), and each row's
     index into that list: a column of few distinct values is checked at their number."""
     distinct, indexes = _encode(column)
@@ -476,16 +515,22 @@ def read_poll_table(path: Path) -> PollTable:
         store_id = parse_store_id(value)
         return number_of.setdefault(store_id, len(number_of))
 
-    # The timestamps are parsed on another core while the ids are encoded (both mostly in
-    # C, without the GIL).
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        timestamps = pool.submit(utc_suffix_timestamps, ts_column)
+    # The timestamps are parsed in two halves while the ids are encoded (all mostly in C,
+    # without the GIL): the longest of the three jobs is split so that both cores stay busy.
+    ts_ok = np.empty(raw.num_rows, dtype=np.bool_)
+    ts_us = np.empty(raw.num_rows, dtype=np.int64)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        halves = [
+            pool.submit(_utc_suffix_into, part, ts_ok[a:b], ts_us[a:b])
+            for part, a, b in _halves(ts_column)
+        ]
         numbers, id_rows = _per_distinct(id_column, store_number)
-        store = np.array([-1 if n is None else n for n in numbers], dtype=np.int64)[id_rows]
+        store = id_rows.take(np.array([-1 if n is None else n for n in numbers], np.int64))
         # Other spellings of a status ("Active", " inactive ") are for parse_status.
         active = pc.equal(status_column, "active").to_numpy(zero_copy_only=False)
         inactive = pc.equal(status_column, "inactive").to_numpy(zero_copy_only=False)
-        ts_ok, ts_us = timestamps.result()
+        for half in halves:
+            half.result()
     fast = ts_ok & (store >= 0) & (active | inactive)
     slow = np.flatnonzero(~fast)
     rejected = list(raw.rejected)
@@ -596,14 +641,14 @@ def read_hours_table(path: Path) -> HoursTable:
         # Each column has few distinct values: each is parsed once, and a row whose four
         # fields all parse is a good row (parse_hours checks exactly these four).
         ids, id_rows = _per_distinct(id_column, parse_store_id)
-        columns.append(_id_codes(ids, number_of)[id_rows] if len(ids) else id_rows)
+        columns.append(id_rows.take(_id_codes(ids, number_of)))
         for column, check in (
             (day_column, weekday),
             (start_column, lambda t: parse_time_of_day(t, is_end=False)),
             (end_column, lambda t: parse_time_of_day(t, is_end=True)),
         ):
             values, rows = _per_distinct(column, check)
-            columns.append(_int_values(values)[rows] if len(values) else rows)
+            columns.append(rows.take(_int_values(values)))
         fast = np.logical_and.reduce([c >= 0 for c in columns]) if raw.num_rows else fast
         columns = [c[fast] for c in columns]
     else:
@@ -674,8 +719,8 @@ def read_zone_table(path: Path) -> ZoneTable:
 
         ids, id_rows = _per_distinct(id_column, parse_store_id)
         names, name_rows = _per_distinct(name_column, zone_name)
-        store = _id_codes(ids, id_number)[id_rows] if len(ids) else id_rows
-        zone = _id_codes(names, zone_number)[name_rows] if len(names) else name_rows
+        store = id_rows.take(_id_codes(ids, id_number))
+        zone = name_rows.take(_id_codes(names, zone_number))
         fast = (store >= 0) & (zone >= 0)
         store, zone = store[fast], zone[fast]
     rejected = list(raw.rejected)

@@ -14,14 +14,20 @@ from storemon.aggregates.fleet import fleet_windows, sorted_unique_polls
 from storemon.aggregates.records import HoursRow
 from storemon.aggregates.report import LONGEST_WINDOW_US
 from storemon.aggregates.schedule import (
+    Schedule,
     Sessions,
     build_schedule,
+    is_open_around_the_clock,
+    open_around_the_clock,
+    schedule_table,
     sessions_between,
     sessions_between_many,
 )
 from storemon.aggregates.timebase import DAY_US
 from storemon.aggregates.timeline import dedupe_polls
 from storemon.aggregates.windows import windows_from_polls
+from storemon.batch import hours_schedules
+from storemon.sources import HoursTable
 
 from .test_core_properties import ZONES, stores
 
@@ -143,3 +149,61 @@ def test_sessions_of_many_pairs_equal_each_pair_alone(drawn, shift) -> None:  # 
 
 def test_sessions_of_no_pairs() -> None:
     assert sessions_between_many([], 0, DAY_US) == []
+
+
+# Coarse times so that drawn schedules often cover the whole week, or all of it but a gap.
+coarse_times = st.sampled_from([0, 1, 3600, 43200, 82800, 86339, 86340, 86399])
+week_rows = st.lists(st.tuples(st.integers(0, 6), coarse_times, coarse_times), max_size=16)
+
+
+def _schedule(rows: list[tuple[int, int, int]]) -> Schedule:
+    return build_schedule(HoursRow("s", day, start, end) for day, start, end in rows)
+
+
+WHOLE_DAYS = [(d, 0, 86399) for d in range(7)]
+HAND_SCHEDULES = [
+    (),
+    _schedule(WHOLE_DAYS),  # every day to 23:59:59, which ends the day
+    _schedule(WHOLE_DAYS[:6]),  # Sunday closed
+    _schedule([*WHOLE_DAYS[1:], (0, 3600, 86399)]),  # Monday from 01:00
+    # Monday's first hour covered by Sunday night running into Monday
+    _schedule([*WHOLE_DAYS[1:6], (0, 3600, 86399), (6, 0, 43200), (6, 43200, 3600)]),
+    _schedule([(d, 43200, 43200) for d in range(7)]),  # noon to noon: each runs 24 h
+    _schedule([(d, 43200, 43200) for d in range(6)]),
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(week_rows, max_size=8))
+def test_open_around_the_clock_on_arrays_is_pythons_answer(
+    drawn: list[list[tuple[int, int, int]]],
+) -> None:
+    schedules = HAND_SCHEDULES + [_schedule(rows) for rows in drawn]
+    got = open_around_the_clock(schedule_table(schedules)).tolist()
+    assert got == [is_open_around_the_clock(schedule) for schedule in schedules]
+    assert got[:7] == [True, True, False, False, True, True, False]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(week_rows, max_size=12), st.randoms(use_true_random=False))
+def test_hours_table_schedules_are_build_schedule_of_each_store(
+    drawn: list[list[tuple[int, int, int]]], rng: random.Random
+) -> None:
+    # stores sharing hours, rows repeated and shuffled, stores with rows but none valid
+    per_store = [*drawn, *drawn[:3]]
+    rows = [(n, day, a, b) for n, store_rows in enumerate(per_store) for day, a, b in store_rows]
+    rows += rng.sample(rows, len(rows) // 4)
+    rng.shuffle(rows)
+    table = HoursTable(
+        [f"s{n}" for n in range(len(per_store) + 1)],  # the last store has no rows
+        np.array([r[0] for r in rows], dtype=np.int64),
+        np.array([r[1] for r in rows], dtype=np.int64),
+        np.array([r[2] for r in rows], dtype=np.int64),
+        np.array([r[3] for r in rows], dtype=np.int64),
+        np.arange(len(rows), dtype=np.int64),
+        [],
+    )
+    schedule_of, schedules = hours_schedules(table)
+    got = [schedules.schedule(k) for k in schedule_of.tolist()]
+    assert got == [_schedule(store_rows) for store_rows in per_store] + [()]
+    assert len(schedules.bounds) - 1 == len({*got, ()})  # each distinct schedule once
