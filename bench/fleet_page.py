@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "src"))
 
-from stream_ingest import fresh_pipeline, wait_worker_ready  # noqa: E402
+from stream_ingest import fresh_pipeline, serve_api, wait_worker_ready  # noqa: E402
 
 from storemon.producers.replay import replay  # noqa: E402
 from tests.integration.pipeline import Pipeline  # noqa: E402
@@ -66,11 +66,9 @@ async def touch_aggregates(pipeline: Pipeline) -> None:
 
 async def main(stores: int, days: int, loads: int) -> dict[str, Any]:
     import aiohttp
-    from aiohttp import web
 
     from storemon.db.assemble import assemble_report
     from storemon.web import dashboard
-    from storemon.web.app import build_app
 
     _, work, data, pipeline = await fresh_pipeline("report", stores, days)
     assert pipeline.pool is not None
@@ -80,12 +78,7 @@ async def main(stores: int, days: int, loads: int) -> dict[str, Any]:
     await pipeline.wait_consumed(timeout_s=7200)
     await pipeline.wait_report_index(timeout_s=600)
 
-    runner = web.AppRunner(build_app(pipeline.settings))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    base = f"http://127.0.0.1:{port}"
+    runner, base = await serve_api(pipeline.settings)
     timings: dict[str, list[float]] = {"cold": [], "warm": [], "report": []}
     parts: dict[str, list[float]] = {"rows": [], "coverage": [], "hours": []}
     try:

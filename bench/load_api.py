@@ -25,15 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.stream_ingest import serve_api  # noqa: E402
 from storemon import services  # noqa: E402
 from storemon.producers.replay import replay  # noqa: E402
 from storemon.settings import Settings  # noqa: E402
-from storemon.web.app import build_app  # noqa: E402
 from tests.integration.pipeline import Pipeline, batch_csv, generate  # noqa: E402
 
 
@@ -52,12 +51,7 @@ async def main(seconds: float, pollers: int, triggers_per_s: float, stores: int)
         generate(data, stores=stores, days=8, seed=7)
     pipeline = await Pipeline.create(base, "load", work)
     pipeline.start_worker()
-    runner = web.AppRunner(build_app(pipeline.settings))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    url = f"http://127.0.0.1:{port}"
+    runner, url = await serve_api(pipeline.settings)
     outcomes: Counter[str] = Counter()
     latency: dict[str, list[float]] = {"trigger": [], "get": []}
     report_ids: list[str] = []

@@ -45,6 +45,7 @@ from stream_ingest import (  # noqa: E402
     command_median_s,
     fresh_pipeline,
     rss_mb,
+    serve_api,
     wait_worker_ready,
 )
 
@@ -66,16 +67,8 @@ async def reports_through_the_api(
     accepts gzip, as browsers do. Returns the latencies, the last CSV and per report the
     client's moments (epoch seconds) to split the time with the reports table."""
     import aiohttp
-    from aiohttp import web
 
-    from storemon.web.app import build_app
-
-    runner = web.AppRunner(build_app(pipeline.settings))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    base = f"http://127.0.0.1:{port}"
+    runner, base = await serve_api(pipeline.settings)
     latencies: list[float] = []
     moments: list[dict[str, Any]] = []
     csv_text = ""

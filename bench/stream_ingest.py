@@ -109,6 +109,20 @@ async def wait_worker_ready(pipeline: Pipeline, timeout_s: float = 120.0) -> Non
     raise TimeoutError("worker not ready")
 
 
+async def serve_api(settings: Settings) -> tuple[Any, str]:
+    """The real API in this process on a free port: (its runner, to clean up; its address)."""
+    from aiohttp import web
+
+    from storemon.web.app import build_app
+
+    runner = web.AppRunner(build_app(settings))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, f"http://127.0.0.1:{port}"
+
+
 async def reports_through_the_api(
     pipeline: Pipeline, reports: int, as_of: list[str] | None = None
 ) -> tuple[list[float], str]:
@@ -116,16 +130,8 @@ async def reports_through_the_api(
     in this process), then `GET /get_report` every 10 ms until the CSV comes back. With
     ``as_of``, report i asks for ``as_of[i]`` (moments no report was taken at before)."""
     import aiohttp
-    from aiohttp import web
 
-    from storemon.web.app import build_app
-
-    runner = web.AppRunner(build_app(pipeline.settings))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    base = f"http://127.0.0.1:{port}"
+    runner, base = await serve_api(pipeline.settings)
     latencies: list[float] = []
     csv_text = ""
     try:

@@ -4,6 +4,7 @@ the session's Kafka broker and PostgreSQL. Nothing is mocked."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import signal
@@ -11,7 +12,7 @@ import subprocess
 import sys
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -507,3 +508,19 @@ class Pipeline:
             first_s=min(0.05, poll_s),
             cap_s=poll_s,
         )
+
+
+@contextlib.asynccontextmanager
+async def own_topics(base: Settings, name: str, **changes: Any) -> AsyncIterator[Settings]:
+    """The session's services under a topic prefix and app id of one test's own (``name``
+    and a random tag), with ``changes`` to the settings; its topics are deleted after."""
+    tag = f"{name}-{uuid.uuid4().hex[:10]}"
+    yield dataclasses.replace(base, topic_prefix=tag, faust_app_id=tag, **changes)
+    admin = AIOKafkaAdminClient(bootstrap_servers=base.kafka_bootstrap)
+    await admin.start()
+    try:
+        names = [t for t in await admin.list_topics() if t.startswith(tag)]
+        if names:
+            await admin.delete_topics(names)
+    finally:
+        await admin.close()

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient  # type: ignore[import-untyped,unused-ignore]
 
 from storemon.settings import Settings
 from storemon.streams import messages
 from storemon.streams.batcher import InputBatcher
 from storemon.streams.topics import ensure_topics
+
+from .pipeline import own_topics
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(180)]
 
@@ -27,18 +26,10 @@ POLLS_PER_STORE = 3
 async def settings(service_settings: Settings) -> AsyncIterator[Settings]:
     """The session's services under a topic prefix and app id of this test's own; one poll
     per internal batch, so a batch flushed before a store's schedule was read shows."""
-    tag = f"test-batcher-{uuid.uuid4().hex[:10]}"
-    yield dataclasses.replace(
-        service_settings, topic_prefix=tag, faust_app_id=tag, batch_size=1, batch_window_s=0.05
-    )
-    admin = AIOKafkaAdminClient(bootstrap_servers=service_settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        names = [t for t in await admin.list_topics() if t.startswith(tag)]
-        if names:
-            await admin.delete_topics(names)
-    finally:
-        await admin.close()
+    async with own_topics(
+        service_settings, "test-batcher", batch_size=1, batch_window_s=0.05
+    ) as settings:
+        yield settings
 
 
 @contextlib.asynccontextmanager

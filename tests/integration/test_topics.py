@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped,unused-ignore]
-from aiokafka.admin import AIOKafkaAdminClient  # type: ignore[import-untyped,unused-ignore]
 
 from storemon.settings import Settings
 from storemon.streams.messages import ALL_TOPICS
 from storemon.streams.topics import TABLES, changelog_topic, ensure_topics
+
+from .pipeline import own_topics
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(120)]
 
@@ -21,16 +20,8 @@ pytestmark = [pytest.mark.services, pytest.mark.timeout(120)]
 @pytest.fixture
 async def settings(service_settings: Settings) -> AsyncIterator[Settings]:
     """The session's services under a topic prefix and app id of this test's own."""
-    tag = f"test-topics-{uuid.uuid4().hex[:10]}"
-    yield dataclasses.replace(service_settings, topic_prefix=tag, faust_app_id=tag)
-    admin = AIOKafkaAdminClient(bootstrap_servers=service_settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        names = [t for t in await admin.list_topics() if t.startswith(tag)]
-        if names:
-            await admin.delete_topics(names)
-    finally:
-        await admin.close()
+    async with own_topics(service_settings, "test-topics") as settings:
+        yield settings
 
 
 async def test_new_topics_take_writes_to_every_partition_at_once(
