@@ -250,7 +250,7 @@ class ReportIndex:
         return AssembledReport(
             as_of_us,
             csv_text,
-            len(found.store_ids),
+            len(found),
             alike_pending=alike,
             data_version=version,
             timings={
