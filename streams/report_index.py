@@ -34,8 +34,7 @@ from storemon.db.assemble import (
     AssembledReport,
     NoData,
     OutOfRange,
-    finished_alike,
-    pending_alike,
+    answer_lookups,
     report_digest,
     reused_answer,
 )
@@ -207,18 +206,19 @@ class ReportIndex:
         if as_of_us is None:
             raise NoData("no poll has been ingested yet")
         async with pool.acquire() as conn:
-            pruned_before = await conn.fetchval("SELECT pruned_before_us FROM retention_mark")
             # Pending reports that asked for the same report time were stored before this
             # read, so the index as it is below (never older than now) answers them too.
-            alike = await pending_alike(conn, requested)
-            allowed = supported_range(index.newest_us, self.reach_us, self.lead_us, pruned_before)
-            if requested is not None and requested not in (allowed or ()):
-                raise OutOfRange(out_of_range_message(requested, allowed))
-            if self.index is not index or self.version != version:
-                return None  # moved on meanwhile: the PostgreSQL path takes its own snapshot
-            if not index.covers(as_of_us) or index.needs_as_of_fix(as_of_us):
-                return None
-            earlier = await finished_alike(conn, as_of_us, version)
+            looked = await answer_lookups(conn, requested, as_of_us, version)
+        alike, earlier = looked.alike, looked.earlier
+        allowed = supported_range(
+            index.newest_us, self.reach_us, self.lead_us, looked.pruned_before_us
+        )
+        if requested is not None and requested not in (allowed or ()):
+            raise OutOfRange(out_of_range_message(requested, allowed))
+        if self.index is not index or self.version != version:
+            return None  # moved on meanwhile: the PostgreSQL path takes its own snapshot
+        if not index.covers(as_of_us) or index.needs_as_of_fix(as_of_us):
+            return None
         if self.index is not index or self.version != version:
             return None
         # No await from here to the end of the sums: the index is one consistent state.

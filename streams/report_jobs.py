@@ -192,11 +192,14 @@ async def run_report_job(
                 data_version=built.data_version,
                 timings=timings,
                 csv_gzip=csv_gzip,
+                wait_flush=False,  # the store time's write below waits for both
                 exact=(
                     built.packed_sums if built.packed_sums is not None else pack_sums(built.rows),
                     built.schedules_digest,
                 ),
             )
+            # A synchronous commit: the completion is on disk before the request is
+            # acknowledged (returning lets the consumer commit its offset).
             await db_reports.record_store_time(pool, report_id, time.perf_counter() - stored)
         finished(ReportStatus.COMPLETE)
         if metrics is not None and shared:

@@ -605,3 +605,40 @@ async def test_metrics_endpoint_parses_and_counts(
     sizes = {s.labels["table"]: s.value for s in families["storemon_table_bytes"].samples}
     assert set(sizes) == {"stores", "store_days", "reports", "dead_letters"}
     assert sizes["reports"] > 0
+
+
+async def test_report_writes_that_skip_the_flush_wait_leave_the_connection_as_it_was(
+    api_settings: Settings,
+) -> None:
+    """The trigger's insert, the job's start and its completing write commit without
+    waiting for the WAL flush (docs/design.md, "Durability of a report's life"); that
+    setting is their transaction's alone: the pooled connection's next statements (here,
+    all on one connection) still commit synchronously, and every write took effect."""
+    single = await connect(api_settings.database_url, max_size=1)
+    try:
+        report_id = uuid.uuid4()
+        assert await db_reports.create_report(single, report_id, None)
+        assert await single.fetchval("SHOW synchronous_commit") == "on"
+        assert await db_reports.start_report(single, report_id) is not None
+        assert await single.fetchval("SHOW synchronous_commit") == "on"
+        await db_reports.complete_report(
+            single, report_id, parse_as_of("2023-01-25 18:13:22"), CSV_TEXT, 1, wait_flush=False
+        )
+        assert await single.fetchval("SHOW synchronous_commit") == "on"
+        record, stored = await db_reports.get_report_with_body(single, report_id)
+        assert record is not None and record.status == db_reports.ReportStatus.COMPLETE
+        assert record.attempts == 1
+        assert stored is not None and stored.text() == CSV_TEXT
+        # Inside a transaction of the caller's, too: only that transaction is affected.
+        async with single.acquire() as conn, conn.transaction():
+            other = uuid.uuid4()
+            await db_reports.create_report(conn, other, None)  # type: ignore[arg-type]
+            assert await conn.fetchval("SHOW synchronous_commit") == "off"
+        assert await single.fetchval("SHOW synchronous_commit") == "on"
+        # Not finished: the body does not come along.
+        record, stored = await db_reports.get_report_with_body(single, other)
+        assert record is not None and record.status == db_reports.ReportStatus.PENDING
+        assert stored is None
+        await db_reports.fail_report(single, other, "left by the test")
+    finally:
+        await single.close()
