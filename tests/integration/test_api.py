@@ -626,9 +626,11 @@ async def test_report_writes_that_skip_the_flush_wait_leave_the_connection_as_it
         )
         assert await single.fetchval("SHOW synchronous_commit") == "on"
         record, stored = await db_reports.get_report_with_body(single, report_id)
-        assert record is not None and record.status == db_reports.ReportStatus.COMPLETE
+        assert record is not None
+        assert record.status == db_reports.ReportStatus.COMPLETE
         assert record.attempts == 1
-        assert stored is not None and stored.text() == CSV_TEXT
+        assert stored is not None
+        assert stored.text() == CSV_TEXT
         # Inside a transaction of the caller's, too: only that transaction is affected.
         async with single.acquire() as conn, conn.transaction():
             other = uuid.uuid4()
@@ -637,7 +639,8 @@ async def test_report_writes_that_skip_the_flush_wait_leave_the_connection_as_it
         assert await single.fetchval("SHOW synchronous_commit") == "on"
         # Not finished: the body does not come along.
         record, stored = await db_reports.get_report_with_body(single, other)
-        assert record is not None and record.status == db_reports.ReportStatus.PENDING
+        assert record is not None
+        assert record.status == db_reports.ReportStatus.PENDING
         assert stored is None
         await db_reports.fail_report(single, other, "left by the test")
     finally:

@@ -188,9 +188,7 @@ async def complete_report(
         return int(status.split()[-1])
 
 
-def _transaction_if(
-    conn: Any, wanted: bool
-) -> contextlib.AbstractAsyncContextManager[object]:
+def _transaction_if(conn: Any, wanted: bool) -> contextlib.AbstractAsyncContextManager[object]:
     """A transaction on ``conn`` when ``wanted``, else nothing (each statement its own)."""
     return conn.transaction() if wanted else contextlib.nullcontext()
 
