@@ -191,6 +191,25 @@ class ReportIndex:
             self._id_array = pa.array(self._id_fields, pa.string())
         return self._id_array
 
+    def _snapshot(
+        self, requested: int | None, pruned_before: int | None
+    ) -> tuple[HourIndex, int, int] | None:
+        """The index, its version and the report time, checked against the supported range
+        (OutOfRange, NoData), or None where only PostgreSQL can answer exactly. No await:
+        what it returns is one consistent state until the caller's next await."""
+        index, version = self.index, self.version
+        if index is None or version is None:
+            return None
+        as_of_us = requested if requested is not None else index.newest_us
+        if as_of_us is None:
+            raise NoData("no poll has been ingested yet")
+        allowed = supported_range(index.newest_us, self.reach_us, self.lead_us, pruned_before)
+        if requested is not None and requested not in (allowed or ()):
+            raise OutOfRange(out_of_range_message(requested, allowed))
+        if not index.covers(as_of_us) or index.needs_as_of_fix(as_of_us):
+            return None
+        return index, version, as_of_us
+
     async def try_report(
         self, pool: asyncpg.Pool, requested: int | None, *, with_fleet_hours: bool = False
     ) -> AssembledReport | None:
@@ -202,25 +221,28 @@ class ReportIndex:
         if index is None or version is None:
             return None
         began = time.perf_counter()
-        as_of_us = requested if requested is not None else index.newest_us
-        if as_of_us is None:
+        # The report time and version the look-up of a finished answer is for; checked again
+        # after it, below.
+        asked_as_of = requested if requested is not None else index.newest_us
+        if asked_as_of is None:
             raise NoData("no poll has been ingested yet")
         async with pool.acquire() as conn:
             # Pending reports that asked for the same report time were stored before this
             # read, so the index as it is below (never older than now) answers them too.
-            looked = await answer_lookups(conn, requested, as_of_us, version)
-        alike, earlier = looked.alike, looked.earlier
-        allowed = supported_range(
-            index.newest_us, self.reach_us, self.lead_us, looked.pruned_before_us
-        )
-        if requested is not None and requested not in (allowed or ()):
-            raise OutOfRange(out_of_range_message(requested, allowed))
-        if self.index is not index or self.version != version:
-            return None  # moved on meanwhile: the PostgreSQL path takes its own snapshot
-        if not index.covers(as_of_us) or index.needs_as_of_fix(as_of_us):
+            # One statement for the three look-ups (retention mark, alike, finished).
+            looked = await answer_lookups(conn, requested, asked_as_of, version)
+        alike = looked.alike
+        # The snapshot is taken after the reads: while polls stream in, the version moves
+        # with every chunk the worker writes, and a snapshot held across the reads was
+        # nearly always stale by the sums, which sent live reports to PostgreSQL.
+        snapshot = self._snapshot(requested, looked.pruned_before_us)
+        if snapshot is None:
             return None
-        if self.index is not index or self.version != version:
-            return None
+        # Moved on during the look-up: a report of the newer version is computed, so
+        # nothing finished from the older one can be shared.
+        moved = snapshot != (index, version, asked_as_of)
+        earlier = None if moved else looked.earlier
+        index, version, as_of_us = snapshot
         # No await from here to the end of the sums: the index is one consistent state.
         fleet = _fleet_week(index, as_of_us) if with_fleet_hours else None
         if earlier is not None:
