@@ -42,6 +42,10 @@ Int64s = npt.NDArray[np.int64]
 NO_POLL_US = NEVER_US
 _WINDOW_LENGTHS = tuple(length for length, _ in WINDOWS)
 _FIRST_CAPACITY = 1024
+# Whole hours are summed in aligned blocks of this many hours where a window covers a
+# block, each block's sums kept until one of its hours is written (see ``_block_sums``).
+BLOCK_HOURS = 12
+_BLOCK_US = BLOCK_HOURS * HOUR_US
 # Runs of one store in one hour that a column can count (a run per 55 ms of the hour).
 _MOST_RUNS_PER_HOUR = 2**16 - 1
 
@@ -84,9 +88,18 @@ class IndexSums:
     hour, day and week windows, then down over the same."""
 
     as_of_us: int
-    store_ids: list[str]
     sums: Int64s  # shape (stores, 6)
     rows: Int64s  # the index's row of each store (for caches kept per row)
+    index_ids: list[str]  # the index's store ids by row (only ever appended to)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def store_ids(self) -> list[str]:
+        # Built only when asked: the CSV is rendered from ids cached per row instead.
+        ids = self.index_ids
+        return [ids[i] for i in self.rows.tolist()]
 
 
 class _HourColumn:
@@ -228,6 +241,10 @@ class HourIndex:
         # nothing (it would be wrong), and the owner rebuilds it or reads elsewhere.
         self.overflowed = False
         self._order: Int64s | None = None  # rows sorted by store id
+        # block start -> (stores counted, up and down summed over the block's hours). A week
+        # is then about 14 block additions and a dozen single hours instead of 168 hours;
+        # live ingestion rewrites only the newest hours, so the older blocks stay valid.
+        self._blocks: dict[int, tuple[int, Int64s]] = {}
 
     def __len__(self) -> int:
         return len(self.store_ids)
@@ -298,6 +315,8 @@ class HourIndex:
             return
         for hour in [h for h in self.columns if h < oldest]:
             del self.columns[hour]
+        for start in [b for b in self._blocks if b < oldest]:
+            del self._blocks[start]
 
     def apply_days(self, days: Sequence[DayBuckets]) -> None:
         """Overwrite whole store-days (distinct (store, day) pairs), as the sink does."""
@@ -364,6 +383,7 @@ class HourIndex:
             hour = int(hours[segment[0]])
             if oldest is not None and hour < oldest:
                 continue  # no supported report reaches it
+            self._blocks.pop(hour - hour % _BLOCK_US, None)  # its sums are no longer right
             seg_up = ups[segment]
             seg_down = downs[segment]
             seg_counts = counts[segment]
@@ -412,24 +432,41 @@ class HourIndex:
         included = self.first_poll[:n] <= as_of_us
         return bool(np.any(included & (self.last_poll[:n] > as_of_us)))
 
+    def _block_sums(self, start: int, stores: int) -> Int64s:
+        """Up (row 0) and down (row 1) of the ``stores`` first rows summed over the hours
+        ``[start, start + BLOCK_HOURS h)``; kept until one of those hours is written."""
+        kept = self._blocks.get(start)
+        if kept is not None and kept[0] == stores:
+            return kept[1]
+        total = np.zeros((2, stores), np.int64)
+        for hour in range(start, start + _BLOCK_US, HOUR_US):
+            column = self.columns.get(hour)
+            if column is not None:
+                np.add(total[0], column.up[:stores], out=total[0])
+                np.add(total[1], column.down[:stores], out=total[1])
+        self._blocks[start] = (stores, total)
+        return total
+
     def _whole_hours(self, as_of_us: int, stores: int) -> list[tuple[Int64s, Int64s]]:
         """Sums of the whole hours of each window (all end at the hour that holds T)."""
-        end_whole = floor_to(as_of_us, HOUR_US)
         firsts = [-((-(as_of_us - length)) // HOUR_US) * HOUR_US for length in _WINDOW_LENGTHS]
-        up = np.zeros(stores, np.int64)
-        down = np.zeros(stores, np.int64)
-        found: list[tuple[Int64s, Int64s]] = [(up, down)] * len(firsts)
-        hour = end_whole - HOUR_US
+        total = np.zeros((2, stores), np.int64)
+        found: list[tuple[Int64s, Int64s]] = []
+        end = floor_to(as_of_us, HOUR_US)  # the hours [first, end) are still to add
         # Walk back from the newest whole hour; a window's sums are taken when its first
         # whole hour has been added (the windows are ordered shortest first).
-        for w, first in enumerate(firsts):
-            while hour >= first:
-                column = self.columns.get(hour)
+        for first in firsts:
+            while end > first:
+                if end % _BLOCK_US == 0 and end - _BLOCK_US >= first:
+                    total += self._block_sums(end - _BLOCK_US, stores)
+                    end -= _BLOCK_US
+                    continue
+                column = self.columns.get(end - HOUR_US)
                 if column is not None:
-                    up = up + column.up[:stores]
-                    down = down + column.down[:stores]
-                hour -= HOUR_US
-            found[w] = (up, down)
+                    np.add(total[0], column.up[:stores], out=total[0])
+                    np.add(total[1], column.down[:stores], out=total[1])
+                end -= HOUR_US
+            found.append((total[0].copy(), total[1].copy()))
         return found
 
     def window_sums(self, as_of_us: int) -> IndexSums | None:
@@ -474,7 +511,7 @@ class HourIndex:
         self._add_tails(sums, as_of_us, n)
         order = self.sorted_rows()
         kept = order[self.first_poll[order] <= as_of_us]
-        return IndexSums(as_of_us, [self.store_ids[i] for i in kept], sums[kept], kept)
+        return IndexSums(as_of_us, sums[kept], kept, self.store_ids)
 
     def fleet_hours(self, lo_us: int, hi_us: int) -> list[tuple[int, int, int]]:
         """(hour start, up, down) summed over every store, for each hour that starts in

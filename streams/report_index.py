@@ -34,8 +34,7 @@ from storemon.db.assemble import (
     AssembledReport,
     NoData,
     OutOfRange,
-    finished_alike,
-    pending_alike,
+    answer_lookups,
     report_digest,
     reused_answer,
 )
@@ -218,30 +217,32 @@ class ReportIndex:
         Complete report of the same report time was taken from the same version of the
         aggregates, it is named (``reused_from``) instead of computed again. With
         ``with_fleet_hours``, the fleet's hours of the week come along (for the dashboard)."""
-        if self.index is None or self.version is None:
+        index, version = self.index, self.version
+        if index is None or version is None:
             return None
         began = time.perf_counter()
+        # The report time and version the look-up of a finished answer is for; checked again
+        # after it, below.
+        asked_as_of = requested if requested is not None else index.newest_us
+        if asked_as_of is None:
+            raise NoData("no poll has been ingested yet")
         async with pool.acquire() as conn:
-            pruned_before = await conn.fetchval("SELECT pruned_before_us FROM retention_mark")
             # Pending reports that asked for the same report time were stored before this
             # read, so the index as it is below (never older than now) answers them too.
-            alike = await pending_alike(conn, requested)
-            # The snapshot is taken after the reads: while polls stream in, the version moves
-            # with every chunk the worker writes, and a snapshot held across the reads was
-            # nearly always stale by the sums, which sent live reports to PostgreSQL.
-            snapshot = self._snapshot(requested, pruned_before)
-            if snapshot is None:
-                return None
-            index, version, as_of_us = snapshot
-            earlier = await finished_alike(conn, as_of_us, version)
-        if self.index is not index or self.version != version:
-            # Moved on during that look-up: a report of the newer version is computed, so
-            # nothing finished from the older one can be shared.
-            snapshot = self._snapshot(requested, pruned_before)
-            if snapshot is None:
-                return None
-            index, version, as_of_us = snapshot
-            earlier = None
+            # One statement for the three look-ups (retention mark, alike, finished).
+            looked = await answer_lookups(conn, requested, asked_as_of, version)
+        alike = looked.alike
+        # The snapshot is taken after the reads: while polls stream in, the version moves
+        # with every chunk the worker writes, and a snapshot held across the reads was
+        # nearly always stale by the sums, which sent live reports to PostgreSQL.
+        snapshot = self._snapshot(requested, looked.pruned_before_us)
+        if snapshot is None:
+            return None
+        # Moved on during the look-up: a report of the newer version is computed, so
+        # nothing finished from the older one can be shared.
+        moved = snapshot != (index, version, asked_as_of)
+        earlier = None if moved else looked.earlier
+        index, version, as_of_us = snapshot
         # No await from here to the end of the sums: the index is one consistent state.
         fleet = _fleet_week(index, as_of_us) if with_fleet_hours else None
         if earlier is not None:
@@ -271,7 +272,7 @@ class ReportIndex:
         return AssembledReport(
             as_of_us,
             csv_text,
-            len(found.store_ids),
+            len(found),
             alike_pending=alike,
             data_version=version,
             timings={

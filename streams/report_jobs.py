@@ -31,7 +31,7 @@ from aiokafka.errors import KafkaError
 
 from storemon.aggregates.coverage import pack_sums
 from storemon.aggregates.timebase import format_utc
-from storemon.compression import gzip_body
+from storemon.compression import gzip_bytes
 from storemon.db import reports as db_reports
 from storemon.db.assemble import AssembledReport, NoData, OutOfRange, assemble_report
 from storemon.db.pool import DB_OUTAGE_ERRORS, Database
@@ -178,8 +178,10 @@ async def run_report_job(
             return
         if shared is None:
             compressing = time.perf_counter()
-            # Compressed once here, served as it is by the API (migration 0016).
-            csv_gzip = await gzip_body(built.csv_text.encode())
+            # Compressed once here, served as it is by the API (migration 0016). On the
+            # event loop, as the sums and the render are: handed to a thread, 0.25 ms of
+            # work took 6 ms in the worker, whose other threads hold the GIL meanwhile.
+            csv_gzip = gzip_bytes(built.csv_text.encode())
             stored = time.perf_counter()
             timings = {**built.timings, "compress_s": stored - compressing}
             shared = await db_reports.complete_report(
@@ -192,11 +194,14 @@ async def run_report_job(
                 data_version=built.data_version,
                 timings=timings,
                 csv_gzip=csv_gzip,
+                wait_flush=False,  # the store time's write below waits for both
                 exact=(
                     built.packed_sums if built.packed_sums is not None else pack_sums(built.rows),
                     built.schedules_digest,
                 ),
             )
+            # A synchronous commit: the completion is on disk before the request is
+            # acknowledged (returning lets the consumer commit its offset).
             await db_reports.record_store_time(pool, report_id, time.perf_counter() - stored)
         finished(ReportStatus.COMPLETE)
         if metrics is not None and shared:

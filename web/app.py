@@ -307,9 +307,18 @@ async def get_report(request: web.Request) -> web.Response:
         async with asyncio.timeout(DB_TIMEOUT_S):
             return await db_reports.get_report(pool, report_id)
 
+    # The stored body when it came with a re-read after waiting (one round trip, not two).
+    stored: db_reports.StoredCsv | None = None
+
+    async def read_after_wait() -> db_reports.ReportRecord | None:
+        nonlocal stored
+        async with asyncio.timeout(DB_TIMEOUT_S):
+            found, stored = await db_reports.get_report_with_body(pool, report_id)
+        return found
+
     record = await read()
     if record is not None and record.status in UNFINISHED and wait_s > 0:
-        record = await request.app[FINISHED].until_finished(report_id, wait_s, read)
+        record = await request.app[FINISHED].until_finished(report_id, wait_s, read_after_wait)
     if record is None:
         return error_response(404, f"no report {report_id}")
     if record.status != ReportStatus.COMPLETE:
@@ -322,7 +331,7 @@ async def get_report(request: web.Request) -> web.Response:
     gzipped = report_format != "parquet" and accepts_gzip(request.headers.get("Accept-Encoding"))
 
     async def render() -> bytes:
-        return await _report_body(pool, report_id, as_of_us, report_format, gzipped)
+        return await _report_body(pool, report_id, as_of_us, report_format, gzipped, stored)
 
     # Reports of one report time computed from one version of the aggregates have the same
     # CSV (see migration 0004): one body serves them all. The other formats name the report.
@@ -346,11 +355,18 @@ async def get_report(request: web.Request) -> web.Response:
 
 
 async def _report_body(
-    pool: asyncpg.Pool, report_id: uuid.UUID, as_of_us: int, report_format: str, gzipped: bool
+    pool: asyncpg.Pool,
+    report_id: uuid.UUID,
+    as_of_us: int,
+    report_format: str,
+    gzipped: bool,
+    stored: db_reports.StoredCsv | None = None,
 ) -> bytes:
-    """A Complete report's bytes in ``report_format``, gzipped when ``gzipped``."""
-    async with asyncio.timeout(DB_TIMEOUT_S):
-        stored = await db_reports.get_report_body(pool, report_id)
+    """A Complete report's bytes in ``report_format``, gzipped when ``gzipped``; from
+    ``stored`` when the body was read already."""
+    if stored is None:
+        async with asyncio.timeout(DB_TIMEOUT_S):
+            stored = await db_reports.get_report_body(pool, report_id)
     if stored is None:
         raise RuntimeError(f"report {report_id} is Complete without a CSV")
     if report_format == "csv":

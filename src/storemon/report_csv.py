@@ -42,23 +42,28 @@ def render_sums_csv(store_ids: Sequence[str], sums: np.ndarray) -> str:
 # Every number a window can hold (at most 168 hours, 60 minutes: 16,800 hundredths) written
 # once: a column is then one lookup, a third of the time of casting and padding it.
 TEXT_UP_TO = 20_000
-_HUNDREDTHS_TEXT: pa.Array | None = None
+_HUNDREDTHS_TEXT: dict[str, pa.Array] = {}
 
 
-def _hundredths_text() -> pa.Array:
-    global _HUNDREDTHS_TEXT
-    if _HUNDREDTHS_TEXT is None:
-        _HUNDREDTHS_TEXT = pa.array([f"{i // 100}.{i % 100:02d}" for i in range(TEXT_UP_TO)])
-    return _HUNDREDTHS_TEXT
+def _hundredths_text(end: str) -> pa.Array:
+    table = _HUNDREDTHS_TEXT.get(end)
+    if table is None:
+        table = pa.array([f"{i // 100}.{i % 100:02d}{end}" for i in range(TEXT_UP_TO)])
+        _HUNDREDTHS_TEXT[end] = table
+    return table
 
 
-def _number_column(hundredths: np.ndarray) -> pa.Array:
-    """``12.50`` for 1250: from the table where every value is in it, else by the kernels."""
+def _number_column(hundredths: np.ndarray, end: str = "") -> pa.Array:
+    """``12.50`` (then ``end``) for 1250: from the table where every value is in it, else
+    by the kernels."""
     if len(hundredths) and hundredths.min() >= 0 and hundredths.max() < TEXT_UP_TO:
-        return _hundredths_text().take(pa.array(hundredths))
+        return _hundredths_text(end).take(pa.array(hundredths))
     whole = pc.cast(pa.array(hundredths // 100), pa.string())
     cents = pc.utf8_lpad(pc.cast(pa.array(hundredths % 100), pa.string()), 2, "0")
-    return pc.binary_join_element_wise(whole, cents, ".")
+    number = pc.binary_join_element_wise(whole, cents, ".")
+    if not end:
+        return number
+    return pc.binary_join_element_wise(number, pa.scalar("", pa.string()), end)
 
 
 def render_fields_csv(id_fields: pa.Array, sums: np.ndarray) -> str:
@@ -66,14 +71,14 @@ def render_fields_csv(id_fields: pa.Array, sums: np.ndarray) -> str:
     units = [unit for _, unit in WINDOWS] * 2
     columns: list[pa.Array] = [id_fields]
     for k, unit in enumerate(units):
-        # hundredths rounded half up from the exact value, as format_hundredths does
-        columns.append(_number_column((sums[:, k] * 200 + unit) // (2 * unit)))
+        # hundredths rounded half up from the exact value, as format_hundredths does; the
+        # last field carries the line's newline, so the lines' bytes lie end to end
+        end = "\n" if k == len(units) - 1 else ""
+        columns.append(_number_column((sums[:, k] * 200 + unit) // (2 * unit), end))
     header = ",".join(REPORT_HEADER) + "\n"
     if len(id_fields) == 0:
         return header
-    # Each line with its newline; the lines' bytes then lie end to end in one buffer.
     lines = pc.binary_join_element_wise(*columns, ",")
-    lines = pc.binary_join_element_wise(lines, pa.scalar("", pa.string()), "\n")
     offsets = np.frombuffer(lines.buffers()[1], np.int32)
     first, last = int(offsets[lines.offset]), int(offsets[lines.offset + len(lines)])
     body: bytes = lines.buffers()[2][first:last].to_pybytes()

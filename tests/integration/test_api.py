@@ -605,3 +605,92 @@ async def test_metrics_endpoint_parses_and_counts(
     sizes = {s.labels["table"]: s.value for s in families["storemon_table_bytes"].samples}
     assert set(sizes) == {"stores", "store_days", "reports", "dead_letters"}
     assert sizes["reports"] > 0
+
+
+async def test_report_writes_that_skip_the_flush_wait_leave_the_connection_as_it_was(
+    api_settings: Settings,
+) -> None:
+    """The trigger's insert, the job's start and its completing write commit without
+    waiting for the WAL flush (docs/design.md, "Durability of a report's life"); that
+    setting is their transaction's alone: the pooled connection's next statements (here,
+    all on one connection) still commit synchronously, and every write took effect."""
+    single = await connect(api_settings.database_url, max_size=1)
+    try:
+        report_id = uuid.uuid4()
+        assert await db_reports.create_report(single, report_id, None)
+        assert await single.fetchval("SHOW synchronous_commit") == "on"
+        assert await db_reports.start_report(single, report_id) is not None
+        assert await single.fetchval("SHOW synchronous_commit") == "on"
+        await db_reports.complete_report(
+            single, report_id, parse_as_of("2023-01-25 18:13:22"), CSV_TEXT, 1, wait_flush=False
+        )
+        assert await single.fetchval("SHOW synchronous_commit") == "on"
+        record, stored = await db_reports.get_report_with_body(single, report_id)
+        assert record is not None
+        assert record.status == db_reports.ReportStatus.COMPLETE
+        assert record.attempts == 1
+        assert stored is not None
+        assert stored.text() == CSV_TEXT
+        # Inside a transaction of the caller's, too: only that transaction is affected.
+        async with single.acquire() as conn, conn.transaction():
+            other = uuid.uuid4()
+            await db_reports.create_report(conn, other, None)  # type: ignore[arg-type]
+            assert await conn.fetchval("SHOW synchronous_commit") == "off"
+        assert await single.fetchval("SHOW synchronous_commit") == "on"
+        # Not finished: the body does not come along.
+        record, stored = await db_reports.get_report_with_body(single, other)
+        assert record is not None
+        assert record.status == db_reports.ReportStatus.PENDING
+        assert stored is None
+        await db_reports.fail_report(single, other, "left by the test")
+    finally:
+        await single.close()
+
+
+async def test_the_newest_poll_kept_in_one_row_equals_the_scan_of_the_stores(
+    pool: asyncpg.Pool,
+) -> None:
+    """Migration 0019: the triggers keep ``aggregates_version.newest_poll_us`` equal to
+    ``max(newest_poll_us)`` over ``stores`` through inserts, the sink's upserts, a newest
+    poll that goes back, deletes and a truncate (all rolled back at the end)."""
+
+    async def agree(conn: Any) -> int | None:
+        kept = await conn.fetchval("SELECT newest_poll_us FROM aggregates_version")
+        assert kept == await conn.fetchval("SELECT max(newest_poll_us) FROM stores")
+        return kept  # type: ignore[no-any-return]
+
+    async def upsert(conn: Any, rows: list[tuple[str, int | None]]) -> None:
+        await conn.executemany(
+            "INSERT INTO stores (store_id, newest_poll_us) VALUES ($1, $2) ON CONFLICT"
+            " (store_id) DO UPDATE SET newest_poll_us = EXCLUDED.newest_poll_us",
+            rows,
+        )
+        await conn.execute(
+            "INSERT INTO stores (store_id, newest_poll_us) SELECT * FROM unnest($1::text[],"
+            " $2::bigint[]) ON CONFLICT (store_id) DO UPDATE SET"
+            " newest_poll_us = EXCLUDED.newest_poll_us",
+            [r[0] for r in rows],
+            [r[1] for r in rows],
+        )
+
+    async with pool.acquire() as conn:
+        tr = conn.transaction()
+        await tr.start()
+        try:
+            base = (await agree(conn)) or 1_000_000
+            await upsert(conn, [("nt-a", base + 10), ("nt-b", base + 5), ("nt-c", None)])
+            assert await agree(conn) == base + 10
+            await upsert(conn, [("nt-b", base + 20)])  # a newer poll raises it
+            assert await agree(conn) == base + 20
+            await upsert(conn, [("nt-a", base + 15)])  # not the top: unchanged
+            assert await agree(conn) == base + 20
+            await conn.execute(  # the top goes back: counted again
+                "UPDATE stores SET newest_poll_us = $1 WHERE store_id = 'nt-b'", base + 12
+            )
+            assert await agree(conn) == base + 15
+            await conn.execute("DELETE FROM stores WHERE store_id = 'nt-a'")
+            assert await agree(conn) == max(base + 12, base)
+            await conn.execute("TRUNCATE stores CASCADE")
+            assert await agree(conn) is None
+        finally:
+            await tr.rollback()

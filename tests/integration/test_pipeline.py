@@ -112,6 +112,10 @@ class _VersionMovingPool:
                     outer._move()
                     return await conn.fetch(*args)
 
+                async def fetchrow(self, *args: Any) -> Any:
+                    outer._move()
+                    return await conn.fetchrow(*args)
+
             yield Moving()
 
     def acquire(self) -> Any:
@@ -138,7 +142,8 @@ async def test_a_report_asked_while_the_version_moves_is_still_summed_from_memor
     before = report_index.version
     assert before is not None
     report = await report_index.try_report(moving, None)  # type: ignore[arg-type]
-    assert moving.moves >= 3  # the version moved after each read before the sums
+    # the version moved with the read before the sums (the look-ups are one statement)
+    assert moving.moves >= 1
     assert report is not None
     # summed at a version it read after the database reads had moved it
     assert report.data_version is not None

@@ -28,7 +28,7 @@ def test_rendering_on_arrays_gives_the_bytes_of_the_report_writer(rows) -> None:
     windows = [StoreWindows(s, rows[s][:3], rows[s][3:]) for s in ordered]
     sums = np.array([rows[s] for s in ordered], np.int64).reshape(len(ordered), 6)
     assert render_sums_csv(ordered, sums) == render_csv(windows)
-    found = IndexSums(0, ordered, sums, np.arange(len(ordered)))
+    found = IndexSums(0, sums, np.arange(len(ordered)), ordered)
     assert pack_index_sums(found) == pack_sums(windows)
 
 

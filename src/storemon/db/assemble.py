@@ -94,7 +94,8 @@ async def report_digest(conn: Connection, as_of_us: int) -> int:
 
 
 async def newest_poll_us(conn: Connection) -> int | None:
-    value: int | None = await conn.fetchval("SELECT max(newest_poll_us) FROM stores")
+    # Kept by the triggers of migration 0019: the scan of every store, without the scan.
+    value: int | None = await conn.fetchval("SELECT newest_poll_us FROM aggregates_version")
     return value
 
 
@@ -125,6 +126,36 @@ async def pending_alike(conn: Connection, requested_as_of_us: int | None) -> tup
         requested_as_of_us,
     )
     return tuple(r[0] for r in rows)
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerLookups:
+    """What a job from memory reads of PostgreSQL, in one statement (one snapshot): the
+    retention mark, the Pending reports alike (:func:`pending_alike`) and a finished answer
+    to reuse (:func:`finished_alike`)."""
+
+    pruned_before_us: int | None
+    alike: tuple[uuid.UUID, ...]
+    earlier: uuid.UUID | None
+
+
+async def answer_lookups(
+    conn: Connection, requested_as_of_us: int | None, as_of_us: int, version: int
+) -> AnswerLookups:
+    """:class:`AnswerLookups` in one round trip (three cost a job about 1-3 ms on a busy
+    machine, each waking the server and the worker in turn)."""
+    row = await conn.fetchrow(
+        "SELECT (SELECT pruned_before_us FROM retention_mark) AS pruned_before,"
+        " ARRAY(SELECT report_id FROM reports WHERE status = 'Pending'"
+        "       AND requested_as_of_us IS NOT DISTINCT FROM $1) AS alike,"
+        " (SELECT report_id FROM reports WHERE status = 'Complete' AND as_of_us = $2"
+        "  AND data_version = $3 LIMIT 1) AS earlier",
+        requested_as_of_us,
+        as_of_us,
+        version,
+    )
+    assert row is not None
+    return AnswerLookups(row["pruned_before"], tuple(row["alike"]), row["earlier"])
 
 
 def reused_answer(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import uuid
 from array import array
@@ -50,6 +51,16 @@ class ReportRecord:
     data_version: int | None = None  # the aggregates' version a Complete report was read at
 
 
+# A CTE for one statement (its own implicit transaction) whose commit need not wait for the
+# WAL to reach the disk (``synchronous_commit = off`` for that transaction alone; the
+# statement must name ``no_flush_wait`` in a FROM so that it runs). The commit is visible at
+# once and reaches the disk within a few hundred milliseconds, or earlier with the next
+# synchronous commit of any session (WAL is flushed in order). Used only where losing the
+# write in a crash of PostgreSQL cannot make any number wrong; see docs/design.md,
+# "Durability of a report's life".
+NO_FLUSH_WAIT = "no_flush_wait AS (SELECT set_config('synchronous_commit', 'off', true))"
+
+
 async def create_report(
     pool: asyncpg.Pool,
     report_id: uuid.UUID,
@@ -62,10 +73,17 @@ async def create_report(
     are Pending or Running; returns False (nothing stored) when the queue is full. The
     count and the insert are one statement, so concurrent triggers overshoot by at most the
     number of API connections. ``for_dashboard``: asked by the fleet page, so kept out of
-    the lists of reports (the reports page, ``storemon status``)."""
+    the lists of reports (the reports page, ``storemon status``).
+
+    The insert does not wait for its flush (:data:`NO_FLUSH_WAIT`): a crash of PostgreSQL
+    in the few milliseconds before it reaches the disk loses the report, and then it is
+    unknown everywhere: ``GET /get_report`` answers 404, and the job that receives its
+    request finds no row and skips it (:func:`start_report`). Nothing was computed for it,
+    so nothing wrong can be served."""
     row = await pool.fetchval(
-        "INSERT INTO reports (report_id, status, requested_as_of_us, for_dashboard)"
-        " SELECT $1, $2, $3, $6 WHERE $4::integer IS NULL OR"
+        f"WITH {NO_FLUSH_WAIT} INSERT INTO reports"
+        " (report_id, status, requested_as_of_us, for_dashboard)"
+        " SELECT $1, $2, $3, $6 FROM no_flush_wait WHERE $4::integer IS NULL OR"
         " (SELECT count(*) FROM reports WHERE status IN ($2, $5)) < $4::integer"
         " RETURNING 1",
         report_id,
@@ -80,9 +98,15 @@ async def create_report(
 
 async def start_report(pool: asyncpg.Pool, report_id: uuid.UUID) -> StartedReport | None:
     """Mark Running (again, after a crash) and count the attempt. None when the report is
-    unknown or already finished (nothing to do)."""
+    unknown or already finished (nothing to do).
+
+    Without waiting for the flush: losing this write in a crash leaves the report Pending,
+    and its request, not yet acknowledged to Kafka, is run again. The write that completes
+    the report waits for its flush, which carries this one (and the report's insert) to
+    the disk with it."""
     row = await pool.fetchrow(
-        "UPDATE reports SET status = $2, started_at = now(), attempts = attempts + 1"
+        f"WITH {NO_FLUSH_WAIT} UPDATE reports SET status = $2, started_at = now(),"
+        " attempts = attempts + 1 FROM no_flush_wait"
         " WHERE report_id = $1 AND status IN ($3, $2) RETURNING requested_as_of_us",
         report_id,
         ReportStatus.RUNNING,
@@ -105,22 +129,35 @@ async def complete_report(
     timings: dict[str, float] | None = None,
     exact: tuple[bytes, int | None] | None = None,
     csv_gzip: bytes | None = None,
+    wait_flush: bool = True,
 ) -> int:
     """Store the report as Complete, and the same answer for ``also_pending`` reports that
     are still Pending (their own jobs then find them finished). Returns how many of those.
     ``exact``: the packed exact sums and the schedules' digest (see aggregates.coverage).
     The CSV is stored gzip-compressed (migration 0016): ``csv_gzip`` when the caller has
-    compressed ``csv_text`` already, else it is compressed here."""
+    compressed ``csv_text`` already, else it is compressed here.
+
+    ``wait_flush=False``: the commit (and with it the ``report_finished`` notification)
+    does not wait for the WAL to reach the disk, 6-10 ms of a report on this machine. The
+    caller must then make a synchronous commit (:func:`record_store_time`) before it
+    acknowledges the request, so that a report is durable before its request is let go;
+    in between, a crash of PostgreSQL loses the completion and the job, still holding the
+    request, computes the report again (docs/design.md, "Durability of a report's life")."""
     timings_json = orjson.dumps(timings).decode() if timings is not None else None
     window_us, digest = exact if exact is not None else (None, None)
     if csv_gzip is None:
         csv_gzip = await gzip_body(csv_text.encode())
-    async with pool.acquire() as conn, conn.transaction():
+    # One statement when no other report shares the answer: its own transaction, one round
+    # trip (an explicit transaction costs two more).
+    others = [r for r in also_pending if r != report_id]
+    prefix = "" if wait_flush else f"WITH {NO_FLUSH_WAIT} "
+    async with pool.acquire() as conn, _transaction_if(conn, bool(others)):
         await conn.execute(
-            "UPDATE reports SET status = $2, as_of_us = $3, csv = NULL, csv_gzip = $4,"
+            prefix + "UPDATE reports SET status = $2, as_of_us = $3, csv = NULL, csv_gzip = $4,"
             " row_count = $5, finished_at = now(), error = NULL, data_version = $6,"
             " timings = $7::jsonb, window_us = $8, schedules_digest = $9"
-            " WHERE report_id = $1",
+            + (" FROM no_flush_wait" if prefix else "")
+            + " WHERE report_id = $1",
             report_id,
             ReportStatus.COMPLETE,
             as_of_us,
@@ -131,7 +168,6 @@ async def complete_report(
             window_us,
             digest,
         )
-        others = [r for r in also_pending if r != report_id]
         if not others:
             return 0
         status: str = await conn.execute(
@@ -150,6 +186,11 @@ async def complete_report(
             digest,
         )
         return int(status.split()[-1])
+
+
+def _transaction_if(conn: Any, wanted: bool) -> contextlib.AbstractAsyncContextManager[object]:
+    """A transaction on ``conn`` when ``wanted``, else nothing (each statement its own)."""
+    return conn.transaction() if wanted else contextlib.nullcontext()
 
 
 async def complete_as(
@@ -187,7 +228,9 @@ async def complete_as(
 
 
 async def record_store_time(pool: asyncpg.Pool, report_id: uuid.UUID, store_s: float) -> None:
-    """Add the time the completing write took to the report's timings (for benchmarks)."""
+    """Add the time the completing write took to the report's timings (for benchmarks).
+    A synchronous commit: it flushes every earlier write of the report with it (see
+    :func:`complete_report`'s ``wait_flush``)."""
     await pool.execute(
         "UPDATE reports SET timings = coalesce(timings, '{}'::jsonb)"
         " || jsonb_build_object('store_s', $2::float8) WHERE report_id = $1",
@@ -247,6 +290,32 @@ async def get_report_body(pool: asyncpg.Pool, report_id: uuid.UUID) -> StoredCsv
     if row["csv"] is not None:
         return StoredCsv(row["csv"].encode(), gzipped=False)
     return None
+
+
+async def get_report_with_body(
+    pool: asyncpg.Pool, report_id: uuid.UUID
+) -> tuple[ReportRecord | None, StoredCsv | None]:
+    """:func:`get_report` and, once Complete, :func:`get_report_body` in one round trip
+    (for a request that waited for the report to finish: it wants both at once)."""
+    row = await pool.fetchrow(
+        "SELECT report_id, status, requested_as_of_us, as_of_us, created_at, started_at,"
+        " finished_at, attempts, error, row_count, data_version,"
+        " CASE WHEN status = $2 THEN csv_gzip END AS csv_gzip,"
+        " CASE WHEN status = $2 AND csv_gzip IS NULL THEN csv END AS csv"
+        " FROM reports WHERE report_id = $1",
+        report_id,
+        ReportStatus.COMPLETE,
+    )
+    if row is None:
+        return None, None
+    fields: dict[str, Any] = dict(row)
+    csv_gzip, csv = fields.pop("csv_gzip"), fields.pop("csv")
+    record = ReportRecord(**{**fields, "status": ReportStatus(fields["status"])})
+    if csv_gzip is not None:
+        return record, StoredCsv(csv_gzip, gzipped=True)
+    if csv is not None:
+        return record, StoredCsv(csv.encode(), gzipped=False)
+    return record, None
 
 
 async def get_report_csv(pool: asyncpg.Pool, report_id: uuid.UUID) -> str | None:

@@ -53,7 +53,8 @@ async def prune_history(pool: asyncpg.Pool, retention_us: int) -> dict[str, int]
 async def report_range(conn: Connection, reach_us: int, lead_us: int) -> ReportRange | None:
     """The supported range as the connection's snapshot sees it (None: no poll yet)."""
     row = await conn.fetchrow(
-        "SELECT (SELECT max(newest_poll_us) FROM stores) AS newest,"
+        # kept by the triggers of migration 0019: equal to max(newest_poll_us) over stores
+        "SELECT (SELECT newest_poll_us FROM aggregates_version) AS newest,"
         " (SELECT pruned_before_us FROM retention_mark) AS pruned_before"
     )
     assert row is not None
