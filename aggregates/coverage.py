@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import sys
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass, field
 from itertools import chain
-from typing import NamedTuple
+from typing import Generic, NamedTuple, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -23,8 +24,18 @@ from storemon.aggregates.report import (
     StoreWindows,
     format_hundredths,
 )
-from storemon.aggregates.schedule import Schedule, Sessions, sessions_between
+from storemon.aggregates.schedule import (
+    Schedule,
+    Sessions,
+    sessions_between,
+    sessions_between_many,
+)
+from storemon.aggregates.timebase import DAY_US
 from storemon.aggregates.timeline import business_us
+
+# Sessions are kept for report times up to a day past the span they were computed for.
+SESSIONS_MARGIN_US = DAY_US
+PairKey = TypeVar("PairKey", bound=Hashable)
 
 SUMS_PER_ROW = 2 * len(WINDOWS)
 # Extra columns of the JSON and Parquet formats, in the units of the CSV's columns (the
@@ -77,6 +88,39 @@ def business_of_sessions(sessions: Sequence[Sessions], as_of_us: int) -> npt.NDA
         running = np.concatenate(([0], np.cumsum(inside)))
         found[:, w] = running[bounds[1:]] - running[bounds[:-1]]
     return found
+
+
+@dataclass
+class SessionsKept(Generic[PairKey]):
+    """Sessions per (schedule, zone) pair, computed over a span wider than the week, so the
+    fleet's business time at a newer report time needs no session computed again until
+    the report time leaves the span (about once a day). ``parse`` turns a pair's key (as
+    its holder names pairs) into the schedule and zone."""
+
+    parse: Callable[[PairKey], tuple[Schedule, str]]
+    lo_us: int = 0
+    hi_us: int = 0
+    by_pair: dict[PairKey, Sessions] = field(default_factory=dict)
+
+    def missing(self, pairs: Iterable[PairKey], as_of_us: int) -> list[PairKey]:
+        """The pairs whose sessions a report at ``as_of_us`` would compute (the span moves,
+        and forgets every pair, when the report time leaves it)."""
+        if as_of_us - LONGEST_WINDOW_US < self.lo_us or as_of_us > self.hi_us:
+            self.by_pair.clear()
+            self.lo_us = as_of_us - LONGEST_WINDOW_US - SESSIONS_MARGIN_US
+            self.hi_us = as_of_us + SESSIONS_MARGIN_US
+        return [p for p in dict.fromkeys(pairs) if p not in self.by_pair]
+
+    def compute(self, pairs: Sequence[PairKey]) -> list[Sessions]:
+        """The sessions of ``pairs`` over the kept span (pure: may run in a thread)."""
+        return sessions_between_many([self.parse(p) for p in pairs], self.lo_us, self.hi_us)
+
+    def business(self, pairs: Sequence[PairKey], as_of_us: int) -> npt.NDArray[np.int64]:
+        """Business microseconds of the hour, day and week windows, one row per pair."""
+        missing = self.missing(pairs, as_of_us)
+        if missing:
+            self.by_pair.update(zip(missing, self.compute(missing), strict=True))
+        return business_of_sessions([self.by_pair[p] for p in pairs], as_of_us)
 
 
 def coverage_values(found: Coverage) -> list[float]:

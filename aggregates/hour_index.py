@@ -33,7 +33,10 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from storemon.aggregates.coverage import SessionsKept
+from storemon.aggregates.fleet_summary import business_of_pairs
 from storemon.aggregates.report import WINDOWS
+from storemon.aggregates.schedule import Schedule, WeeklyInterval
 from storemon.aggregates.timebase import FOREVER_US, HOUR_US, NEVER_US, floor_to
 
 Int64s = npt.NDArray[np.int64]
@@ -65,6 +68,17 @@ class HourRuns(NamedTuple):
     up_us: int
     down_us: int
     runs: Sequence[tuple[int, int, bool]]  # (start_us, end_us, active), inside the hour
+
+
+# A store's weekly schedule as plain (weekday, start_s, end_s) rows, and its zone: the key
+# of the stores that share their business hours (and so their business time).
+ScheduleRows = tuple[tuple[int, int, int], ...]
+PairKey = tuple[ScheduleRows, str]
+
+
+def parse_pair(pair: PairKey) -> tuple[Schedule, str]:
+    rows, zone = pair
+    return tuple(WeeklyInterval(*r) for r in rows), zone
 
 
 class StoreTail(NamedTuple):
@@ -223,6 +237,10 @@ class HourIndex:
         self.last_poll = np.full(self._capacity, NO_POLL_US, np.int64)
         self.last_active = np.zeros(self._capacity, np.bool_)
         self.tail_end = np.zeros(self._capacity, np.int64)
+        # Each store's (schedule, zone) pair, numbered in ``pairs`` (-1: not given yet).
+        self.pair = np.full(self._capacity, -1, np.int32)
+        self.pairs: list[PairKey] = []
+        self._pair_numbers: dict[PairKey, int] = {}
         self.newest_us: int | None = None  # newest poll of any store
         # Set if some hour had more runs than a column counts: the index then answers
         # nothing (it would be wrong), and the owner rebuilds it or reads elsewhere.
@@ -251,6 +269,7 @@ class HourIndex:
             ("last_poll", NO_POLL_US),
             ("last_active", False),
             ("tail_end", 0),
+            ("pair", -1),
         ):
             old = getattr(self, name)
             new = np.full(capacity, fill, old.dtype)
@@ -291,6 +310,17 @@ class HourIndex:
         if top != NO_POLL_US and (self.newest_us is None or top > self.newest_us):
             self.newest_us = top
             self._drop_old_columns()
+
+    def apply_schedules(self, schedules: Iterable[tuple[str, ScheduleRows, str]]) -> None:
+        """Set stores' schedules and zones ((store, schedule rows, zone); the newest wins)."""
+        numbers = self._pair_numbers
+        for store_id, rows, zone in schedules:
+            key = (rows, zone)
+            number = numbers.get(key)
+            if number is None:
+                number = numbers[key] = len(self.pairs)
+                self.pairs.append(key)
+            self.pair[self._row(store_id)] = number
 
     def _drop_old_columns(self) -> None:
         oldest = self.oldest_hour_kept()
@@ -476,6 +506,19 @@ class HourIndex:
         kept = order[self.first_poll[order] <= as_of_us]
         return IndexSums(as_of_us, [self.store_ids[i] for i in kept], sums[kept], kept)
 
+    def business_windows(
+        self, rows: Int64s, as_of_us: int, kept: SessionsKept[PairKey]
+    ) -> tuple[int, int, int] | None:
+        """The business microseconds per window of the stores ``rows`` together, from their
+        schedules and zones (None if some store's is unknown); ``kept`` keeps the pairs'
+        sessions between calls."""
+        pairs = self.pair[rows]
+        if len(pairs) and int(pairs.min()) < 0:
+            return None
+        used, pair_of_store = np.unique(pairs, return_inverse=True)
+        per_pair = kept.business([self.pairs[p] for p in used], as_of_us)
+        return business_of_pairs(per_pair, pair_of_store.astype(np.int64).ravel())
+
     def fleet_hours(self, lo_us: int, hi_us: int) -> list[tuple[int, int, int]]:
         """(hour start, up, down) summed over every store, for each hour that starts in
         ``[lo_us, hi_us)``, oldest first: the buckets as stored, without the open tails
@@ -504,4 +547,13 @@ class HourIndex:
             sums[:, 3 + w] += np.where(is_up, 0, part)
 
 
-__all__ = ["DayBuckets", "HourIndex", "HourRuns", "IndexSums", "StoreTail"]
+__all__ = [
+    "DayBuckets",
+    "HourIndex",
+    "HourRuns",
+    "IndexSums",
+    "PairKey",
+    "ScheduleRows",
+    "StoreTail",
+    "parse_pair",
+]

@@ -25,9 +25,21 @@ import time
 from typing import TYPE_CHECKING
 
 import numpy as np
+import orjson
 import pyarrow as pa
 
-from storemon.aggregates.hour_index import DayBuckets, HourIndex, HourRuns, IndexSums, StoreTail
+from storemon.aggregates.coverage import SessionsKept
+from storemon.aggregates.fleet_summary import FleetSummary, summary_of_sums
+from storemon.aggregates.hour_index import (
+    DayBuckets,
+    HourIndex,
+    HourRuns,
+    IndexSums,
+    PairKey,
+    ScheduleRows,
+    StoreTail,
+    parse_pair,
+)
 from storemon.aggregates.reach import out_of_range_message, supported_range
 from storemon.aggregates.timebase import DAY_US, HOUR_US, floor_to
 from storemon.db.assemble import (
@@ -42,6 +54,8 @@ from storemon.db.assemble import (
 from storemon.report_csv import csv_field, render_fields_csv
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
     import asyncpg
 
     from storemon.db.sink import SinkBatch
@@ -84,6 +98,9 @@ class ReportIndex:
         # The index's store ids as CSV fields, by row (rows only ever get appended).
         self._id_fields: list[str] = []
         self._id_array: pa.Array | None = None
+        # The sessions of the stores' (schedule, zone) pairs, for the fleet's business time
+        # (kept across reloads of the index: a pair's sessions depend on the pair alone).
+        self.sessions: SessionsKept[PairKey] = SessionsKept(parse_pair)
 
     @property
     def ready(self) -> bool:
@@ -141,9 +158,13 @@ class ReportIndex:
                 version = await conn.fetchval("SELECT version FROM aggregates_version")
                 tails = await conn.fetch(
                     "SELECT store_id, first_poll_us, newest_poll_us, last_poll_us, last_active,"
-                    " tail_end_us FROM stores"
+                    " tail_end_us, schedule::text AS schedule, zone FROM stores"
                 )
-                index.apply_tails(StoreTail(*row) for row in tails)
+                index.apply_tails(StoreTail(*row[:6]) for row in tails)
+                index.apply_schedules(
+                    (r["store_id"], schedule_rows(orjson.loads(r["schedule"])), r["zone"])
+                    for r in tails
+                )
                 oldest = index.oldest_hour_kept()
                 first_day = floor_to(oldest, DAY_US) if oldest is not None else 0
                 cursor = conn.cursor(
@@ -193,12 +214,12 @@ class ReportIndex:
         return self._id_array
 
     async def try_report(
-        self, pool: asyncpg.Pool, requested: int | None, *, with_fleet_hours: bool = False
+        self, pool: asyncpg.Pool, requested: int | None, *, with_fleet_summary: bool = False
     ) -> AssembledReport | None:
         """The report from memory, or None where only PostgreSQL can answer exactly. When a
         Complete report of the same report time was taken from the same version of the
         aggregates, it is named (``reused_from``) instead of computed again. With
-        ``with_fleet_hours``, the fleet's hours of the week come along (for the dashboard)."""
+        ``with_fleet_summary``, what the dashboard's fleet page shows comes along."""
         index, version = self.index, self.version
         if index is None or version is None:
             return None
@@ -206,6 +227,7 @@ class ReportIndex:
         as_of_us = requested if requested is not None else index.newest_us
         if as_of_us is None:
             raise NoData("no poll has been ingested yet")
+        await self._prepare_sessions(index, as_of_us, with_fleet_summary)
         async with pool.acquire() as conn:
             pruned_before = await conn.fetchval("SELECT pruned_before_us FROM retention_mark")
             # Pending reports that asked for the same report time were stored before this
@@ -222,11 +244,10 @@ class ReportIndex:
         if self.index is not index or self.version != version:
             return None
         # No await from here to the end of the sums: the index is one consistent state.
-        fleet = _fleet_week(index, as_of_us) if with_fleet_hours else None
         if earlier is not None:
             timings = {"read_s": time.perf_counter() - began, "index": 1.0}
             reused = reused_answer(as_of_us, alike, version, earlier, timings)
-            return dataclasses.replace(reused, fleet_hours=fleet)
+            return self._with_summary(index, reused, with_fleet_summary)
         read = time.perf_counter()
         found = index.window_sums(as_of_us)
         if found is None:
@@ -238,6 +259,8 @@ class ReportIndex:
             digest_task = asyncio.ensure_future(_digest(pool, as_of_us))
         try:
             summed = time.perf_counter()
+            fleet = self._fleet_summary(index, found) if with_fleet_summary else None
+            summarised = time.perf_counter()
             csv_text = render_fields_csv(self._id_fields_of(index).take(found.rows), found.sums)
             rendered = time.perf_counter()
             if digest_task is not None:
@@ -256,20 +279,59 @@ class ReportIndex:
             timings={
                 "read_s": read - began,
                 "finish_s": summed - read,
-                "render_s": rendered - summed,
+                "render_s": rendered - summarised,
                 "digest_wait_s": time.perf_counter() - rendered,
                 "index": 1.0,
+                "fleet_summary_s": summarised - summed,  # 0 unless the page asked
             },
             schedules_digest=self._digest[3],
             packed_sums=pack_index_sums(found),
-            fleet_hours=fleet,
+            fleet_summary=fleet,
         )
 
+    def _with_summary(
+        self, index: HourIndex, reused: AssembledReport, wanted: bool
+    ) -> AssembledReport:
+        """A reused answer, with the page's numbers if ``wanted`` (they need the sums, not
+        the CSV)."""
+        if not wanted:
+            return reused
+        found = index.window_sums(reused.as_of_us)
+        fleet = self._fleet_summary(index, found) if found is not None else None
+        return dataclasses.replace(reused, fleet_summary=fleet)
 
-def _fleet_week(index: HourIndex, as_of_us: int) -> tuple[tuple[int, int, int], ...]:
-    """The fleet's hours the dashboard charts: the hour holding T and the 167 before it."""
-    top = floor_to(as_of_us, HOUR_US)
-    return tuple(index.fleet_hours(top - 167 * HOUR_US, top + HOUR_US))
+    async def _prepare_sessions(self, index: HourIndex, as_of_us: int, wanted: bool) -> None:
+        """If ``wanted``, compute the sessions of pairs not kept yet in a thread (seconds for
+        a fleet of distinct schedules, once a day), so the job's consistent part finds them."""
+        if not wanted:
+            return
+        used = np.unique(index.pair[: len(index)])
+        missing = self.sessions.missing([index.pairs[p] for p in used if p >= 0], as_of_us)
+        if not missing:
+            return
+        span = (self.sessions.lo_us, self.sessions.hi_us)
+        found = await asyncio.to_thread(self.sessions.compute, missing)
+        if (self.sessions.lo_us, self.sessions.hi_us) == span:
+            self.sessions.by_pair.update(zip(missing, found, strict=True))
+
+    def _fleet_summary(self, index: HourIndex, found: IndexSums) -> FleetSummary:
+        """The fleet page's numbers from the report's sums: totals, the most-down stores,
+        business and unobserved time, the week's hours (the hour holding T and the 167
+        before it, as the page charts them)."""
+        as_of_us = found.as_of_us
+        top = floor_to(as_of_us, HOUR_US)
+        hours = index.fleet_hours(top - 167 * HOUR_US, top + HOUR_US)
+        business = index.business_windows(found.rows, as_of_us, self.sessions)
+        try:
+            return summary_of_sums(as_of_us, found.store_ids, found.sums, hours, business)
+        except ValueError:  # the contract broken somewhere: the page shows no coverage
+            log.exception("the fleet's business time at %d is less than up and down", as_of_us)
+            return summary_of_sums(as_of_us, found.store_ids, found.sums, hours, None)
+
+
+def schedule_rows(schedule: Iterable[Sequence[int]]) -> ScheduleRows:
+    """A schedule as the sink writes it ([weekday, start_s, end_s] lists) -> its key."""
+    return tuple((i[0], i[1], i[2]) for i in schedule)
 
 
 async def _digest(pool: asyncpg.Pool, as_of_us: int) -> int:
@@ -305,6 +367,10 @@ def apply_batch(index: HourIndex, batch: SinkBatch) -> None:
     )
     # The hours the update changed: the rest of each day it wrote is unchanged, and
     # already in the index (the load read it, or an earlier write brought it).
+    rows_of: dict[int, ScheduleRows] = {}  # stores of one schedule share its list (ingest)
+    index.apply_schedules(
+        (s.store_id, _memo(rows_of, s.schedule), s.zone) for s in batch.stores.values()
+    )
     index.apply_hours(
         [
             HourRuns(store_id, hour, bucket.up_us, bucket.down_us, bucket.runs)
@@ -313,4 +379,11 @@ def apply_batch(index: HourIndex, batch: SinkBatch) -> None:
     )
 
 
-__all__ = ["ReportIndex", "apply_batch", "hours_to_keep"]
+def _memo(rows_of: dict[int, ScheduleRows], schedule: Sequence[Sequence[int]]) -> ScheduleRows:
+    found = rows_of.get(id(schedule))
+    if found is None:
+        found = rows_of[id(schedule)] = schedule_rows(schedule)
+    return found
+
+
+__all__ = ["ReportIndex", "apply_batch", "hours_to_keep", "schedule_rows"]
