@@ -75,10 +75,9 @@ async def main(stores: int, days: int, loads: int) -> dict[str, Any]:
     from aiohttp.test_utils import make_mocked_request
 
     from storemon.aggregates.coverage import unpack_sums
+    from storemon.aggregates.reach import supported_range
     from storemon.db import reports as db_reports
-    from storemon.db.assemble import AssembledReport, aggregates_version, assemble_report
-    from storemon.db.assemble import newest_poll_us as newest_of
-    from storemon.db.retention import report_range
+    from storemon.db.assemble import AssembledReport, assemble_report
     from storemon.web import dashboard, formats
     from storemon.web.keys import SETTINGS
 
@@ -132,14 +131,14 @@ async def main(stores: int, days: int, loads: int) -> dict[str, Any]:
                 app = runner.app
                 t0 = time.perf_counter()
                 async with pipeline.pool.acquire() as conn:
-                    newest = await newest_of(conn)
-                    allowed = await report_range(conn, 0, 0)
-                    await aggregates_version(conn)
+                    marks = await dashboard.queries.fleet_marks(conn)
                 t1 = time.perf_counter()
-                assert newest is not None
+                settings = app[SETTINGS]
+                allowed = supported_range(
+                    marks.newest_poll_us, settings.reach_us, settings.lead_us, None
+                )
                 assert allowed is not None
                 assert fleet.summary is not None
-                settings = app[SETTINGS]
                 context = dashboard.fleet_context(
                     fleet.summary,
                     allowed,

@@ -50,7 +50,7 @@ from storemon.aggregates.fleet_summary import (
     fleet_totals,
     summary_of_rows,
 )
-from storemon.aggregates.reach import ReportRange
+from storemon.aggregates.reach import ReportRange, supported_range
 from storemon.aggregates.report import WINDOWS, StoreWindows, format_hundredths
 from storemon.aggregates.schedule import Schedule, WeeklyInterval
 from storemon.aggregates.timebase import (
@@ -65,14 +65,12 @@ from storemon.db import dashboard as queries
 from storemon.db import reports as db_reports
 from storemon.db.assemble import (
     AssembledReport,
-    aggregates_version,
     assemble_report,
     newest_poll_us,
     schedules_digest,
 )
 from storemon.db.dashboard import ReportListing, StoreWeek
 from storemon.db.reports import ReportStatus
-from storemon.db.retention import report_range
 from storemon.web import assets, formats
 from storemon.web.keys import FINISHED, POOL, PUBLISHER, SETTINGS
 from storemon.web.security import TOKEN_COOKIE, token_matches
@@ -200,13 +198,13 @@ class FleetCache:
     sessions: SessionsKept[tuple[str, str]] = field(default_factory=stored_pairs_sessions)
     lock: asyncio.Lock | None = None
 
-    async def get(self, app: web.Application, newest_us: int) -> FleetSummary:
+    async def get(self, app: web.Application, newest_us: int, version: int) -> FleetSummary:
+        """The page's numbers for the newest poll and the aggregates' version the request
+        read (one statement with the newest poll: see ``queries.fleet_marks``)."""
         pool = app[POOL]
         if self.lock is None:
             self.lock = asyncio.Lock()
         async with self.lock:
-            async with pool.acquire() as conn:
-                version = await aggregates_version(conn)
             fresh = time.monotonic() - self.built_at < FLEET_CACHE_S
             unchanged = self.key == (newest_us, version)
             same_poll = self.key is not None and self.key[0] == newest_us
@@ -418,12 +416,14 @@ async def fleet_page(request: web.Request) -> web.Response:
     pool = _pool(request)
     settings = request.app[SETTINGS]
     async with pool.acquire() as conn:
-        newest = await newest_poll_us(conn)
-        allowed = await report_range(conn, settings.reach_us, settings.lead_us)
-    if newest is None or allowed is None:
+        marks = await queries.fleet_marks(conn)
+    allowed = supported_range(
+        marks.newest_poll_us, settings.reach_us, settings.lead_us, marks.pruned_before_us
+    )
+    if marks.newest_poll_us is None or allowed is None:
         return render(request, "fleet_empty.html", {"title": "Fleet"})
     fleet = request.app[FLEET]
-    summary = await fleet.get(request.app, newest)
+    summary = await fleet.get(request.app, marks.newest_poll_us, marks.version)
     context = fleet_context(
         summary,
         allowed,
