@@ -77,17 +77,84 @@ def business_of_sessions(sessions: Sequence[Sessions], as_of_us: int) -> npt.NDA
     """:func:`business_windows` of many stores (or schedule and zone pairs) at once, from
     their sessions (each valid over at least the week before ``as_of_us``): row i holds
     the hour's, day's and week's business microseconds of ``sessions[i]``, exact."""
+    starts, ends, bounds = _flat(sessions)
+    return business_of_flat(starts, ends, bounds, as_of_us)
+
+
+Int64s = npt.NDArray[np.int64]
+
+
+def _flat(sessions: Sequence[Sessions]) -> tuple[Int64s, Int64s, Int64s]:
+    """Sessions of many pairs as flat starts and ends, and each pair's bounds in them."""
     counts = np.fromiter((len(s.starts) for s in sessions), np.int64, len(sessions))
     starts = np.fromiter(chain.from_iterable(s.starts for s in sessions), np.int64)
     ends = np.fromiter(chain.from_iterable(s.ends for s in sessions), np.int64)
-    bounds = np.concatenate(([0], np.cumsum(counts)))
-    found = np.zeros((len(sessions), len(WINDOWS)), np.int64)
+    bounds = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+    return starts, ends, bounds
+
+
+def business_of_flat(starts: Int64s, ends: Int64s, bounds: Int64s, as_of_us: int) -> Int64s:
+    """:func:`business_of_sessions` of sessions already flat: pair i's sessions are
+    ``starts[bounds[i]:bounds[i + 1]]`` (and the same of ``ends``)."""
+    found = np.zeros((len(bounds) - 1, len(WINDOWS)), np.int64)
     clipped_ends = np.minimum(ends, as_of_us)
     for w, (length, _) in enumerate(WINDOWS):
         inside = np.maximum(clipped_ends - np.maximum(starts, as_of_us - length), 0)
         running = np.concatenate(([0], np.cumsum(inside)))
         found[:, w] = running[bounds[1:]] - running[bounds[:-1]]
     return found
+
+
+@dataclass(frozen=True)
+class PairSessions:
+    """The sessions of numbered (schedule, zone) pairs 0 .. count - 1 over one span, flat
+    (see :func:`business_of_flat`): what the worker keeps for the fleet's business time,
+    so a report time inside the span sums every pair's business time in a few array
+    operations and new pairs only append."""
+
+    lo_us: int
+    hi_us: int
+    starts: Int64s
+    ends: Int64s
+    bounds: Int64s
+
+    @classmethod
+    def around(cls, as_of_us: int) -> PairSessions:
+        """No pair yet, over the span kept for report times near ``as_of_us``."""
+        empty = np.zeros(0, np.int64)
+        return cls(
+            as_of_us - LONGEST_WINDOW_US - SESSIONS_MARGIN_US,
+            as_of_us + SESSIONS_MARGIN_US,
+            empty,
+            empty,
+            np.zeros(1, np.int64),
+        )
+
+    @property
+    def count(self) -> int:
+        return len(self.bounds) - 1
+
+    def covers(self, as_of_us: int) -> bool:
+        return self.lo_us <= as_of_us - LONGEST_WINDOW_US and as_of_us <= self.hi_us
+
+    def extended(self, pairs: Sequence[tuple[Schedule, str]]) -> PairSessions:
+        """With the next pairs' sessions appended (numbered from ``count`` on)."""
+        if not pairs:
+            return self
+        starts, ends, bounds = _flat(sessions_between_many(pairs, self.lo_us, self.hi_us))
+        return PairSessions(
+            self.lo_us,
+            self.hi_us,
+            np.concatenate((self.starts, starts)),
+            np.concatenate((self.ends, ends)),
+            np.concatenate((self.bounds, self.bounds[-1] + bounds[1:])),
+        )
+
+    def business(self, as_of_us: int) -> Int64s:
+        """Business microseconds of the hour, day and week windows, row p for pair p."""
+        if not self.covers(as_of_us):
+            raise ValueError("the report time lies outside the sessions' span")
+        return business_of_flat(self.starts, self.ends, self.bounds, as_of_us)
 
 
 @dataclass

@@ -115,15 +115,11 @@ def summary_of_sums(
     down_week, down_day = sums[:, windows + 2], sums[:, windows + 1]
     candidates = np.flatnonzero(down_week > 0)
     if len(candidates) > count > 0:
-        # Keep the rows that rank at least as high as the count-th by (week, day): ties at
-        # the cut all stay, and the exact order (ids included) is settled below.
-        order = np.lexsort((-down_day[candidates], -down_week[candidates]))
-        cut = candidates[order[count - 1]]
-        week_cut, day_cut = down_week[cut], down_day[cut]
-        above = (down_week[candidates] > week_cut) | (
-            (down_week[candidates] == week_cut) & (down_day[candidates] >= day_cut)
-        )
-        candidates = candidates[above]
+        # The first ``count`` in order all have at least the count-th largest week: keep
+        # those (ties at the cut included); the exact order is settled below.
+        weeks = down_week[candidates]
+        cut = len(weeks) - count
+        candidates = candidates[weeks >= np.partition(weeks, cut)[cut]]
     picked = sorted(
         (int(i) for i in candidates),
         key=lambda i: (-int(down_week[i]), -int(down_day[i]), store_ids[i]),

@@ -33,7 +33,6 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from storemon.aggregates.coverage import SessionsKept
 from storemon.aggregates.fleet_summary import business_of_pairs
 from storemon.aggregates.report import WINDOWS
 from storemon.aggregates.schedule import Schedule, WeeklyInterval
@@ -506,18 +505,16 @@ class HourIndex:
         kept = order[self.first_poll[order] <= as_of_us]
         return IndexSums(as_of_us, [self.store_ids[i] for i in kept], sums[kept], kept)
 
-    def business_windows(
-        self, rows: Int64s, as_of_us: int, kept: SessionsKept[PairKey]
-    ) -> tuple[int, int, int] | None:
-        """The business microseconds per window of the stores ``rows`` together, from their
-        schedules and zones (None if some store's is unknown); ``kept`` keeps the pairs'
-        sessions between calls."""
-        pairs = self.pair[rows]
+    def business_windows(self, rows: Int64s, per_pair: Int64s) -> tuple[int, int, int] | None:
+        """The business microseconds per window of the stores ``rows`` together, from the
+        business time of each (schedule, zone) pair (``per_pair[p]`` for ``pairs[p]``);
+        None if some store's schedule and zone were never given."""
+        pairs = self.pair[rows].astype(np.int64)
         if len(pairs) and int(pairs.min()) < 0:
             return None
-        used, pair_of_store = np.unique(pairs, return_inverse=True)
-        per_pair = kept.business([self.pairs[p] for p in used], as_of_us)
-        return business_of_pairs(per_pair, pair_of_store.astype(np.int64).ravel())
+        if len(pairs) and int(pairs.max()) >= len(per_pair):
+            raise ValueError("a store's pair has no business time given")
+        return business_of_pairs(per_pair, pairs)
 
     def fleet_hours(self, lo_us: int, hi_us: int) -> list[tuple[int, int, int]]:
         """(hour start, up, down) summed over every store, for each hour that starts in

@@ -28,14 +28,13 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from storemon.aggregates.coverage import SessionsKept
+from storemon.aggregates.coverage import PairSessions
 from storemon.aggregates.fleet_summary import FleetSummary, summary_of_sums
 from storemon.aggregates.hour_index import (
     DayBuckets,
     HourIndex,
     HourRuns,
     IndexSums,
-    PairKey,
     ScheduleRows,
     StoreTail,
     parse_pair,
@@ -98,9 +97,9 @@ class ReportIndex:
         # The index's store ids as CSV fields, by row (rows only ever get appended).
         self._id_fields: list[str] = []
         self._id_array: pa.Array | None = None
-        # The sessions of the stores' (schedule, zone) pairs, for the fleet's business time
-        # (kept across reloads of the index: a pair's sessions depend on the pair alone).
-        self.sessions: SessionsKept[PairKey] = SessionsKept(parse_pair)
+        # The sessions of the index's (schedule, zone) pairs, numbered as the index numbers
+        # them, for the fleet's business time (dropped with the index).
+        self._pair_sessions: PairSessions | None = None
 
     @property
     def ready(self) -> bool:
@@ -135,6 +134,7 @@ class ReportIndex:
         self.index = None
         self.version = None
         self._pending = None
+        self._pair_sessions = None
         if self._loader is not None:
             self._loader.cancel()
             self._loader = None
@@ -194,6 +194,7 @@ class ReportIndex:
         self.version = version
         self._pending = None
         self._id_fields, self._id_array = [], None
+        self._pair_sessions = None
         self.index = index
         self.loads += 1
         log.info(
@@ -301,18 +302,30 @@ class ReportIndex:
         return dataclasses.replace(reused, fleet_summary=fleet)
 
     async def _prepare_sessions(self, index: HourIndex, as_of_us: int, wanted: bool) -> None:
-        """If ``wanted``, compute the sessions of pairs not kept yet in a thread (seconds for
-        a fleet of distinct schedules, once a day), so the job's consistent part finds them."""
+        """If ``wanted``, compute the sessions of the index's pairs not kept yet, in a thread
+        (a second or more for a fleet of distinct schedules: the first time, then once a
+        day as the span moves), so the job's consistent part finds them all but a few."""
         if not wanted:
             return
-        used = np.unique(index.pair[: len(index)])
-        missing = self.sessions.missing([index.pairs[p] for p in used if p >= 0], as_of_us)
-        if not missing:
-            return
-        span = (self.sessions.lo_us, self.sessions.hi_us)
-        found = await asyncio.to_thread(self.sessions.compute, missing)
-        if (self.sessions.lo_us, self.sessions.hi_us) == span:
-            self.sessions.by_pair.update(zip(missing, found, strict=True))
+        kept = self._kept_sessions(as_of_us)
+        if kept.count < len(index.pairs):
+            new = [parse_pair(p) for p in index.pairs[kept.count :]]
+            kept = await asyncio.to_thread(kept.extended, new)
+            if self.index is index:  # else numbered for an index gone meanwhile
+                self._pair_sessions = kept
+
+    def _kept_sessions(self, as_of_us: int) -> PairSessions:
+        kept = self._pair_sessions
+        return kept if kept is not None and kept.covers(as_of_us) else PairSessions.around(as_of_us)
+
+    def _business(self, index: HourIndex, found: IndexSums) -> tuple[int, int, int] | None:
+        """The fleet's business time per window (pairs new since the sessions were prepared
+        are computed here, in the consistent part: a handful at most)."""
+        kept = self._kept_sessions(found.as_of_us)
+        if kept.count < len(index.pairs):
+            kept = kept.extended([parse_pair(p) for p in index.pairs[kept.count :]])
+        self._pair_sessions = kept
+        return index.business_windows(found.rows, kept.business(found.as_of_us))
 
     def _fleet_summary(self, index: HourIndex, found: IndexSums) -> FleetSummary:
         """The fleet page's numbers from the report's sums: totals, the most-down stores,
@@ -321,7 +334,7 @@ class ReportIndex:
         as_of_us = found.as_of_us
         top = floor_to(as_of_us, HOUR_US)
         hours = index.fleet_hours(top - 167 * HOUR_US, top + HOUR_US)
-        business = index.business_windows(found.rows, as_of_us, self.sessions)
+        business = self._business(index, found)
         try:
             return summary_of_sums(as_of_us, found.store_ids, found.sums, hours, business)
         except ValueError:  # the contract broken somewhere: the page shows no coverage

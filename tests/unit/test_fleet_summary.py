@@ -8,10 +8,10 @@ import random
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from storemon.aggregates.coverage import SessionsKept, business_windows
+from storemon.aggregates.coverage import PairSessions, business_windows
 from storemon.aggregates.fleet_summary import (
     business_of_pairs,
     decode_summary,
@@ -105,16 +105,21 @@ def key_of(sched: Schedule, zone: str) -> PairKey:
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(stores(), min_size=1, max_size=6), st.integers(0, 2**32), st.integers(0, 72))
+@given(
+    st.lists(stores(), min_size=1, max_size=6),
+    st.integers(0, 2**32),
+    st.integers(0, 72),
+    st.integers(0, 24),
+)
 def test_the_index_business_time_equals_the_core_store_by_store(  # type: ignore[no-untyped-def]
-    fleet, seed, hours_later
+    fleet, seed, hours_later, hours_on
 ) -> None:
     """The index keeps each store's schedule and zone (shared pairs counted per store, the
-    newest winning) and sums the fleet's business time from sessions kept between calls:
-    the same microseconds as the core's business time of each store."""
+    newest winning); the worker keeps the pairs' sessions over a span a day wider than the
+    week, appending new pairs as they come: the fleet's business time at any report time in
+    the span is the sum of the core's business time of each store."""
     rng = random.Random(seed)
     index = HourIndex(hours_kept=3 * 168)
-    kept: SessionsKept[PairKey] = SessionsKept(parse_pair)
     expected_pairs = {}
     for n, (sched, zone, polls, _) in enumerate(fleet):
         store_id = f"store-{n}"
@@ -125,22 +130,28 @@ def test_the_index_business_time_equals_the_core_store_by_store(  # type: ignore
             index.apply_schedules([(store_id, (), "UTC")])
         index.apply_schedules([(store_id, *key_of(sched, zone))])
         expected_pairs[store_id] = (sched, zone)
-        if rng.random() < 0.4 and n + 1 < len(fleet):  # a second store of the same pair
+        if rng.random() < 0.4:  # a second store of the same pair
             twin = f"store-{n}-twin"
             index.apply_schedules([(twin, *key_of(sched, zone))])
             expected_pairs[twin] = (sched, zone)
-    assume(index.newest_us is not None)
-    as_of = fleet[0][3] + hours_later * HOUR_US
+    first_as_of = fleet[0][3] + hours_later * HOUR_US
+    as_of = first_as_of + hours_on * HOUR_US  # a later report time inside the span
+    parsed = [parse_pair(p) for p in index.pairs]
+    cut = rng.randint(0, len(parsed))
+    kept = PairSessions.around(first_as_of).extended(parsed[:cut]).extended(parsed[cut:])
+    assert kept.covers(as_of)
+    assert kept.count == len(index.pairs)
     rows = np.array([index.rows[s] for s in expected_pairs], np.int64)
-    for _ in range(2):  # sessions computed, then kept
-        found = index.business_windows(rows, as_of, kept)
-        expected = [business_windows(s, z, as_of) for s, z in expected_pairs.values()]
-        assert found == tuple(sum(e[w] for e in expected) for w in range(3))
-    assert len(kept.by_pair) == len({key_of(s, z) for s, z in expected_pairs.values()})
+    found = index.business_windows(rows, kept.business(as_of))
+    expected = [business_windows(s, z, as_of) for s, z in expected_pairs.values()]
+    assert found == tuple(sum(e[w] for e in expected) for w in range(3))
     # a store whose schedule the index never got: unknown, not zero
     index.apply_tails([StoreTail("never-scheduled", None, None, None, None, None)])
     unknown = index.rows["never-scheduled"]
-    assert index.business_windows(np.array([*rows, unknown], np.int64), as_of, kept) is None
+    rows = np.array([*rows, unknown], np.int64)
+    assert index.business_windows(rows, kept.business(as_of)) is None
+    with pytest.raises(ValueError, match="span"):
+        kept.business(first_as_of + 2 * 24 * HOUR_US)
 
 
 def test_a_sink_write_carries_the_schedule_and_zone_into_the_index() -> None:
