@@ -214,6 +214,25 @@ class ReportIndex:
             self._id_array = pa.array(self._id_fields, pa.string())
         return self._id_array
 
+    def _snapshot(
+        self, requested: int | None, pruned_before: int | None
+    ) -> tuple[HourIndex, int, int] | None:
+        """The index, its version and the report time, checked against the supported range
+        (OutOfRange, NoData), or None where only PostgreSQL can answer exactly. No await:
+        what it returns is one consistent state until the caller's next await."""
+        index, version = self.index, self.version
+        if index is None or version is None:
+            return None
+        as_of_us = requested if requested is not None else index.newest_us
+        if as_of_us is None:
+            raise NoData("no poll has been ingested yet")
+        allowed = supported_range(index.newest_us, self.reach_us, self.lead_us, pruned_before)
+        if requested is not None and requested not in (allowed or ()):
+            raise OutOfRange(out_of_range_message(requested, allowed))
+        if not index.covers(as_of_us) or index.needs_as_of_fix(as_of_us):
+            return None
+        return index, version, as_of_us
+
     async def try_report(
         self, pool: asyncpg.Pool, requested: int | None, *, with_fleet_summary: bool = False
     ) -> AssembledReport | None:
@@ -221,29 +240,35 @@ class ReportIndex:
         Complete report of the same report time was taken from the same version of the
         aggregates, it is named (``reused_from``) instead of computed again. With
         ``with_fleet_summary``, what the dashboard's fleet page shows comes along."""
-        index, version = self.index, self.version
-        if index is None or version is None:
+        index = self.index
+        if index is None or self.version is None:
             return None
         began = time.perf_counter()
-        as_of_us = requested if requested is not None else index.newest_us
-        if as_of_us is None:
-            raise NoData("no poll has been ingested yet")
-        await self._prepare_sessions(index, as_of_us, with_fleet_summary)
+        # Before the snapshot: the report time may still move on a little (the sessions
+        # are kept over a span a day wider than the week, and a late pair is added there).
+        expected_as_of = requested if requested is not None else index.newest_us
+        await self._prepare_sessions(index, expected_as_of, with_fleet_summary)
         async with pool.acquire() as conn:
             pruned_before = await conn.fetchval("SELECT pruned_before_us FROM retention_mark")
             # Pending reports that asked for the same report time were stored before this
             # read, so the index as it is below (never older than now) answers them too.
             alike = await pending_alike(conn, requested)
-            allowed = supported_range(index.newest_us, self.reach_us, self.lead_us, pruned_before)
-            if requested is not None and requested not in (allowed or ()):
-                raise OutOfRange(out_of_range_message(requested, allowed))
-            if self.index is not index or self.version != version:
-                return None  # moved on meanwhile: the PostgreSQL path takes its own snapshot
-            if not index.covers(as_of_us) or index.needs_as_of_fix(as_of_us):
+            # The snapshot is taken after the reads: while polls stream in, the version moves
+            # with every chunk the worker writes, and a snapshot held across the reads was
+            # nearly always stale by the sums, which sent live reports to PostgreSQL.
+            snapshot = self._snapshot(requested, pruned_before)
+            if snapshot is None:
                 return None
+            index, version, as_of_us = snapshot
             earlier = await finished_alike(conn, as_of_us, version)
         if self.index is not index or self.version != version:
-            return None
+            # Moved on during that look-up: a report of the newer version is computed, so
+            # nothing finished from the older one can be shared.
+            snapshot = self._snapshot(requested, pruned_before)
+            if snapshot is None:
+                return None
+            index, version, as_of_us = snapshot
+            earlier = None
         # No await from here to the end of the sums: the index is one consistent state.
         if earlier is not None:
             timings = {"read_s": time.perf_counter() - began, "index": 1.0}
@@ -301,11 +326,11 @@ class ReportIndex:
         fleet = self._fleet_summary(index, found) if found is not None else None
         return dataclasses.replace(reused, fleet_summary=fleet)
 
-    async def _prepare_sessions(self, index: HourIndex, as_of_us: int, wanted: bool) -> None:
+    async def _prepare_sessions(self, index: HourIndex, as_of_us: int | None, wanted: bool) -> None:
         """If ``wanted``, compute the sessions of the index's pairs not kept yet, in a thread
         (a second or more for a fleet of distinct schedules: the first time, then once a
         day as the span moves), so the job's consistent part finds them all but a few."""
-        if not wanted:
+        if not wanted or as_of_us is None:
             return
         kept = self._kept_sessions(as_of_us)
         if kept.count < len(index.pairs):
