@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import sys
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass, field
 from itertools import chain
-from typing import NamedTuple
+from typing import Generic, NamedTuple, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -23,8 +24,18 @@ from storemon.aggregates.report import (
     StoreWindows,
     format_hundredths,
 )
-from storemon.aggregates.schedule import Schedule, Sessions, sessions_between
+from storemon.aggregates.schedule import (
+    Schedule,
+    Sessions,
+    sessions_between,
+    sessions_between_many,
+)
+from storemon.aggregates.timebase import DAY_US
 from storemon.aggregates.timeline import business_us
+
+# Sessions are kept for report times up to a day past the span they were computed for.
+SESSIONS_MARGIN_US = DAY_US
+PairKey = TypeVar("PairKey", bound=Hashable)
 
 SUMS_PER_ROW = 2 * len(WINDOWS)
 # Extra columns of the JSON and Parquet formats, in the units of the CSV's columns (the
@@ -66,17 +77,117 @@ def business_of_sessions(sessions: Sequence[Sessions], as_of_us: int) -> npt.NDA
     """:func:`business_windows` of many stores (or schedule and zone pairs) at once, from
     their sessions (each valid over at least the week before ``as_of_us``): row i holds
     the hour's, day's and week's business microseconds of ``sessions[i]``, exact."""
+    starts, ends, bounds = _flat(sessions)
+    return business_of_flat(starts, ends, bounds, as_of_us)
+
+
+Int64s = npt.NDArray[np.int64]
+
+
+def _flat(sessions: Sequence[Sessions]) -> tuple[Int64s, Int64s, Int64s]:
+    """Sessions of many pairs as flat starts and ends, and each pair's bounds in them."""
     counts = np.fromiter((len(s.starts) for s in sessions), np.int64, len(sessions))
     starts = np.fromiter(chain.from_iterable(s.starts for s in sessions), np.int64)
     ends = np.fromiter(chain.from_iterable(s.ends for s in sessions), np.int64)
-    bounds = np.concatenate(([0], np.cumsum(counts)))
-    found = np.zeros((len(sessions), len(WINDOWS)), np.int64)
+    bounds = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+    return starts, ends, bounds
+
+
+def business_of_flat(starts: Int64s, ends: Int64s, bounds: Int64s, as_of_us: int) -> Int64s:
+    """:func:`business_of_sessions` of sessions already flat: pair i's sessions are
+    ``starts[bounds[i]:bounds[i + 1]]`` (and the same of ``ends``)."""
+    found = np.zeros((len(bounds) - 1, len(WINDOWS)), np.int64)
     clipped_ends = np.minimum(ends, as_of_us)
     for w, (length, _) in enumerate(WINDOWS):
         inside = np.maximum(clipped_ends - np.maximum(starts, as_of_us - length), 0)
         running = np.concatenate(([0], np.cumsum(inside)))
         found[:, w] = running[bounds[1:]] - running[bounds[:-1]]
     return found
+
+
+@dataclass(frozen=True)
+class PairSessions:
+    """The sessions of numbered (schedule, zone) pairs 0 .. count - 1 over one span, flat
+    (see :func:`business_of_flat`): what the worker keeps for the fleet's business time,
+    so a report time inside the span sums every pair's business time in a few array
+    operations and new pairs only append."""
+
+    lo_us: int
+    hi_us: int
+    starts: Int64s
+    ends: Int64s
+    bounds: Int64s
+
+    @classmethod
+    def around(cls, as_of_us: int) -> PairSessions:
+        """No pair yet, over the span kept for report times near ``as_of_us``."""
+        empty = np.zeros(0, np.int64)
+        return cls(
+            as_of_us - LONGEST_WINDOW_US - SESSIONS_MARGIN_US,
+            as_of_us + SESSIONS_MARGIN_US,
+            empty,
+            empty,
+            np.zeros(1, np.int64),
+        )
+
+    @property
+    def count(self) -> int:
+        return len(self.bounds) - 1
+
+    def covers(self, as_of_us: int) -> bool:
+        return self.lo_us <= as_of_us - LONGEST_WINDOW_US and as_of_us <= self.hi_us
+
+    def extended(self, pairs: Sequence[tuple[Schedule, str]]) -> PairSessions:
+        """With the next pairs' sessions appended (numbered from ``count`` on)."""
+        if not pairs:
+            return self
+        starts, ends, bounds = _flat(sessions_between_many(pairs, self.lo_us, self.hi_us))
+        return PairSessions(
+            self.lo_us,
+            self.hi_us,
+            np.concatenate((self.starts, starts)),
+            np.concatenate((self.ends, ends)),
+            np.concatenate((self.bounds, self.bounds[-1] + bounds[1:])),
+        )
+
+    def business(self, as_of_us: int) -> Int64s:
+        """Business microseconds of the hour, day and week windows, row p for pair p."""
+        if not self.covers(as_of_us):
+            raise ValueError("the report time lies outside the sessions' span")
+        return business_of_flat(self.starts, self.ends, self.bounds, as_of_us)
+
+
+@dataclass
+class SessionsKept(Generic[PairKey]):
+    """Sessions per (schedule, zone) pair, computed over a span wider than the week, so the
+    fleet's business time at a newer report time needs no session computed again until
+    the report time leaves the span (about once a day). ``parse`` turns a pair's key (as
+    its holder names pairs) into the schedule and zone."""
+
+    parse: Callable[[PairKey], tuple[Schedule, str]]
+    lo_us: int = 0
+    hi_us: int = 0
+    by_pair: dict[PairKey, Sessions] = field(default_factory=dict)
+
+    def missing(self, pairs: Iterable[PairKey], as_of_us: int) -> list[PairKey]:
+        """The pairs whose sessions a report at ``as_of_us`` would compute (the span moves,
+        and forgets every pair, when the report time leaves it)."""
+        if as_of_us - LONGEST_WINDOW_US < self.lo_us or as_of_us > self.hi_us:
+            self.by_pair.clear()
+            self.lo_us = as_of_us - LONGEST_WINDOW_US - SESSIONS_MARGIN_US
+            self.hi_us = as_of_us + SESSIONS_MARGIN_US
+        return [p for p in dict.fromkeys(pairs) if p not in self.by_pair]
+
+    def compute(self, pairs: Sequence[PairKey]) -> list[Sessions]:
+        """The sessions of ``pairs`` over the kept span (pure: may run in a thread)."""
+        return sessions_between_many([self.parse(p) for p in pairs], self.lo_us, self.hi_us)
+
+    def business(self, pairs: Sequence[PairKey], as_of_us: int) -> npt.NDArray[np.int64]:
+        """Business microseconds of the hour, day and week windows, one row per pair."""
+        missing = self.missing(pairs, as_of_us)
+        if missing:
+            self.by_pair.update(zip(missing, self.compute(missing), strict=True))
+        return business_of_sessions([self.by_pair[p] for p in pairs], as_of_us)
 
 
 def coverage_values(found: Coverage) -> list[float]:

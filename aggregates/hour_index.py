@@ -33,7 +33,9 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from storemon.aggregates.fleet_summary import business_of_pairs
 from storemon.aggregates.report import WINDOWS
+from storemon.aggregates.schedule import Schedule, WeeklyInterval
 from storemon.aggregates.timebase import FOREVER_US, HOUR_US, NEVER_US, floor_to
 
 Int64s = npt.NDArray[np.int64]
@@ -69,6 +71,17 @@ class HourRuns(NamedTuple):
     up_us: int
     down_us: int
     runs: Sequence[tuple[int, int, bool]]  # (start_us, end_us, active), inside the hour
+
+
+# A store's weekly schedule as plain (weekday, start_s, end_s) rows, and its zone: the key
+# of the stores that share their business hours (and so their business time).
+ScheduleRows = tuple[tuple[int, int, int], ...]
+PairKey = tuple[ScheduleRows, str]
+
+
+def parse_pair(pair: PairKey) -> tuple[Schedule, str]:
+    rows, zone = pair
+    return tuple(WeeklyInterval(*r) for r in rows), zone
 
 
 class StoreTail(NamedTuple):
@@ -236,6 +249,10 @@ class HourIndex:
         self.last_poll = np.full(self._capacity, NO_POLL_US, np.int64)
         self.last_active = np.zeros(self._capacity, np.bool_)
         self.tail_end = np.zeros(self._capacity, np.int64)
+        # Each store's (schedule, zone) pair, numbered in ``pairs`` (-1: not given yet).
+        self.pair = np.full(self._capacity, -1, np.int32)
+        self.pairs: list[PairKey] = []
+        self._pair_numbers: dict[PairKey, int] = {}
         self.newest_us: int | None = None  # newest poll of any store
         # Set if some hour had more runs than a column counts: the index then answers
         # nothing (it would be wrong), and the owner rebuilds it or reads elsewhere.
@@ -268,6 +285,7 @@ class HourIndex:
             ("last_poll", NO_POLL_US),
             ("last_active", False),
             ("tail_end", 0),
+            ("pair", -1),
         ):
             old = getattr(self, name)
             new = np.full(capacity, fill, old.dtype)
@@ -308,6 +326,17 @@ class HourIndex:
         if top != NO_POLL_US and (self.newest_us is None or top > self.newest_us):
             self.newest_us = top
             self._drop_old_columns()
+
+    def apply_schedules(self, schedules: Iterable[tuple[str, ScheduleRows, str]]) -> None:
+        """Set stores' schedules and zones ((store, schedule rows, zone); the newest wins)."""
+        numbers = self._pair_numbers
+        for store_id, rows, zone in schedules:
+            key = (rows, zone)
+            number = numbers.get(key)
+            if number is None:
+                number = numbers[key] = len(self.pairs)
+                self.pairs.append(key)
+            self.pair[self._row(store_id)] = number
 
     def _drop_old_columns(self) -> None:
         oldest = self.oldest_hour_kept()
@@ -513,6 +542,17 @@ class HourIndex:
         kept = order[self.first_poll[order] <= as_of_us]
         return IndexSums(as_of_us, sums[kept], kept, self.store_ids)
 
+    def business_windows(self, rows: Int64s, per_pair: Int64s) -> tuple[int, int, int] | None:
+        """The business microseconds per window of the stores ``rows`` together, from the
+        business time of each (schedule, zone) pair (``per_pair[p]`` for ``pairs[p]``);
+        None if some store's schedule and zone were never given."""
+        pairs = self.pair[rows].astype(np.int64)
+        if len(pairs) and int(pairs.min()) < 0:
+            return None
+        if len(pairs) and int(pairs.max()) >= len(per_pair):
+            raise ValueError("a store's pair has no business time given")
+        return business_of_pairs(per_pair, pairs)
+
     def fleet_hours(self, lo_us: int, hi_us: int) -> list[tuple[int, int, int]]:
         """(hour start, up, down) summed over every store, for each hour that starts in
         ``[lo_us, hi_us)``, oldest first: the buckets as stored, without the open tails
@@ -541,4 +581,13 @@ class HourIndex:
             sums[:, 3 + w] += np.where(is_up, 0, part)
 
 
-__all__ = ["DayBuckets", "HourIndex", "HourRuns", "IndexSums", "StoreTail"]
+__all__ = [
+    "DayBuckets",
+    "HourIndex",
+    "HourRuns",
+    "IndexSums",
+    "PairKey",
+    "ScheduleRows",
+    "StoreTail",
+    "parse_pair",
+]

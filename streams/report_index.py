@@ -25,9 +25,20 @@ import time
 from typing import TYPE_CHECKING
 
 import numpy as np
+import orjson
 import pyarrow as pa
 
-from storemon.aggregates.hour_index import DayBuckets, HourIndex, HourRuns, IndexSums, StoreTail
+from storemon.aggregates.coverage import PairSessions
+from storemon.aggregates.fleet_summary import FleetSummary, summary_of_sums
+from storemon.aggregates.hour_index import (
+    DayBuckets,
+    HourIndex,
+    HourRuns,
+    IndexSums,
+    ScheduleRows,
+    StoreTail,
+    parse_pair,
+)
 from storemon.aggregates.reach import out_of_range_message, supported_range
 from storemon.aggregates.timebase import DAY_US, HOUR_US, floor_to
 from storemon.db.assemble import (
@@ -41,6 +52,8 @@ from storemon.db.assemble import (
 from storemon.report_csv import csv_field, render_fields_csv
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
     import asyncpg
 
     from storemon.db.sink import SinkBatch
@@ -83,6 +96,9 @@ class ReportIndex:
         # The index's store ids as CSV fields, by row (rows only ever get appended).
         self._id_fields: list[str] = []
         self._id_array: pa.Array | None = None
+        # The sessions of the index's (schedule, zone) pairs, numbered as the index numbers
+        # them, for the fleet's business time (dropped with the index).
+        self._pair_sessions: PairSessions | None = None
 
     @property
     def ready(self) -> bool:
@@ -117,6 +133,7 @@ class ReportIndex:
         self.index = None
         self.version = None
         self._pending = None
+        self._pair_sessions = None
         if self._loader is not None:
             self._loader.cancel()
             self._loader = None
@@ -140,9 +157,13 @@ class ReportIndex:
                 version = await conn.fetchval("SELECT version FROM aggregates_version")
                 tails = await conn.fetch(
                     "SELECT store_id, first_poll_us, newest_poll_us, last_poll_us, last_active,"
-                    " tail_end_us FROM stores"
+                    " tail_end_us, schedule::text AS schedule, zone FROM stores"
                 )
-                index.apply_tails(StoreTail(*row) for row in tails)
+                index.apply_tails(StoreTail(*row[:6]) for row in tails)
+                index.apply_schedules(
+                    (r["store_id"], schedule_rows(orjson.loads(r["schedule"])), r["zone"])
+                    for r in tails
+                )
                 oldest = index.oldest_hour_kept()
                 first_day = floor_to(oldest, DAY_US) if oldest is not None else 0
                 cursor = conn.cursor(
@@ -172,6 +193,7 @@ class ReportIndex:
         self.version = version
         self._pending = None
         self._id_fields, self._id_array = [], None
+        self._pair_sessions = None
         self.index = index
         self.loads += 1
         log.info(
@@ -211,16 +233,23 @@ class ReportIndex:
         return index, version, as_of_us
 
     async def try_report(
-        self, pool: asyncpg.Pool, requested: int | None, *, with_fleet_hours: bool = False
+        self, pool: asyncpg.Pool, requested: int | None, *, with_fleet_summary: bool = False
     ) -> AssembledReport | None:
         """The report from memory, or None where only PostgreSQL can answer exactly. When a
         Complete report of the same report time was taken from the same version of the
         aggregates, it is named (``reused_from``) instead of computed again. With
-        ``with_fleet_hours``, the fleet's hours of the week come along (for the dashboard)."""
+        ``with_fleet_summary``, what the dashboard's fleet page shows comes along."""
+        if self.index is None or self.version is None:
+            return None
+        began = time.perf_counter()
+        if with_fleet_summary:
+            # Before the snapshot: the report time may still move on a little (the sessions
+            # are kept over a span a day wider than the week, and a late pair is added there).
+            expected_as_of = requested if requested is not None else self.index.newest_us
+            await self._prepare_sessions(self.index, expected_as_of, with_fleet_summary)
         index, version = self.index, self.version
         if index is None or version is None:
             return None
-        began = time.perf_counter()
         # The report time and version the look-up of a finished answer is for; checked again
         # after it, below.
         asked_as_of = requested if requested is not None else index.newest_us
@@ -244,11 +273,10 @@ class ReportIndex:
         earlier = None if moved else looked.earlier
         index, version, as_of_us = snapshot
         # No await from here to the end of the sums: the index is one consistent state.
-        fleet = _fleet_week(index, as_of_us) if with_fleet_hours else None
         if earlier is not None:
             timings = {"read_s": time.perf_counter() - began, "index": 1.0}
             reused = reused_answer(as_of_us, alike, version, earlier, timings)
-            return dataclasses.replace(reused, fleet_hours=fleet)
+            return self._with_summary(index, reused, with_fleet_summary)
         read = time.perf_counter()
         found = index.window_sums(as_of_us)
         if found is None:
@@ -260,6 +288,8 @@ class ReportIndex:
             digest_task = asyncio.ensure_future(_digest(pool, as_of_us))
         try:
             summed = time.perf_counter()
+            fleet = self._fleet_summary(index, found) if with_fleet_summary else None
+            summarised = time.perf_counter()
             csv_text = render_fields_csv(self._id_fields_of(index).take(found.rows), found.sums)
             rendered = time.perf_counter()
             if digest_task is not None:
@@ -278,20 +308,71 @@ class ReportIndex:
             timings={
                 "read_s": read - began,
                 "finish_s": summed - read,
-                "render_s": rendered - summed,
+                "render_s": rendered - summarised,
                 "digest_wait_s": time.perf_counter() - rendered,
                 "index": 1.0,
+                "fleet_summary_s": summarised - summed,  # 0 unless the page asked
             },
             schedules_digest=self._digest[3],
             packed_sums=pack_index_sums(found),
-            fleet_hours=fleet,
+            fleet_summary=fleet,
         )
 
+    def _with_summary(
+        self, index: HourIndex, reused: AssembledReport, wanted: bool
+    ) -> AssembledReport:
+        """A reused answer, with the page's numbers if ``wanted`` (they need the sums, not
+        the CSV)."""
+        if not wanted:
+            return reused
+        found = index.window_sums(reused.as_of_us)
+        fleet = self._fleet_summary(index, found) if found is not None else None
+        return dataclasses.replace(reused, fleet_summary=fleet)
 
-def _fleet_week(index: HourIndex, as_of_us: int) -> tuple[tuple[int, int, int], ...]:
-    """The fleet's hours the dashboard charts: the hour holding T and the 167 before it."""
-    top = floor_to(as_of_us, HOUR_US)
-    return tuple(index.fleet_hours(top - 167 * HOUR_US, top + HOUR_US))
+    async def _prepare_sessions(self, index: HourIndex, as_of_us: int | None, wanted: bool) -> None:
+        """If ``wanted``, compute the sessions of the index's pairs not kept yet, in a thread
+        (a second or more for a fleet of distinct schedules: the first time, then once a
+        day as the span moves), so the job's consistent part finds them all but a few."""
+        if not wanted or as_of_us is None:
+            return
+        kept = self._kept_sessions(as_of_us)
+        if kept.count < len(index.pairs):
+            new = [parse_pair(p) for p in index.pairs[kept.count :]]
+            kept = await asyncio.to_thread(kept.extended, new)
+            if self.index is index:  # else numbered for an index gone meanwhile
+                self._pair_sessions = kept
+
+    def _kept_sessions(self, as_of_us: int) -> PairSessions:
+        kept = self._pair_sessions
+        return kept if kept is not None and kept.covers(as_of_us) else PairSessions.around(as_of_us)
+
+    def _business(self, index: HourIndex, found: IndexSums) -> tuple[int, int, int] | None:
+        """The fleet's business time per window (pairs new since the sessions were prepared
+        are computed here, in the consistent part: a handful at most)."""
+        kept = self._kept_sessions(found.as_of_us)
+        if kept.count < len(index.pairs):
+            kept = kept.extended([parse_pair(p) for p in index.pairs[kept.count :]])
+        self._pair_sessions = kept
+        return index.business_windows(found.rows, kept.business(found.as_of_us))
+
+    def _fleet_summary(self, index: HourIndex, found: IndexSums) -> FleetSummary:
+        """The fleet page's numbers from the report's sums: totals, the most-down stores,
+        business and unobserved time, the week's hours (the hour holding T and the 167
+        before it, as the page charts them)."""
+        as_of_us = found.as_of_us
+        top = floor_to(as_of_us, HOUR_US)
+        hours = index.fleet_hours(top - 167 * HOUR_US, top + HOUR_US)
+        business = self._business(index, found)
+        try:
+            return summary_of_sums(as_of_us, found.store_ids, found.sums, hours, business)
+        except ValueError:  # the contract broken somewhere: the page shows no coverage
+            log.exception("the fleet's business time at %d is less than up and down", as_of_us)
+            return summary_of_sums(as_of_us, found.store_ids, found.sums, hours, None)
+
+
+def schedule_rows(schedule: Iterable[Sequence[int]]) -> ScheduleRows:
+    """A schedule as the sink writes it ([weekday, start_s, end_s] lists) -> its key."""
+    return tuple((i[0], i[1], i[2]) for i in schedule)
 
 
 async def _digest(pool: asyncpg.Pool, as_of_us: int) -> int:
@@ -327,6 +408,10 @@ def apply_batch(index: HourIndex, batch: SinkBatch) -> None:
     )
     # The hours the update changed: the rest of each day it wrote is unchanged, and
     # already in the index (the load read it, or an earlier write brought it).
+    rows_of: dict[int, ScheduleRows] = {}  # stores of one schedule share its list (ingest)
+    index.apply_schedules(
+        (s.store_id, _memo(rows_of, s.schedule), s.zone) for s in batch.stores.values()
+    )
     index.apply_hours(
         [
             HourRuns(store_id, hour, bucket.up_us, bucket.down_us, bucket.runs)
@@ -335,4 +420,11 @@ def apply_batch(index: HourIndex, batch: SinkBatch) -> None:
     )
 
 
-__all__ = ["ReportIndex", "apply_batch", "hours_to_keep"]
+def _memo(rows_of: dict[int, ScheduleRows], schedule: Sequence[Sequence[int]]) -> ScheduleRows:
+    found = rows_of.get(id(schedule))
+    if found is None:
+        found = rows_of[id(schedule)] = schedule_rows(schedule)
+    return found
+
+
+__all__ = ["ReportIndex", "apply_batch", "hours_to_keep", "schedule_rows"]

@@ -141,8 +141,8 @@ async def run_report_job(
     except ValueError as error:
         log.warning("ignoring a malformed report request: %s", error)
         return
-    # The dashboard's fleet page asks for the fleet's hours of the week along with the report.
-    with_fleet_hours = request.get("fleet_hours") is True
+    # The dashboard's fleet page asks for what it shows along with the report.
+    with_fleet_summary = request.get("fleet_summary") is True
 
     async def attempt() -> None:
         pool = await database.pool()
@@ -158,7 +158,7 @@ async def run_report_job(
 
         try:
             built, shared = await asyncio.wait_for(
-                _answer(pool, report_id, requested, reach, report_index, with_fleet_hours),
+                _answer(pool, report_id, requested, reach, report_index, with_fleet_summary),
                 timeout_s,
             )
         except (NoData, OutOfRange) as error:
@@ -224,15 +224,15 @@ async def _answer(
     requested: int | None,
     reach: tuple[int, int] | None,
     report_index: ReportIndex | None,
-    with_fleet_hours: bool = False,
+    with_fleet_summary: bool = False,
 ) -> tuple[AssembledReport, int | None]:
     """From the in-memory index where it can answer exactly, else from PostgreSQL."""
     if report_index is not None and report_index.ready:
-        fast = await report_index.try_report(pool, requested, with_fleet_hours=with_fleet_hours)
-        if fast is not None and fast.fleet_hours is not None and fast.data_version is not None:
-            # Stored before the report completes, so whoever sees it Complete finds them.
-            await db_reports.store_fleet_hours(
-                pool, fast.as_of_us, fast.data_version, fast.fleet_hours
+        fast = await report_index.try_report(pool, requested, with_fleet_summary=with_fleet_summary)
+        if fast is not None and fast.fleet_summary is not None and fast.data_version is not None:
+            # Stored before the report completes, so whoever sees it Complete finds it.
+            await db_reports.store_fleet_summary(
+                pool, fast.as_of_us, fast.data_version, fast.fleet_summary
             )
         if fast is not None and fast.reused_from is None:
             return fast, None

@@ -121,11 +121,11 @@ class RequestPublisher:
         await self._producer.stop()
 
     async def publish(
-        self, report_id: uuid.UUID, as_of: str | None, *, fleet_hours: bool = False
+        self, report_id: uuid.UUID, as_of: str | None, *, fleet_summary: bool = False
     ) -> None:
         request: dict[str, Any] = {"report_id": str(report_id), "as_of": as_of}
-        if fleet_hours:
-            request["fleet_hours"] = True
+        if fleet_summary:
+            request["fleet_summary"] = True
         value = messages.encode(request)
         async with asyncio.timeout(PUBLISH_TIMEOUT_S):
             await self._producer.send_and_wait(self.topic, value, key=str(report_id).encode())

@@ -15,10 +15,11 @@ of ours, ``static/dashboard.js``. No build step.
 
 The pages are Jinja2 templates (``templates/``, rendered by aiohttp-jinja2 with autoescape
 on: every text that came from data is HTML-escaped); each carries its chart data as JSON in a
-``<script type="application/json">`` element (Jinja's ``tojson``, safe inside a script). The fleet's report numbers come from the
-same assembly as a report job, kept while the aggregates' version is unchanged (else for
-``FLEET_CACHE_S``) and rebuilt by one request at a time (a 100,000-store fleet takes seconds
-to assemble).
+``<script type="application/json">`` element (Jinja's ``tojson``, safe inside a script). The fleet page's numbers (a
+:class:`~storemon.aggregates.fleet_summary.FleetSummary`) are computed by the worker in the
+same job as a report it is asked for, or where it cannot, from the same assembly as a report
+job; kept while the aggregates' version is unchanged (else for ``FLEET_CACHE_S``) and
+rebuilt by one request at a time (a 100,000-store fleet takes seconds to assemble).
 """
 
 from __future__ import annotations
@@ -37,20 +38,21 @@ import aiohttp_jinja2
 import asyncpg
 import jinja2
 import numpy as np
-import numpy.typing as npt
 import orjson
 from aiohttp import web
 from aiokafka.errors import KafkaError
 
-from storemon.aggregates.coverage import Coverage, business_of_sessions, coverage, unpack_sums
-from storemon.aggregates.reach import ReportRange
-from storemon.aggregates.report import (
-    LONGEST_WINDOW_US,
-    WINDOWS,
-    StoreWindows,
-    format_hundredths,
+from storemon.aggregates.coverage import Coverage, SessionsKept, coverage, unpack_sums
+from storemon.aggregates.fleet_summary import (
+    FleetSummary,
+    business_of_pairs,
+    fleet_coverage_of,
+    fleet_totals,
+    summary_of_rows,
 )
-from storemon.aggregates.schedule import Schedule, Sessions, WeeklyInterval, sessions_between_many
+from storemon.aggregates.reach import ReportRange, supported_range
+from storemon.aggregates.report import WINDOWS, StoreWindows, format_hundredths
+from storemon.aggregates.schedule import Schedule, WeeklyInterval
 from storemon.aggregates.timebase import (
     DAY_US,
     HOUR_US,
@@ -63,14 +65,12 @@ from storemon.db import dashboard as queries
 from storemon.db import reports as db_reports
 from storemon.db.assemble import (
     AssembledReport,
-    aggregates_version,
     assemble_report,
     newest_poll_us,
     schedules_digest,
 )
 from storemon.db.dashboard import ReportListing, StoreWeek
 from storemon.db.reports import ReportStatus
-from storemon.db.retention import report_range
 from storemon.web import assets, formats
 from storemon.web.keys import FINISHED, POOL, PUBLISHER, SETTINGS
 from storemon.web.security import TOKEN_COOKIE, token_matches
@@ -79,9 +79,6 @@ FLEET_CACHE_S = 60.0
 # How long a rebuild waits for the worker's report before assembling the page itself, and
 # how often it looks.
 FLEET_REPORT_WAIT_S = 5.0
-# Sessions are kept for report times up to a day past the span they were computed for.
-SESSIONS_MARGIN_US = DAY_US
-WORST_STORES = 15
 REPORTS_LISTED = 50
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 OWN_ASSETS = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
@@ -168,100 +165,74 @@ def render(
 # ------------------------------------------------------------------------------ fleet cache
 
 
-@dataclass
-class SessionsKept:
-    """Sessions per (schedule, zone) pair, computed over a span wider than the week, so the
-    fleet's business time at a newer report time needs no session computed again until
-    the report time leaves the span (about once a day)."""
+def parse_stored_pair(pair: tuple[str, str]) -> tuple[Schedule, str]:
+    """A (schedule as the stores table's JSON text, zone) pair -> schedule and zone."""
+    text, zone = pair
+    return tuple(WeeklyInterval(*i) for i in orjson.loads(text)), zone
 
-    lo_us: int = 0
-    hi_us: int = 0
-    by_pair: dict[tuple[str, str], Sessions] = field(default_factory=dict)
 
-    def business(self, pairs: list[tuple[str, str]], as_of_us: int) -> npt.NDArray[np.int64]:
-        """Business microseconds of the hour, day and week windows, one row per pair."""
-        if as_of_us - LONGEST_WINDOW_US < self.lo_us or as_of_us > self.hi_us:
-            self.by_pair.clear()
-            self.lo_us = as_of_us - LONGEST_WINDOW_US - SESSIONS_MARGIN_US
-            self.hi_us = as_of_us + SESSIONS_MARGIN_US
-        missing = [p for p in pairs if p not in self.by_pair]
-        if missing:
-            parsed = [
-                (tuple(WeeklyInterval(*i) for i in orjson.loads(text)), zone)
-                for text, zone in missing
-            ]
-            found = sessions_between_many(parsed, self.lo_us, self.hi_us)
-            self.by_pair.update(zip(missing, found, strict=True))
-        return business_of_sessions([self.by_pair[p] for p in pairs], as_of_us)
+def stored_pairs_sessions() -> SessionsKept[tuple[str, str]]:
+    """Sessions kept per pair as the stores table spells it (the PostgreSQL path)."""
+    return SessionsKept(parse_stored_pair)
 
 
 @dataclass
 class FleetCache:
-    """The last fleet-wide report and hourly sums. Kept as long as the aggregates' version
-    is unchanged (the same inputs give the same page); while they change, rebuilt when older
-    than FLEET_CACHE_S or when a newer poll has arrived, by one request at a time.
+    """The fleet page's last numbers. Kept as long as the aggregates' version is unchanged
+    (the same inputs give the same page); while they change, rebuilt when older than
+    FLEET_CACHE_S or when a newer poll has arrived, by one request at a time.
 
-    A rebuild asks the worker for a report at the newest poll with the fleet's hours, which
-    it answers from its in-memory index (as fast as any report); where that path cannot
-    answer soon (no worker, the index still loading), the page is assembled here from
-    PostgreSQL, which takes seconds for a large fleet."""
+    A rebuild asks the worker for a report at the newest poll with the page's numbers, which
+    it computes from its in-memory index in the same job (about as fast as any report) and
+    stores as one row; where that path cannot answer soon (no worker, the index still
+    loading), the page is assembled here from PostgreSQL, which takes seconds for a large
+    fleet. Both give the same numbers (the tests compare them)."""
 
     built_at: float = float("-inf")
     key: tuple[int, int] | None = None  # (newest poll, aggregates' version) it was built at
-    report: AssembledReport | None = None
-    hours: list[tuple[int, int, int]] | None = None
-    # The fleet's business and unobserved microseconds per window (None: unknown)
-    coverage: Coverage | None = None
-    built_from: str = ""  # "worker" or "database"
+    summary: FleetSummary | None = None
+    # "worker" (its index computed the page), "worker report" (the worker answered from
+    # PostgreSQL; the page summed its report) or "database" (assembled here)
+    built_from: str = ""
     build_s: float = 0.0
-    sessions: SessionsKept = field(default_factory=SessionsKept)
+    sessions: SessionsKept[tuple[str, str]] = field(default_factory=stored_pairs_sessions)
     lock: asyncio.Lock | None = None
 
-    async def get(
-        self, app: web.Application, newest_us: int
-    ) -> tuple[AssembledReport, list[tuple[int, int, int]]]:
+    async def get(self, app: web.Application, newest_us: int, version: int) -> FleetSummary:
+        """The page's numbers for the newest poll and the aggregates' version the request
+        read (one statement with the newest poll: see ``queries.fleet_marks``)."""
         pool = app[POOL]
         if self.lock is None:
             self.lock = asyncio.Lock()
         async with self.lock:
-            async with pool.acquire() as conn:
-                version = await aggregates_version(conn)
             fresh = time.monotonic() - self.built_at < FLEET_CACHE_S
             unchanged = self.key == (newest_us, version)
             same_poll = self.key is not None and self.key[0] == newest_us
-            if (
-                self.report is None
-                or self.hours is None
-                or not (unchanged or (fresh and same_poll))
-            ):
+            if self.summary is None or not (unchanged or (fresh and same_poll)):
                 began = time.perf_counter()
-                from_worker = await fleet_from_the_worker(app)
+                from_worker = await fleet_from_the_worker(app, self.sessions)
                 if from_worker is not None:
-                    self.report, hours = from_worker
-                    self.built_from = "worker"
+                    summary, data_version, self.built_from = from_worker
                 else:
-                    self.report = await assemble_report(pool, newest_us, with_digest=True)
-                    hours = None
-                    self.built_from = "database"
-                if hours is None:
-                    top = floor_to(self.report.as_of_us, HOUR_US)
-                    async with pool.acquire() as conn:
-                        hours = await queries.fleet_hours(conn, top - 167 * HOUR_US, top + HOUR_US)
-                self.hours = hours
-                self.coverage = await fleet_coverage(pool, self.report, self.sessions)
+                    report = await assemble_report(pool, newest_us, with_digest=True)
+                    summary = await summary_of_report(pool, report, self.sessions)
+                    data_version, self.built_from = report.data_version, "database"
+                self.summary = summary
                 # The version the report's snapshot saw: a write in between rebuilds next time.
-                self.key = (newest_us, self.report.data_version or version)
+                self.key = (newest_us, data_version or version)
                 self.built_at = time.monotonic()
                 self.build_s = time.perf_counter() - began
-            return self.report, self.hours
+            return self.summary
 
 
 async def fleet_from_the_worker(
-    app: web.Application,
-) -> tuple[AssembledReport, list[tuple[int, int, int]] | None] | None:
-    """A report at the newest poll, asked of the worker like any other, with the fleet's hours
-    (None when the worker answered from PostgreSQL and has none); None when no answer came
-    within FLEET_REPORT_WAIT_S or the queue of reports is full."""
+    app: web.Application, sessions: SessionsKept[tuple[str, str]]
+) -> tuple[FleetSummary, int | None, str] | None:
+    """The page's numbers at the newest poll, asked of the worker with a report like any
+    other: (summary, the aggregates' version it was computed from, how). Where the worker
+    answered from PostgreSQL it stored no summary, and the page sums the report's rows as
+    the PostgreSQL path does. None when no answer came within FLEET_REPORT_WAIT_S or the
+    queue of reports is full."""
     pool, settings = app[POOL], app[SETTINGS]
     publisher = app.get(PUBLISHER)
     if publisher is None:
@@ -272,7 +243,7 @@ async def fleet_from_the_worker(
     ):
         return None
     try:
-        await publisher.publish(report_id, None, fleet_hours=True)
+        await publisher.publish(report_id, None, fleet_summary=True)
     except (KafkaError, TimeoutError) as error:
         await db_reports.fail_report(pool, report_id, f"the request could not be queued: {error}")
         return None
@@ -280,11 +251,16 @@ async def fleet_from_the_worker(
     record = await app[FINISHED].until_finished(
         report_id, FLEET_REPORT_WAIT_S, lambda: db_reports.get_report(pool, report_id)
     )
-    if record is None or record.status != ReportStatus.COMPLETE:
+    if record is None or record.status != ReportStatus.COMPLETE or record.as_of_us is None:
         return None  # failed, or the worker answers later: this page is built from PostgreSQL
+    if record.data_version is not None:
+        # Stored by the job before it completed the report (see migration 0018).
+        summary = await db_reports.get_fleet_summary(pool, record.as_of_us, record.data_version)
+        if summary is not None:
+            return summary, record.data_version, "worker"
     csv_text = await db_reports.get_report_csv(pool, report_id)
     packed, digest = await db_reports.get_report_exact(pool, report_id)
-    if record.as_of_us is None or csv_text is None or packed is None:
+    if csv_text is None or packed is None:
         return None
     rows = await asyncio.to_thread(unpack_sums, formats.store_ids(csv_text), packed)
     report = AssembledReport(
@@ -295,14 +271,23 @@ async def fleet_from_the_worker(
         data_version=record.data_version,
         schedules_digest=digest,
     )
-    hours = None
-    if record.data_version is not None:
-        hours = await db_reports.get_fleet_hours(pool, record.as_of_us, record.data_version)
-    return report, hours
+    return await summary_of_report(pool, report, sessions), record.data_version, "worker report"
+
+
+async def summary_of_report(
+    pool: asyncpg.Pool, report: AssembledReport, sessions: SessionsKept[tuple[str, str]]
+) -> FleetSummary:
+    """The page's numbers from a report's rows: the fleet's hours summed by PostgreSQL, its
+    business time from the schedules in the stores table."""
+    top = floor_to(report.as_of_us, HOUR_US)
+    async with pool.acquire() as conn:
+        hours = await queries.fleet_hours(conn, top - 167 * HOUR_US, top + HOUR_US)
+    found = await fleet_coverage(pool, report, sessions)
+    return summary_of_rows(report.as_of_us, report.rows, hours, found)
 
 
 async def fleet_coverage(
-    pool: asyncpg.Pool, report: AssembledReport, sessions: SessionsKept
+    pool: asyncpg.Pool, report: AssembledReport, sessions: SessionsKept[tuple[str, str]]
 ) -> Coverage | None:
     """Business and unobserved time of the whole fleet per window, from the schedules the
     report was assembled with (None if one changed since: the sums would not match)."""
@@ -321,16 +306,9 @@ async def fleet_coverage(
         number: dict[tuple[str, str], int] = {}
         store_pair = [number.setdefault(pair_of[i], len(number)) for i in ids]
         business_per_pair = sessions.business(list(number), report.as_of_us)
-        stores_per_pair = np.bincount(np.array(store_pair, np.int64), minlength=len(number))
-        business = (business_per_pair * stores_per_pair[:, None]).sum(axis=0)
+        business = business_of_pairs(business_per_pair, np.array(store_pair, np.int64))
         up, down = fleet_totals(report.rows)
-        unobserved = [int(business[w]) - up[w] - down[w] for w in range(len(WINDOWS))]
-        if min(unobserved) < 0:
-            raise ValueError("the fleet's up and down exceed its business time")
-        return Coverage(
-            (int(business[0]), int(business[1]), int(business[2])),
-            (unobserved[0], unobserved[1], unobserved[2]),
-        )
+        return fleet_coverage_of(business, up, down)
 
     return await asyncio.to_thread(add_up)
 
@@ -346,29 +324,13 @@ def _pool(request: web.Request) -> asyncpg.Pool:
 # ------------------------------------------------------------------------------ fleet page
 
 
-def fleet_totals(rows: Iterable[StoreWindows]) -> tuple[list[int], list[int]]:
-    """Sums over the fleet of up and down per window (hour, day, week)."""
-    up, down = [0, 0, 0], [0, 0, 0]
-    for row in rows:
-        for w in range(3):
-            up[w] += row.up_us[w]
-            down[w] += row.down_us[w]
-    return up, down
-
-
-def worst_stores(rows: Iterable[StoreWindows], count: int) -> list[StoreWindows]:
-    """The stores with most downtime over the week (then the day), ties by id."""
-    ranked = sorted(rows, key=lambda r: (-r.down_us[2], -r.down_us[1], r.store_id))
-    return [r for r in ranked[:count] if r.down_us[2] > 0]
-
-
 @dataclass(frozen=True, slots=True)
 class HeatCell:
     colour: str
     label: str
 
 
-def heatmap_rows(hours: list[tuple[int, int, int]]) -> list[tuple[str, list[HeatCell | None]]]:
+def heatmap_rows(hours: Iterable[tuple[int, int, int]]) -> list[tuple[str, list[HeatCell | None]]]:
     """A row per UTC day: its 24 hours, ``None`` for an hour outside the week."""
     by_day: dict[int, dict[int, tuple[int, int]]] = {}
     for hour, up, down in hours:
@@ -404,10 +366,15 @@ def worst_store_lines(rows: Iterable[StoreWindows]) -> list[dict[str, str]]:
     ]
 
 
+BUILT_FROM = {
+    "worker": "the worker's in-memory index",
+    "worker report": "the worker's report from PostgreSQL",
+    "database": "PostgreSQL",
+}
+
+
 def fleet_context(
-    report: AssembledReport,
-    hours: list[tuple[int, int, int]],
-    found: Coverage | None,
+    summary: FleetSummary,
     allowed: ReportRange,
     reach_hours: int,
     lead_hours: int,
@@ -415,7 +382,7 @@ def fleet_context(
     built_from: str = "database",
     build_s: float = 0.0,
 ) -> dict[str, Any]:
-    up, down = fleet_totals(report.rows)
+    up, down, found, hours = summary.up_us, summary.down_us, summary.coverage, summary.hours
     unobserved = business = "\u2013"
     if found is not None:
         unobserved = f"{format_hundredths(found.unobserved_us[2], HOUR_US)} h"
@@ -423,14 +390,14 @@ def fleet_context(
     return {
         "title": "Fleet",
         "charts": True,
-        "built_from": "the worker's in-memory index" if built_from == "worker" else "PostgreSQL",
+        "built_from": BUILT_FROM.get(built_from, "PostgreSQL"),
         "build_ms": round(1000 * build_s),
-        "as_of": when(report.as_of_us),
+        "as_of": when(summary.as_of_us),
         "range_earliest": format_utc(allowed.earliest_us),
         "range_latest": format_utc(allowed.latest_us),
         "reach_hours": reach_hours,
         "lead_hours": lead_hours,
-        "store_count": report.row_count,
+        "store_count": summary.store_count,
         "uptime_day": percent(up[1], down[1]),
         "uptime_week": percent(up[2], down[2]),
         "downtime_week": format_hundredths(down[2], HOUR_US),
@@ -441,7 +408,7 @@ def fleet_context(
             "x": [h // 1_000_000 for h, _, _ in hours],
             "uptime": [round(100 * u / (u + d), 2) if u + d else None for _, u, d in hours],
         },
-        "worst": worst_store_lines(worst_stores(report.rows, WORST_STORES)),
+        "worst": worst_store_lines(summary.worst),
     }
 
 
@@ -449,16 +416,16 @@ async def fleet_page(request: web.Request) -> web.Response:
     pool = _pool(request)
     settings = request.app[SETTINGS]
     async with pool.acquire() as conn:
-        newest = await newest_poll_us(conn)
-        allowed = await report_range(conn, settings.reach_us, settings.lead_us)
-    if newest is None or allowed is None:
+        marks = await queries.fleet_marks(conn)
+    allowed = supported_range(
+        marks.newest_poll_us, settings.reach_us, settings.lead_us, marks.pruned_before_us
+    )
+    if marks.newest_poll_us is None or allowed is None:
         return render(request, "fleet_empty.html", {"title": "Fleet"})
     fleet = request.app[FLEET]
-    report, hours = await fleet.get(request.app, newest)
+    summary = await fleet.get(request.app, marks.newest_poll_us, marks.version)
     context = fleet_context(
-        report,
-        hours,
-        fleet.coverage,
+        summary,
         allowed,
         settings.report_reach_hours,
         settings.report_lead_hours,

@@ -27,12 +27,12 @@ from aiohttp.test_utils import TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from storemon.aggregates.coverage import coverage, coverage_values
-from storemon.aggregates.reach import supported_range
+from storemon.aggregates.fleet_summary import FleetSummary
+from storemon.aggregates.reach import ReportRange, supported_range
 from storemon.aggregates.records import DEFAULT_ZONE
 from storemon.aggregates.report import format_hundredths
 from storemon.aggregates.timebase import HOUR_US, format_utc, parse_poll_timestamp
 from storemon.batch import compute_report, load_dataset
-from storemon.db import dashboard as queries
 from storemon.db.assemble import assemble_report
 from storemon.settings import Settings
 from storemon.streams import messages
@@ -184,41 +184,66 @@ async def test_fleet_page_agrees_with_the_batch_report(live: Live) -> None:
     assert shown_unobserved == format_hundredths(unobserved, HOUR_US)
 
 
+async def fleet_from_the_worker(live: Live) -> tuple[FleetSummary, str]:
+    """The page's numbers as a rebuild asks the worker for them (again while a restarted
+    worker's report consumer joins its group)."""
+    kept = dashboard.stored_pairs_sessions()
+    for _ in range(12):
+        found = await dashboard.fleet_from_the_worker(live.app, kept)
+        if found is not None:
+            summary, _, how = found
+            if how == "worker":
+                assert not kept.by_pair  # the page computed no business time itself
+            return summary, how
+    raise AssertionError("the worker never answered the fleet page's report")
+
+
 async def test_fleet_page_from_the_worker_equals_the_database(live: Live) -> None:
-    """The fleet page asks the worker for a report with the fleet's hours (summed from its
-    in-memory index): the rows, hours and business time equal what PostgreSQL gives."""
-    found = await dashboard.fleet_from_the_worker(live.app)
-    assert found is not None
-    report, hours = found
-    assert hours is not None  # the index summed them
+    """The fleet page asks the worker for a report with everything the page shows, computed
+    in the same job from its in-memory index (with the schedules and zones it mirrors from
+    the sink's writes) and stored as one row. Every number equals what the page's PostgreSQL
+    path computes from the same data (report rows assembled from PostgreSQL, the fleet's
+    hours summed by it, business time from the stores table's schedules), and so does the
+    page rendered from it. (After a restart too: see the last test of this module.)"""
+    await fleet_page_from_the_worker_equals_the_database(live)
+    _, page, _ = await fetch(live, "/dashboard/", headers=AUTH)
+    assert "Summed by the worker&#39;s in-memory index" in page
+
+
+async def fleet_page_from_the_worker_equals_the_database(live: Live) -> None:
     pool = live.app[POOL]
-    from_database = await assemble_report(pool, report.as_of_us, with_digest=True)
-    assert list(report.rows) == sorted(from_database.rows, key=lambda r: r.store_id)
-    assert report.schedules_digest == from_database.schedules_digest
-    top = report.as_of_us - report.as_of_us % HOUR_US
-    async with pool.acquire() as conn:
-        assert hours == await queries.fleet_hours(conn, top - 167 * HOUR_US, top + HOUR_US)
-    assert len(hours) == 168
-    assert any(up for _, up, _ in hours)
     data = load_dataset(live.dataset)
+    allowed = ReportRange(0, 1)
+    from_worker, how = await fleet_from_the_worker(live)
+    assert how == "worker"
+    assembled = await assemble_report(pool, from_worker.as_of_us, with_digest=True)
+    kept = dashboard.stored_pairs_sessions()
+    for _ in range(2):  # sessions computed, then kept
+        from_database = await dashboard.summary_of_report(pool, assembled, kept)
+        assert from_worker == from_database
+    assert dashboard.fleet_context(from_worker, allowed, 168, 2) == dashboard.fleet_context(
+        from_database, allowed, 168, 2
+    )
+    # Nothing trivially equal: a week of hours, stores down, business time known.
+    assert from_worker.store_count == len(live.batch)
+    assert len(from_worker.hours) == 168
+    assert any(up for _, up, _ in from_worker.hours)
+    assert [r.store_id for r in from_worker.worst] == most_down(live.batch, 15)
+    # Business and unobserved time as the core computes them store by store.
     expected = [
         coverage(
             row,
             data.schedules.get(row.store_id, ()),
             data.zones.get(row.store_id, DEFAULT_ZONE),
-            report.as_of_us,
+            from_worker.as_of_us,
         )
-        for row in report.rows
+        for row in assembled.rows
     ]
-    kept = dashboard.SessionsKept()
-    for _ in range(2):  # computed, then from the sessions kept
-        fleet = await dashboard.fleet_coverage(pool, report, kept)
-        assert fleet is not None
-        for w in range(3):
-            assert fleet.business_us[w] == sum(c.business_us[w] for c in expected)
-            assert fleet.unobserved_us[w] == sum(c.unobserved_us[w] for c in expected)
-    _, page, _ = await fetch(live, "/dashboard/", headers=AUTH)
-    assert "Summed by the worker&#39;s in-memory index" in page
+    assert from_worker.coverage is not None
+    for w in range(3):
+        assert from_worker.coverage.business_us[w] == sum(c.business_us[w] for c in expected)
+        assert from_worker.coverage.unobserved_us[w] == sum(c.unobserved_us[w] for c in expected)
+    assert from_worker.coverage.business_us[2] > 0
 
 
 async def test_store_page_shows_its_report_row_and_its_week(live: Live) -> None:
@@ -465,3 +490,13 @@ async def test_status_command(live: Live) -> None:
     assert re.search(r"^lag\s+0 messages", text, re.M)
     assert f"as_of      {format_utc(newest - 168 * HOUR_US)} .. " in text
     assert live.report_id in text
+
+
+# Last in the module: it restarts the worker, whose counters the metrics test reads.
+async def test_fleet_page_after_a_worker_restart_equals_the_database(live: Live) -> None:
+    """A restarted worker loads its index from PostgreSQL, schedules and zones included (the
+    stores table's JSON): the page's numbers still equal the PostgreSQL path's."""
+    live.pipeline.stop_worker()
+    live.pipeline.start_worker()
+    await live.pipeline.wait_report_index()
+    await fleet_page_from_the_worker_equals_the_database(live)

@@ -16,11 +16,11 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
 from storemon.aggregates.coverage import Coverage
+from storemon.aggregates.fleet_summary import summary_of_rows
 from storemon.aggregates.reach import ReportRange
 from storemon.aggregates.report import StoreWindows
 from storemon.aggregates.schedule import WeeklyInterval
 from storemon.aggregates.timebase import DAY_US, HOUR_US, MINUTE_US, parse_as_of
-from storemon.db.assemble import AssembledReport
 from storemon.db.dashboard import ReportListing, StoreWeek
 from storemon.web import dashboard
 
@@ -60,11 +60,11 @@ def fleet_page(store_ids: list[str]) -> str:
         )
         for n, s in enumerate(store_ids, 1)
     )
-    report = AssembledReport(AS_OF, "", len(rows), rows)
     hours = [(AS_OF - h * HOUR_US, 3 * HOUR_US, HOUR_US) for h in range(168)]
     found = Coverage((HOUR_US, DAY_US, 7 * DAY_US), (0, HOUR_US, 2 * HOUR_US))
     allowed = ReportRange(AS_OF - 168 * HOUR_US, AS_OF + 2 * HOUR_US)
-    context = dashboard.fleet_context(report, hours, found, allowed, 168, 2)
+    summary = summary_of_rows(AS_OF, rows, hours, found)
+    context = dashboard.fleet_context(summary, allowed, 168, 2)
     return text_of(render("fleet.html", context))
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import random
 
+from storemon.aggregates.fleet_summary import fleet_totals, worst_stores
 from storemon.aggregates.report import StoreWindows
 from storemon.aggregates.schedule import WeeklyInterval
 from storemon.aggregates.timebase import DAY_US, HOUR_US, parse_as_of
@@ -15,12 +16,7 @@ from storemon.db.dashboard import (
     merge_runs,
     with_open_tail,
 )
-from storemon.web.dashboard import (
-    fleet_totals,
-    heat_colour,
-    schedule_text,
-    worst_stores,
-)
+from storemon.web.dashboard import heat_colour, schedule_text
 
 DAY0 = parse_as_of("2023-01-16 00:00:00")  # a Monday
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import asyncpg
 import orjson
 
+from storemon.aggregates.fleet_summary import FleetSummary
 from storemon.aggregates.reach import out_of_range_message
 from storemon.aggregates.report import StoreWindows, render_csv
 from storemon.aggregates.schedule import Schedule, Sessions, WeeklyInterval, sessions_between
@@ -68,9 +69,9 @@ class AssembledReport:
     schedules_digest: int | None = None
     # The exact sums already packed (the in-memory path has no ``rows``), see pack_sums.
     packed_sums: bytes | None = None
-    # The fleet's (hour start, up, down) of the week before the report time, when the
-    # request asked for them (the dashboard does; only the in-memory path sums them).
-    fleet_hours: tuple[tuple[int, int, int], ...] | None = None
+    # What the dashboard's fleet page shows, when the request asked for it (the page does;
+    # only the in-memory path computes it, in the same job as the report).
+    fleet_summary: FleetSummary | None = None
 
 
 # One statement text, used by the job (in its snapshot) and by the API (when it adds

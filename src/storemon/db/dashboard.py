@@ -119,6 +119,25 @@ async def fleet_hours(conn: Connection, lo_us: int, hi_us: int) -> list[tuple[in
 
 
 @dataclass(frozen=True, slots=True)
+class FleetMarks:
+    """What the fleet page reads on every request, in one statement's snapshot."""
+
+    newest_poll_us: int | None
+    pruned_before_us: int | None
+    version: int  # the aggregates' version (migration 0004)
+
+
+async def fleet_marks(conn: Connection) -> FleetMarks:
+    row = await conn.fetchrow(
+        "SELECT (SELECT max(newest_poll_us) FROM stores) AS newest_poll_us,"
+        " (SELECT pruned_before_us FROM retention_mark) AS pruned_before_us,"
+        " (SELECT version FROM aggregates_version) AS version"
+    )
+    assert row is not None
+    return FleetMarks(row["newest_poll_us"], row["pruned_before_us"], row["version"])
+
+
+@dataclass(frozen=True, slots=True)
 class StoreWeek:
     store_id: str
     zone: str

@@ -5,17 +5,15 @@ from __future__ import annotations
 import contextlib
 import sys
 import uuid
-from array import array
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from itertools import chain
 from typing import Any
 
 import asyncpg
 import orjson
 
+from storemon.aggregates.fleet_summary import FleetSummary, decode_summary, encode_summary
 from storemon.compression import gunzip, gzip_body
 
 
@@ -337,37 +335,29 @@ async def get_report_exact(
     return row["window_us"], row["schedules_digest"]
 
 
-async def store_fleet_hours(
-    pool: asyncpg.Pool, as_of_us: int, data_version: int, hours: Sequence[tuple[int, int, int]]
+async def store_fleet_summary(
+    pool: asyncpg.Pool, as_of_us: int, data_version: int, summary: FleetSummary
 ) -> None:
-    """Keep the fleet's (hour start, up, down) of a report time and version (see migration
-    0017); a second write of the same key is the same value and changes nothing."""
-    packed = array("q", chain.from_iterable(hours))
-    if sys.byteorder != "little":  # pragma: no cover
-        packed.byteswap()
+    """Keep what the fleet page shows at a report time and version (see migration 0018); a
+    second write of the same key is the same value and changes nothing."""
     await pool.execute(
-        "INSERT INTO fleet_hours (as_of_us, data_version, hours) VALUES ($1, $2, $3)"
+        "INSERT INTO fleet_summaries (as_of_us, data_version, summary) VALUES ($1, $2, $3)"
         " ON CONFLICT DO NOTHING",
         as_of_us,
         data_version,
-        packed.tobytes(),
+        encode_summary(summary),
     )
 
 
-async def get_fleet_hours(
+async def get_fleet_summary(
     pool: asyncpg.Pool, as_of_us: int, data_version: int
-) -> list[tuple[int, int, int]] | None:
-    value: bytes | None = await pool.fetchval(
-        "SELECT hours FROM fleet_hours WHERE as_of_us = $1 AND data_version = $2",
+) -> FleetSummary | None:
+    value: str | None = await pool.fetchval(
+        "SELECT summary FROM fleet_summaries WHERE as_of_us = $1 AND data_version = $2",
         as_of_us,
         data_version,
     )
-    if value is None:
-        return None
-    packed = array("q", value)
-    if sys.byteorder != "little":  # pragma: no cover
-        packed.byteswap()
-    return [(packed[i], packed[i + 1], packed[i + 2]) for i in range(0, len(packed), 3)]
+    return decode_summary(value) if value is not None else None
 
 
 async def prune_reports(pool: asyncpg.Pool, keep_hours: float) -> int:
@@ -381,7 +371,7 @@ async def prune_reports(pool: asyncpg.Pool, keep_hours: float) -> int:
         keep_hours * 3600.0,
     )
     await pool.execute(
-        "DELETE FROM fleet_hours WHERE created_at < now() - make_interval(secs => $1)",
+        "DELETE FROM fleet_summaries WHERE created_at < now() - make_interval(secs => $1)",
         keep_hours * 3600.0,
     )
     return int(status.split()[-1])
