@@ -157,11 +157,10 @@ class StoreState:
         self._sessions_lo = 0
         self._sessions_hi = 0
         self._last_in_hours_us: int | None = None
-        # The runs of each hour of the days recorded last (day -> 24 hours -> runs, flat as
-        # the record holds them: start, end, 1/0, ...), kept up to date by every
-        # recomputation, so a day's record after a live poll needs only the hours that poll
-        # changed, not a pass over the whole day.
-        self._day_runs: dict[int, list[tuple[int, ...]]] = {}
+        # The runs of the days recorded last, flat as the record holds them, kept up to date
+        # by every recomputation: a day's record after a live poll needs only the hours that
+        # poll changed spliced in, not a pass over the whole day.
+        self._day_runs: dict[int, _DayRuns] = {}
 
     # -- sessions -------------------------------------------------------------------------
 
@@ -395,7 +394,9 @@ class StoreState:
     def _remember_runs(self, day: int, hour: int, hour_runs: list[Run] | None) -> None:
         cached = self._day_runs.get(day)
         if cached is not None:
-            cached[(hour - day) // HOUR_US] = () if hour_runs is None else _flat_runs(hour_runs)
+            cached.replace(
+                (hour - day) // HOUR_US, () if hour_runs is None else _flat_runs(hour_runs)
+            )
 
     def hour_totals(self, hour_start_us: int) -> tuple[int, int]:
         day = floor_to(hour_start_us, DAY_US)
@@ -439,14 +440,16 @@ class StoreState:
         when they cover every hour of the day with time, no run is recomputed; otherwise
         the day's runs are recomputed from the polls in one pass."""
         hours_array = self.day_hours.get(day_start_us)
-        hour_up = list(hours_array[0::2]) if hours_array is not None else [0] * 24
-        hour_down = list(hours_array[1::2]) if hours_array is not None else [0] * 24
-        flat: list[int] = []
-        bounds = [0] * 25
-        if hours_array is not None:
-            by_hour = self._day_runs.get(day_start_us)
-            if by_hour is None:
+        if hours_array is None:
+            hour_up, hour_down = [0] * 24, [0] * 24
+            flat: list[int] = []
+            bounds = [0] * 25
+        else:
+            hour_up, hour_down = hours_array[0::2].tolist(), hours_array[1::2].tolist()
+            cached = self._day_runs.get(day_start_us)
+            if cached is None:
                 hours = [day_start_us + h * HOUR_US for h in range(24)]
+                by_hour: list[tuple[int, ...]]
                 if known is not None and all(
                     hours[h] in known for h in range(24) if hour_up[h] or hour_down[h]
                 ):
@@ -463,11 +466,12 @@ class StoreState:
                     by_hour = [_flat_runs(split[h]) if h in split else () for h in hours]
                 if len(self._day_runs) >= _DAYS_OF_RUNS_KEPT:
                     del self._day_runs[min(self._day_runs)]
-                self._day_runs[day_start_us] = by_hour
-            flat = list(chain.from_iterable(by_hour))
-            bounds = [0, *accumulate(map(len, by_hour))]
-        j = bisect_left(self.poll_ts, day_start_us)
-        k = bisect_left(self.poll_ts, day_start_us + DAY_US, j)
+                cached = self._day_runs[day_start_us] = _DayRuns(by_hour)
+            # Copies: the record leaves with the batch while the cache moves on.
+            flat, bounds = cached.flat[:], cached.bounds[:]
+        poll_ts = self.poll_ts
+        j = bisect_left(poll_ts, day_start_us)
+        k = bisect_left(poll_ts, day_start_us + DAY_US, j)
         return DayRecord(
             sum(hour_up),
             sum(hour_down),
@@ -475,7 +479,7 @@ class StoreState:
             hour_down,
             flat,
             bounds,
-            self.poll_ts[j:k].tolist(),
+            poll_ts[j:k].tolist(),
             list(map(bool, self.poll_active[j:k])),
         )
 
@@ -505,6 +509,26 @@ class StoreState:
         state.cutoff_us = cutoff_us
         state.apply_polls(polls)
         return state
+
+
+class _DayRuns:
+    """A day's runs as its record holds them: flat (start, end, 1/0, ...) and the bounds of
+    each hour in it, updated in place an hour at a time."""
+
+    __slots__ = ("bounds", "flat")
+
+    def __init__(self, by_hour: list[tuple[int, ...]]) -> None:
+        self.flat: list[int] = list(chain.from_iterable(by_hour))
+        self.bounds: list[int] = [0, *accumulate(map(len, by_hour))]
+
+    def replace(self, hour_of_day: int, runs: tuple[int, ...]) -> None:
+        bounds = self.bounds
+        lo, hi = bounds[hour_of_day], bounds[hour_of_day + 1]
+        self.flat[lo:hi] = runs
+        shift = len(runs) - (hi - lo)
+        if shift:
+            for h in range(hour_of_day + 1, 25):
+                bounds[h] += shift
 
 
 def _flat_runs(runs: Iterable[Run]) -> tuple[int, ...]:

@@ -41,7 +41,7 @@ from storemon.batch import load_dataset
 from storemon.db import sink as db_sink
 from storemon.db.sink import SinkBatch
 from storemon.streams import messages
-from storemon.streams.report_index import ReportIndex, apply_batch
+from storemon.streams.report_index import ReportIndex
 from storemon.streams.worker import GC_THRESHOLDS
 from tests.unit.test_input_batches import CountingTable, Event, Message, Sink, make_ingestor
 
@@ -87,9 +87,7 @@ def sink_rows(batch: SinkBatch) -> tuple[list[tuple[Any, ...]], list[tuple[Any, 
     )
 
 
-def batches(
-    polls: list[tuple[int, str, bool]], per_batch: int, first_offset: int
-) -> list[Event]:
+def batches(polls: list[tuple[int, str, bool]], per_batch: int, first_offset: int) -> list[Event]:
     events = []
     for n in range(0, len(polls), per_batch):
         group: dict[str, tuple[list[int], list[bool]]] = {}
@@ -167,7 +165,11 @@ def run_once(
         f" {elapsed:.2f} s, {len(timed) / elapsed:.0f} polls/s, {cpu / len(timed) * 1e6:.1f} us"
         f" CPU per poll; table writes {writes} ({writes / len(timed):.2f} per poll),"
         f" {written / len(timed):.0f} table bytes per poll"
-        + (f"; mirrored: {rows} sink rows, {len(index.index or ())} stores in the index" if mirror else "")
+        + (
+            f"; mirrored: {rows} sink rows, {len(index.index or ())} stores in the index"
+            if mirror
+            else ""
+        )
         + f"; collector {'Python defaults' if python_gc else f'thresholds {GC_THRESHOLDS}'}",
         flush=True,
     )
