@@ -22,7 +22,6 @@ from __future__ import annotations
 from array import array
 from bisect import bisect_left
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from itertools import accumulate, chain
 from typing import NamedTuple
 
@@ -48,9 +47,9 @@ _SESSION_LOOKAHEAD_US = 7 * DAY_US
 _DAYS_OF_RUNS_KEPT = 2
 
 
-@dataclass(frozen=True, slots=True)
-class HourBucket:
-    """Up and down microseconds of one UTC hour, with the runs they come from."""
+class HourBucket(NamedTuple):
+    """Up and down microseconds of one UTC hour, with the runs they come from (a tuple: an
+    update makes one per hour it changed)."""
 
     hour_start_us: int
     up_us: int
@@ -91,14 +90,41 @@ class StoreSummary(NamedTuple):
     tail_end_us: int  # end of the session of that last poll (FOREVER_US if endless)
 
 
-@dataclass(slots=True)
 class StoreChanges:
-    """What one update changed: new values only, so writing them is idempotent."""
+    """What one update changed: new values only, so writing them is idempotent. (A plain
+    class: one is made per update, and a dataclass's default factories cost more.)"""
 
-    hours: dict[int, HourBucket] = field(default_factory=dict)  # empty bucket = gone
-    days: dict[int, tuple[int, int]] = field(default_factory=dict)  # (up_us, down_us)
-    poll_hours: set[int] = field(default_factory=set)  # hours whose list of polls changed
-    summary_changed: bool = False
+    __slots__ = ("days", "hours", "poll_hours", "summary_changed")
+
+    def __init__(
+        self,
+        hours: dict[int, HourBucket] | None = None,
+        days: dict[int, tuple[int, int]] | None = None,
+        poll_hours: set[int] | None = None,
+        summary_changed: bool = False,
+    ) -> None:
+        self.hours: dict[int, HourBucket] = {} if hours is None else hours  # empty = gone
+        self.days: dict[int, tuple[int, int]] = {} if days is None else days  # (up, down)
+        self.poll_hours: set[int] = set() if poll_hours is None else poll_hours
+        self.summary_changed = summary_changed
+
+    def __repr__(self) -> str:
+        return (
+            f"StoreChanges(hours={self.hours!r}, days={self.days!r},"
+            f" poll_hours={self.poll_hours!r}, summary_changed={self.summary_changed!r})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, StoreChanges):
+            return NotImplemented
+        return (self.hours, self.days, self.poll_hours, self.summary_changed) == (
+            other.hours,
+            other.days,
+            other.poll_hours,
+            other.summary_changed,
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclass was
 
     def __bool__(self) -> bool:
         return bool(self.hours or self.days or self.poll_hours or self.summary_changed)
@@ -343,7 +369,6 @@ class StoreState:
         upto = max(
             last if last is not None else NEVER_US, old_last if old_last is not None else NEVER_US
         )
-        day_hours = self.day_hours
         touched_days: set[int] = set()
         for lo, hi in _merge_ranges(dirty):
             lo = lo if lo > low else low
@@ -359,44 +384,58 @@ class StoreState:
                 sessions = self.sessions_covering(first_hour, stop)
                 runs = timeline_runs(sessions, self.poll_ts, self.poll_active, first_hour, stop)
                 fresh = split_by_hour(runs)
-            hour = first_hour
-            while hour < end_hour:
-                day = hour - hour % DAY_US
-                slot = 2 * ((hour - day) // HOUR_US)
-                hour_runs = fresh.get(hour)
-                hours_array = day_hours.get(day)
-                self._remember_runs(day, hour, hour_runs)
-                if hour_runs is None:
-                    if hours_array is not None and (hours_array[slot] or hours_array[slot + 1]):
-                        hours_array[slot] = hours_array[slot + 1] = 0
-                        changes.hours[hour] = HourBucket(hour, 0, 0, ())
-                        touched_days.add(day)
-                else:
-                    up = down = 0
-                    for run_start, run_end, active in hour_runs:
-                        if active:
-                            up += run_end - run_start
-                        else:
-                            down += run_end - run_start
-                    if hours_array is None:
-                        hours_array = day_hours[day] = array("q", bytes(8 * 48))
-                    hours_array[slot] = up
-                    hours_array[slot + 1] = down
-                    changes.hours[hour] = HourBucket(hour, up, down, tuple(hour_runs))
-                    touched_days.add(day)
-                hour += HOUR_US
+            self._set_hours(first_hour, end_hour, fresh, changes.hours, touched_days)
+        day_hours = self.day_hours
         for day in touched_days:
             totals = self.day_totals(day)
             changes.days[day] = totals
             if totals == (0, 0):
                 del day_hours[day]
 
-    def _remember_runs(self, day: int, hour: int, hour_runs: list[Run] | None) -> None:
-        cached = self._day_runs.get(day)
-        if cached is not None:
-            cached.replace(
-                (hour - day) // HOUR_US, () if hour_runs is None else _flat_runs(hour_runs)
-            )
+    def _set_hours(
+        self,
+        first_hour: int,
+        end_hour: int,
+        fresh: dict[int, list[Run]],
+        changed: dict[int, HourBucket],
+        touched_days: set[int],
+    ) -> None:
+        """Store the hours ``[first_hour, end_hour)`` from their fresh runs (an hour not in
+        ``fresh`` has none); the changed ones go to ``changed``, their days to
+        ``touched_days``."""
+        day_hours = self.day_hours
+        day_runs = self._day_runs
+        hour = first_hour
+        while hour < end_hour:
+            day = hour - hour % DAY_US
+            hour_of_day = (hour - day) // HOUR_US
+            slot = 2 * hour_of_day
+            hour_runs = fresh.get(hour)
+            hours_array = day_hours.get(day)
+            cached = day_runs.get(day) if day_runs else None
+            if hour_runs is None:
+                if cached is not None:
+                    cached.replace(hour_of_day, ())
+                if hours_array is not None and (hours_array[slot] or hours_array[slot + 1]):
+                    hours_array[slot] = hours_array[slot + 1] = 0
+                    changed[hour] = HourBucket(hour, 0, 0, ())
+                    touched_days.add(day)
+            else:
+                up = down = 0
+                for run_start, run_end, active in hour_runs:
+                    if active:
+                        up += run_end - run_start
+                    else:
+                        down += run_end - run_start
+                if cached is not None:
+                    cached.replace(hour_of_day, _flat_runs(hour_runs))
+                if hours_array is None:
+                    hours_array = day_hours[day] = array("q", bytes(8 * 48))
+                hours_array[slot] = up
+                hours_array[slot + 1] = down
+                changed[hour] = HourBucket(hour, up, down, tuple(hour_runs))
+                touched_days.add(day)
+            hour += HOUR_US
 
     def hour_totals(self, hour_start_us: int) -> tuple[int, int]:
         day = floor_to(hour_start_us, DAY_US)
