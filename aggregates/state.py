@@ -42,6 +42,8 @@ DEFAULT_HORIZON_US = retention_us(DEFAULT_REACH_HOURS * HOUR_US)
 # How far ahead of the newest poll the cached sessions reach, so a stream in time order
 # recomputes them about once a week of data.
 _SESSION_LOOKAHEAD_US = 7 * DAY_US
+# A Run made without the Python-level constructor a NamedTuple has (made per piece of run).
+_new_run = tuple.__new__
 # Days whose runs a state keeps (the newest recorded): live polls touch today, and yesterday
 # for a while after midnight.
 _DAYS_OF_RUNS_KEPT = 2
@@ -133,11 +135,16 @@ class StoreChanges:
 def split_by_hour(runs: Iterable[Run]) -> dict[int, list[Run]]:
     """Cut runs at hour boundaries, grouped by the hour they fall in."""
     by_hour: dict[int, list[Run]] = {}
-    for start, end, active in runs:
+    for run in runs:
+        start, end, active = run
+        hour = start - start % HOUR_US
+        if end <= hour + HOUR_US:  # inside one hour: the run itself
+            by_hour.setdefault(hour, []).append(run)
+            continue
         while start < end:
-            hour = floor_to(start, HOUR_US)
+            hour = start - start % HOUR_US
             piece_end = min(end, hour + HOUR_US)
-            by_hour.setdefault(hour, []).append(Run(start, piece_end, active))
+            by_hour.setdefault(hour, []).append(_new_run(Run, (start, piece_end, active)))
             start = piece_end
     return by_hour
 

@@ -253,12 +253,13 @@ class Ingestor:
         state = self.state_for(store_id)
         polls = item.polls
         changes = StoreChanges()
-        if item.schedule is not None or item.zone is not None:
+        new_settings = item.schedule is not None or item.zone is not None
+        if new_settings:
             schedule = item.schedule if item.schedule is not None else state.schedule
             changes = state.replace_schedule(schedule, item.zone or state.zone_name)
         if polls:
             applied = state.apply_polls(polls)
-            if changes:
+            if new_settings:
                 changes.hours.update(applied.hours)
                 changes.days.update(applied.days)
             else:
@@ -377,4 +378,7 @@ def _layout_unchanged(
     ):
         return False
     days = before.days
-    return all(ts >= cutoff and ts - ts % DAY_US in days for ts, _ in polls)
+    for ts, _ in polls:  # noqa: SIM110  (a plain loop: one poll, most of the time)
+        if ts < cutoff or ts - ts % DAY_US not in days:
+            return False
+    return True
