@@ -214,13 +214,21 @@ class StoreState:
     @property
     def low_us(self) -> int:
         """Start of the materialised buckets."""
-        if self.first_poll_us is None:
+        first = self.first_poll_us
+        if first is None:
             return FOREVER_US
         # No report counts a store before its first poll (section 5 of the contract), so no
         # window reaches more than one week before it: materialising further back, as far as
         # the whole horizon, would only cost a store's first contact twice the work.
-        back = min(self.horizon_us, LONGEST_WINDOW_US)
-        return max(self.cutoff_us, floor_to(self.first_poll_us, HOUR_US) - back)
+        # (Written out: it is read twice on every update.)
+        horizon = self.horizon_us
+        low = (
+            first
+            - first % HOUR_US
+            - (horizon if horizon < LONGEST_WINDOW_US else LONGEST_WINDOW_US)
+        )
+        cutoff = self.cutoff_us
+        return low if low > cutoff else cutoff
 
     def _find_last_in_hours(self) -> int | None:
         if not self.poll_ts:

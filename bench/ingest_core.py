@@ -9,11 +9,12 @@ N polls (what the batching stage writes), with dictionaries for the Faust tables
 database write that does nothing; prints polls/s, table writes and bytes, and with
 ``--profile`` the cProfile top by own time. ``--limit`` times only the first N polls (after
 every store's settings). ``--warm N`` feeds the first N polls before the clock starts (in
-batches of 50,000: every store's first contact and history, so the timed part is the steady
+one batch, packed: every store's first contact and history, so the timed part is the steady
 state). ``--mirror`` does in the database write what the worker does around it besides
 PostgreSQL itself: the rows the sink hands to COPY, and the in-memory report index updated
-with the batch (``streams.report_index.apply_batch``). ``--runs R`` repeats the whole
-measurement (fresh ingestor each time) and prints the median. The cyclic collector runs
+with the batch (``streams.report_index.apply_batch``). ``--runs R`` times R segments of
+``--limit`` polls one after the other (one warm-up; each segment continues the stream) and
+prints their median. The cyclic collector runs
 with the worker's thresholds (``storemon.streams.worker.GC_THRESHOLDS``), or Python's
 defaults with ``--python-gc``.
 
@@ -45,7 +46,7 @@ from storemon.streams.report_index import ReportIndex
 from storemon.streams.worker import GC_THRESHOLDS
 from tests.unit.test_input_batches import CountingTable, Event, Message, Sink, make_ingestor
 
-WARM_BATCH_POLLS = 50_000
+WARM_BATCH_POLLS = 2_000_000
 
 
 def sink_rows(batch: SinkBatch) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
@@ -100,29 +101,32 @@ def batches(polls: list[tuple[int, str, bool]], per_batch: int, first_offset: in
     return events
 
 
+ROWS = [0]  # sink rows of the segment being timed
+
+
 def run_once(
     data: Any,
     polls: list[tuple[int, str, bool]],
     per_batch: int,
     warm: int,
+    limit: int | None,
+    runs: int,
     mirror: bool,
     profile: bool,
     python_gc: bool,
-) -> float:
+) -> list[float]:
     gc.unfreeze()
     gc.set_threshold(700, 10, 10)
     stores, store_polls = CountingTable(), CountingTable()
     ingestor = make_ingestor(stores, store_polls, Sink())
     index = ReportIndex(reach_us=ingestor.horizon_us, lead_us=0)
-    rows = 0
 
     async def write_nothing(batch: SinkBatch) -> None:
         return None
 
     async def write_mirrored(batch: SinkBatch) -> None:
-        nonlocal rows
         store_rows, day_rows = sink_rows(batch)
-        rows += len(store_rows) + len(day_rows)
+        ROWS[0] += len(store_rows) + len(day_rows)
         index.written(batch, 1)
 
     ingestor.write_sink = write_mirrored if mirror else write_nothing
@@ -138,11 +142,41 @@ def run_once(
     asyncio.run(ingestor.process([Event(Message("x", 0, 0, None), settings)], lambda e: None))
     for event in batches(polls[:warm], WARM_BATCH_POLLS, 1):
         asyncio.run(ingestor.process([event], lambda e: None))
-    timed = polls[warm:]
-    events = batches(timed, per_batch, warm + 1)
+    per_poll: list[float] = []
+    size = len(polls) - warm if limit is None else limit
+    for segment in range(runs):
+        timed = polls[warm + segment * size : warm + (segment + 1) * size]
+        per_poll.append(
+            time_segment(
+                ingestor,
+                stores,
+                store_polls,
+                index,
+                timed,
+                per_batch,
+                warm + segment * size,
+                profile,
+                python_gc,
+            )
+        )
+    return per_poll
+
+
+def time_segment(
+    ingestor: Any,
+    stores: CountingTable,
+    store_polls: CountingTable,
+    index: ReportIndex | None,
+    timed: list[tuple[int, str, bool]],
+    per_batch: int,
+    first: int,
+    profile: bool,
+    python_gc: bool,
+) -> float:
+    events = batches(timed, per_batch, first + 1)
     stores.writes = store_polls.writes = 0
     stores.bytes_written = store_polls.bytes_written = 0
-    rows = 0
+    ROWS[0] = 0
     gc.collect()
     if not python_gc:
         gc.freeze()
@@ -158,16 +192,18 @@ def run_once(
         profiler.disable()
     elapsed = time.perf_counter() - began
     cpu = time.process_time() - cpu_began
+    gc.unfreeze()
     writes = stores.writes + store_polls.writes
     written = stores.bytes_written + store_polls.bytes_written
+    mirrored = index is not None and index.index is not None
     print(
-        f"{len(timed)} polls (after {warm} untimed) in {len(events)} batches of {per_batch}:"
+        f"{len(timed)} polls (after {first} untimed) in {len(events)} batches of {per_batch}:"
         f" {elapsed:.2f} s, {len(timed) / elapsed:.0f} polls/s, {cpu / len(timed) * 1e6:.1f} us"
         f" CPU per poll; table writes {writes} ({writes / len(timed):.2f} per poll),"
         f" {written / len(timed):.0f} table bytes per poll"
         + (
-            f"; mirrored: {rows} sink rows, {len(index.index or ())} stores in the index"
-            if mirror
+            f"; mirrored: {ROWS[0]} sink rows, {len(index.index or ())} stores in the index"
+            if mirrored and index is not None
             else ""
         )
         + f"; collector {'Python defaults' if python_gc else f'thresholds {GC_THRESHOLDS}'}",
@@ -192,10 +228,9 @@ def main(
 ) -> None:
     data = load_dataset(data_dir)
     polls = sorted((ts, s, a) for s, ps in data.polls_by_store().items() for ts, a in ps)
-    polls = polls[: warm + limit] if limit is not None else polls
-    per_poll = [
-        run_once(data, polls, per_batch, warm, mirror, profile, python_gc) for _ in range(runs)
-    ]
+    if limit is not None:
+        polls = polls[: warm + runs * limit]
+    per_poll = run_once(data, polls, per_batch, warm, limit, runs, mirror, profile, python_gc)
     print(f"median of {runs}: {statistics.median(per_poll):.1f} us CPU per poll")
 
 
@@ -204,10 +239,10 @@ if __name__ == "__main__":
     parser.add_argument("data", type=Path)
     parser.add_argument("per_batch", type=int)
     parser.add_argument("--profile", action="store_true")
-    parser.add_argument("--limit", type=int, default=None, help="time N polls only")
+    parser.add_argument("--limit", type=int, default=None, help="time N polls (per segment)")
     parser.add_argument("--warm", type=int, default=0, help="feed N polls first, untimed")
     parser.add_argument("--mirror", action="store_true", help="sink rows and report index too")
-    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=1, help="timed segments of --limit polls")
     parser.add_argument("--python-gc", action="store_true", help="Python's default thresholds")
     args = parser.parse_args()
     main(
