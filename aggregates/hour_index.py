@@ -309,19 +309,40 @@ class HourIndex:
     def apply_tails(self, tails: Iterable[StoreTail]) -> None:
         """Set stores' tails (the newest value per store wins, as in the sink)."""
         listed = list(tails)
-        if not listed:
-            return
-        rows = np.array([self._row(t.store_id) for t in listed], np.int64)
+        if listed:
+            self.apply_tail_columns(*zip(*listed, strict=True))
 
-        def values(pick: Iterable[int | None], missing: int) -> Int64s:
+    def _rows_of(self, store_ids: Sequence[str]) -> Int64s:
+        """The rows of the stores, new ones added."""
+        known = self.rows
+        found = [known.get(s, -1) for s in store_ids]
+        if -1 in found:
+            found = [self._row(s) if r < 0 else r for s, r in zip(store_ids, found, strict=True)]
+        return np.array(found, np.int64)
+
+    def apply_tail_columns(
+        self,
+        store_ids: Sequence[str],
+        first_poll_us: Sequence[int | None],
+        newest_poll_us: Sequence[int | None],
+        last_poll_us: Sequence[int | None],
+        last_active: Sequence[bool | None],
+        tail_end_us: Sequence[int | None],
+    ) -> None:
+        """:meth:`apply_tails` with the tails' fields as columns (one entry per store)."""
+        if not store_ids:
+            return
+        rows = self._rows_of(store_ids)
+
+        def values(pick: Sequence[int | None], missing: int) -> Int64s:
             return np.array([missing if v is None else v for v in pick], np.int64)
 
-        self.first_poll[rows] = values((t.first_poll_us for t in listed), FOREVER_US)
+        self.first_poll[rows] = values(first_poll_us, FOREVER_US)
         # Only the newest poll of all stores matters (it places the hours kept).
-        newest = values((t.newest_poll_us for t in listed), NO_POLL_US)
-        self.last_poll[rows] = values((t.last_poll_us for t in listed), NO_POLL_US)
-        self.last_active[rows] = [bool(t.last_active) for t in listed]
-        self.tail_end[rows] = values((t.tail_end_us for t in listed), 0)
+        newest = values(newest_poll_us, NO_POLL_US)
+        self.last_poll[rows] = values(last_poll_us, NO_POLL_US)
+        self.last_active[rows] = [bool(a) for a in last_active]
+        self.tail_end[rows] = values(tail_end_us, 0)
         top = int(newest.max())
         if top != NO_POLL_US and (self.newest_us is None or top > self.newest_us):
             self.newest_us = top
@@ -378,18 +399,29 @@ class HourIndex:
     def apply_hours(self, hours: Sequence[HourRuns]) -> None:
         """Overwrite single store-hours (distinct (store, hour) pairs): what one update of
         the stream changed, usually an hour or two per store, not its whole day."""
-        if not hours:
+        if hours:
+            store_ids, starts, ups, downs, runs = zip(*hours, strict=True)
+            self.apply_hour_columns(store_ids, starts, ups, downs, runs)
+
+    def apply_hour_columns(
+        self,
+        store_ids: Sequence[str],
+        hour_start_us: Sequence[int],
+        up_us: Sequence[int],
+        down_us: Sequence[int],
+        runs: Sequence[Sequence[tuple[int, int, bool]]],
+    ) -> None:
+        """:meth:`apply_hours` with the hours' fields as columns (one entry per store-hour)."""
+        n = len(store_ids)
+        if not n:
             return
-        n = len(hours)
-        rows = np.fromiter((self._row(h.store_id) for h in hours), np.int64, n)
-        starts = np.fromiter((h.hour_start_us for h in hours), np.int64, n)
-        ups = np.fromiter((h.up_us for h in hours), np.int64, n)
-        downs = np.fromiter((h.down_us for h in hours), np.int64, n)
-        counts = np.fromiter((len(h.runs) for h in hours), np.int64, n)
+        rows = self._rows_of(store_ids)
+        starts = np.array(hour_start_us, np.int64)
+        ups = np.array(up_us, np.int64)
+        downs = np.array(down_us, np.int64)
+        counts = np.array(list(map(len, runs)), np.int64)
         flat = np.fromiter(
-            chain.from_iterable(chain.from_iterable(h.runs for h in hours)),
-            np.int64,
-            3 * int(counts.sum()),
+            chain.from_iterable(chain.from_iterable(runs)), np.int64, 3 * int(counts.sum())
         ).reshape(-1, 3)
         self._write(rows, starts, ups, downs, counts, np.cumsum(counts) - counts, flat)
 

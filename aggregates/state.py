@@ -22,7 +22,6 @@ from __future__ import annotations
 from array import array
 from bisect import bisect_left
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from itertools import accumulate, chain
 from typing import NamedTuple
 
@@ -43,14 +42,16 @@ DEFAULT_HORIZON_US = retention_us(DEFAULT_REACH_HOURS * HOUR_US)
 # How far ahead of the newest poll the cached sessions reach, so a stream in time order
 # recomputes them about once a week of data.
 _SESSION_LOOKAHEAD_US = 7 * DAY_US
+# A Run made without the Python-level constructor a NamedTuple has (made per piece of run).
+_new_run = tuple.__new__
 # Days whose runs a state keeps (the newest recorded): live polls touch today, and yesterday
 # for a while after midnight.
 _DAYS_OF_RUNS_KEPT = 2
 
 
-@dataclass(frozen=True, slots=True)
-class HourBucket:
-    """Up and down microseconds of one UTC hour, with the runs they come from."""
+class HourBucket(NamedTuple):
+    """Up and down microseconds of one UTC hour, with the runs they come from (a tuple: an
+    update makes one per hour it changed)."""
 
     hour_start_us: int
     up_us: int
@@ -91,14 +92,41 @@ class StoreSummary(NamedTuple):
     tail_end_us: int  # end of the session of that last poll (FOREVER_US if endless)
 
 
-@dataclass(slots=True)
 class StoreChanges:
-    """What one update changed: new values only, so writing them is idempotent."""
+    """What one update changed: new values only, so writing them is idempotent. (A plain
+    class: one is made per update, and a dataclass's default factories cost more.)"""
 
-    hours: dict[int, HourBucket] = field(default_factory=dict)  # empty bucket = gone
-    days: dict[int, tuple[int, int]] = field(default_factory=dict)  # (up_us, down_us)
-    poll_hours: set[int] = field(default_factory=set)  # hours whose list of polls changed
-    summary_changed: bool = False
+    __slots__ = ("days", "hours", "poll_hours", "summary_changed")
+
+    def __init__(
+        self,
+        hours: dict[int, HourBucket] | None = None,
+        days: dict[int, tuple[int, int]] | None = None,
+        poll_hours: set[int] | None = None,
+        summary_changed: bool = False,
+    ) -> None:
+        self.hours: dict[int, HourBucket] = {} if hours is None else hours  # empty = gone
+        self.days: dict[int, tuple[int, int]] = {} if days is None else days  # (up, down)
+        self.poll_hours: set[int] = set() if poll_hours is None else poll_hours
+        self.summary_changed = summary_changed
+
+    def __repr__(self) -> str:
+        return (
+            f"StoreChanges(hours={self.hours!r}, days={self.days!r},"
+            f" poll_hours={self.poll_hours!r}, summary_changed={self.summary_changed!r})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, StoreChanges):
+            return NotImplemented
+        return (self.hours, self.days, self.poll_hours, self.summary_changed) == (
+            other.hours,
+            other.days,
+            other.poll_hours,
+            other.summary_changed,
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclass was
 
     def __bool__(self) -> bool:
         return bool(self.hours or self.days or self.poll_hours or self.summary_changed)
@@ -107,11 +135,16 @@ class StoreChanges:
 def split_by_hour(runs: Iterable[Run]) -> dict[int, list[Run]]:
     """Cut runs at hour boundaries, grouped by the hour they fall in."""
     by_hour: dict[int, list[Run]] = {}
-    for start, end, active in runs:
+    for run in runs:
+        start, end, active = run
+        hour = start - start % HOUR_US
+        if end <= hour + HOUR_US:  # inside one hour: the run itself
+            by_hour.setdefault(hour, []).append(run)
+            continue
         while start < end:
-            hour = floor_to(start, HOUR_US)
+            hour = start - start % HOUR_US
             piece_end = min(end, hour + HOUR_US)
-            by_hour.setdefault(hour, []).append(Run(start, piece_end, active))
+            by_hour.setdefault(hour, []).append(_new_run(Run, (start, piece_end, active)))
             start = piece_end
     return by_hour
 
@@ -157,11 +190,10 @@ class StoreState:
         self._sessions_lo = 0
         self._sessions_hi = 0
         self._last_in_hours_us: int | None = None
-        # The runs of each hour of the days recorded last (day -> 24 hours -> runs, flat as
-        # the record holds them: start, end, 1/0, ...), kept up to date by every
-        # recomputation, so a day's record after a live poll needs only the hours that poll
-        # changed, not a pass over the whole day.
-        self._day_runs: dict[int, list[tuple[int, ...]]] = {}
+        # The runs of the days recorded last, flat as the record holds them, kept up to date
+        # by every recomputation: a day's record after a live poll needs only the hours that
+        # poll changed spliced in, not a pass over the whole day.
+        self._day_runs: dict[int, _DayRuns] = {}
 
     # -- sessions -------------------------------------------------------------------------
 
@@ -182,13 +214,21 @@ class StoreState:
     @property
     def low_us(self) -> int:
         """Start of the materialised buckets."""
-        if self.first_poll_us is None:
+        first = self.first_poll_us
+        if first is None:
             return FOREVER_US
         # No report counts a store before its first poll (section 5 of the contract), so no
         # window reaches more than one week before it: materialising further back, as far as
         # the whole horizon, would only cost a store's first contact twice the work.
-        back = min(self.horizon_us, LONGEST_WINDOW_US)
-        return max(self.cutoff_us, floor_to(self.first_poll_us, HOUR_US) - back)
+        # (Written out: it is read twice on every update.)
+        horizon = self.horizon_us
+        low = (
+            first
+            - first % HOUR_US
+            - (horizon if horizon < LONGEST_WINDOW_US else LONGEST_WINDOW_US)
+        )
+        cutoff = self.cutoff_us
+        return low if low > cutoff else cutoff
 
     def _find_last_in_hours(self) -> int | None:
         if not self.poll_ts:
@@ -344,7 +384,6 @@ class StoreState:
         upto = max(
             last if last is not None else NEVER_US, old_last if old_last is not None else NEVER_US
         )
-        day_hours = self.day_hours
         touched_days: set[int] = set()
         for lo, hi in _merge_ranges(dirty):
             lo = lo if lo > low else low
@@ -360,42 +399,58 @@ class StoreState:
                 sessions = self.sessions_covering(first_hour, stop)
                 runs = timeline_runs(sessions, self.poll_ts, self.poll_active, first_hour, stop)
                 fresh = split_by_hour(runs)
-            hour = first_hour
-            while hour < end_hour:
-                day = hour - hour % DAY_US
-                slot = 2 * ((hour - day) // HOUR_US)
-                hour_runs = fresh.get(hour)
-                hours_array = day_hours.get(day)
-                self._remember_runs(day, hour, hour_runs)
-                if hour_runs is None:
-                    if hours_array is not None and (hours_array[slot] or hours_array[slot + 1]):
-                        hours_array[slot] = hours_array[slot + 1] = 0
-                        changes.hours[hour] = HourBucket(hour, 0, 0, ())
-                        touched_days.add(day)
-                else:
-                    up = down = 0
-                    for run_start, run_end, active in hour_runs:
-                        if active:
-                            up += run_end - run_start
-                        else:
-                            down += run_end - run_start
-                    if hours_array is None:
-                        hours_array = day_hours[day] = array("q", bytes(8 * 48))
-                    hours_array[slot] = up
-                    hours_array[slot + 1] = down
-                    changes.hours[hour] = HourBucket(hour, up, down, tuple(hour_runs))
-                    touched_days.add(day)
-                hour += HOUR_US
+            self._set_hours(first_hour, end_hour, fresh, changes.hours, touched_days)
+        day_hours = self.day_hours
         for day in touched_days:
             totals = self.day_totals(day)
             changes.days[day] = totals
             if totals == (0, 0):
                 del day_hours[day]
 
-    def _remember_runs(self, day: int, hour: int, hour_runs: list[Run] | None) -> None:
-        cached = self._day_runs.get(day)
-        if cached is not None:
-            cached[(hour - day) // HOUR_US] = () if hour_runs is None else _flat_runs(hour_runs)
+    def _set_hours(
+        self,
+        first_hour: int,
+        end_hour: int,
+        fresh: dict[int, list[Run]],
+        changed: dict[int, HourBucket],
+        touched_days: set[int],
+    ) -> None:
+        """Store the hours ``[first_hour, end_hour)`` from their fresh runs (an hour not in
+        ``fresh`` has none); the changed ones go to ``changed``, their days to
+        ``touched_days``."""
+        day_hours = self.day_hours
+        day_runs = self._day_runs
+        hour = first_hour
+        while hour < end_hour:
+            day = hour - hour % DAY_US
+            hour_of_day = (hour - day) // HOUR_US
+            slot = 2 * hour_of_day
+            hour_runs = fresh.get(hour)
+            hours_array = day_hours.get(day)
+            cached = day_runs.get(day) if day_runs else None
+            if hour_runs is None:
+                if cached is not None:
+                    cached.replace(hour_of_day, ())
+                if hours_array is not None and (hours_array[slot] or hours_array[slot + 1]):
+                    hours_array[slot] = hours_array[slot + 1] = 0
+                    changed[hour] = HourBucket(hour, 0, 0, ())
+                    touched_days.add(day)
+            else:
+                up = down = 0
+                for run_start, run_end, active in hour_runs:
+                    if active:
+                        up += run_end - run_start
+                    else:
+                        down += run_end - run_start
+                if cached is not None:
+                    cached.replace(hour_of_day, _flat_runs(hour_runs))
+                if hours_array is None:
+                    hours_array = day_hours[day] = array("q", bytes(8 * 48))
+                hours_array[slot] = up
+                hours_array[slot + 1] = down
+                changed[hour] = HourBucket(hour, up, down, tuple(hour_runs))
+                touched_days.add(day)
+            hour += HOUR_US
 
     def hour_totals(self, hour_start_us: int) -> tuple[int, int]:
         day = floor_to(hour_start_us, DAY_US)
@@ -439,14 +494,16 @@ class StoreState:
         when they cover every hour of the day with time, no run is recomputed; otherwise
         the day's runs are recomputed from the polls in one pass."""
         hours_array = self.day_hours.get(day_start_us)
-        hour_up = list(hours_array[0::2]) if hours_array is not None else [0] * 24
-        hour_down = list(hours_array[1::2]) if hours_array is not None else [0] * 24
-        flat: list[int] = []
-        bounds = [0] * 25
-        if hours_array is not None:
-            by_hour = self._day_runs.get(day_start_us)
-            if by_hour is None:
+        if hours_array is None:
+            hour_up, hour_down = [0] * 24, [0] * 24
+            flat: list[int] = []
+            bounds = [0] * 25
+        else:
+            hour_up, hour_down = hours_array[0::2].tolist(), hours_array[1::2].tolist()
+            cached = self._day_runs.get(day_start_us)
+            if cached is None:
                 hours = [day_start_us + h * HOUR_US for h in range(24)]
+                by_hour: list[tuple[int, ...]]
                 if known is not None and all(
                     hours[h] in known for h in range(24) if hour_up[h] or hour_down[h]
                 ):
@@ -463,11 +520,12 @@ class StoreState:
                     by_hour = [_flat_runs(split[h]) if h in split else () for h in hours]
                 if len(self._day_runs) >= _DAYS_OF_RUNS_KEPT:
                     del self._day_runs[min(self._day_runs)]
-                self._day_runs[day_start_us] = by_hour
-            flat = list(chain.from_iterable(by_hour))
-            bounds = [0, *accumulate(map(len, by_hour))]
-        j = bisect_left(self.poll_ts, day_start_us)
-        k = bisect_left(self.poll_ts, day_start_us + DAY_US, j)
+                cached = self._day_runs[day_start_us] = _DayRuns(by_hour)
+            # Copies: the record leaves with the batch while the cache moves on.
+            flat, bounds = cached.flat[:], cached.bounds[:]
+        poll_ts = self.poll_ts
+        j = bisect_left(poll_ts, day_start_us)
+        k = bisect_left(poll_ts, day_start_us + DAY_US, j)
         return DayRecord(
             sum(hour_up),
             sum(hour_down),
@@ -475,7 +533,7 @@ class StoreState:
             hour_down,
             flat,
             bounds,
-            self.poll_ts[j:k].tolist(),
+            poll_ts[j:k].tolist(),
             list(map(bool, self.poll_active[j:k])),
         )
 
@@ -505,6 +563,26 @@ class StoreState:
         state.cutoff_us = cutoff_us
         state.apply_polls(polls)
         return state
+
+
+class _DayRuns:
+    """A day's runs as its record holds them: flat (start, end, 1/0, ...) and the bounds of
+    each hour in it, updated in place an hour at a time."""
+
+    __slots__ = ("bounds", "flat")
+
+    def __init__(self, by_hour: list[tuple[int, ...]]) -> None:
+        self.flat: list[int] = list(chain.from_iterable(by_hour))
+        self.bounds: list[int] = [0, *accumulate(map(len, by_hour))]
+
+    def replace(self, hour_of_day: int, runs: tuple[int, ...]) -> None:
+        bounds = self.bounds
+        lo, hi = bounds[hour_of_day], bounds[hour_of_day + 1]
+        self.flat[lo:hi] = runs
+        shift = len(runs) - (hi - lo)
+        if shift:
+            for h in range(hour_of_day + 1, 25):
+                bounds[h] += shift
 
 
 def _flat_runs(runs: Iterable[Run]) -> tuple[int, ...]:

@@ -28,6 +28,11 @@ class Run(NamedTuple):
     active: bool
 
 
+# Runs are made without the Python-level constructor a NamedTuple has: one per run, on
+# the stream's every update.
+_new_run = tuple.__new__
+
+
 def timeline_runs(
     sessions: Sessions,
     poll_ts: Sequence[int],
@@ -67,9 +72,9 @@ def timeline_runs(
                 if run_lo < run_hi:
                     active = bool(poll_active[k])
                     if runs and runs[-1].end_us == run_lo and runs[-1].active == active:
-                        runs[-1] = Run(runs[-1].start_us, run_hi, active)
+                        runs[-1] = _new_run(Run, (runs[-1].start_us, run_hi, active))
                     else:
-                        runs.append(Run(run_lo, run_hi, active))
+                        runs.append(_new_run(Run, (run_lo, run_hi, active)))
                 k += 1
         i += 1
     return runs

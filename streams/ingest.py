@@ -102,7 +102,8 @@ class Ingestor:
         self.cache: dict[str, StoreState] = {}
         self.persisted: dict[str, _Persisted] = {}
         # Each distinct schedule as rows, made once (rows are only read, never changed).
-        self._schedule_rows: dict[Schedule, list[list[int]]] = {}
+        self._schedule_rows: dict[Schedule, tuple[list[list[int]], str]] = {}
+        self._store_schedule: dict[str, tuple[Schedule, tuple[list[list[int]], str]]] = {}
         self.stats = IngestStats()
         self._last_end: float | None = None
 
@@ -110,6 +111,7 @@ class Ingestor:
         """Drop every cached state (partitions moved): they are rebuilt from the tables."""
         self.cache.clear()
         self.persisted.clear()
+        self._store_schedule.clear()
 
     # -- state -------------------------------------------------------------------------------
 
@@ -249,39 +251,50 @@ class Ingestor:
         table_writes: list[tuple[Any, Table, bytes, bytes | None]],
     ) -> None:
         state = self.state_for(store_id)
+        polls = item.polls
         changes = StoreChanges()
-        if item.schedule is not None or item.zone is not None:
+        new_settings = item.schedule is not None or item.zone is not None
+        if new_settings:
             schedule = item.schedule if item.schedule is not None else state.schedule
             changes = state.replace_schedule(schedule, item.zone or state.zone_name)
-        if item.polls:
-            applied = state.apply_polls(item.polls)
-            changes.hours.update(applied.hours)
-            changes.days.update(applied.days)
-            self.stats.polls += len(item.polls)
-        poll_days = {d for ts, _ in item.polls if (d := ts - ts % DAY_US) >= state.cutoff_us}
-        days = set(changes.days)
-        days.update(h - h % DAY_US for h in changes.hours)
-        days.update(poll_days)
+        if polls:
+            applied = state.apply_polls(polls)
+            if new_settings:
+                changes.hours.update(applied.hours)
+                changes.days.update(applied.days)
+            else:
+                changes = applied
+            self.stats.polls += len(polls)
+        cutoff = state.cutoff_us
         # The days of the polls kept, the anchor's among them (a report before a later poll
         # looks the anchor up in its day's row).
-        kept_from = state.poll_ts[0] if state.poll_ts else state.cutoff_us
-        days.update(ts - ts % DAY_US for ts, _ in item.polls if ts >= kept_from)
+        kept_from = state.poll_ts[0] if state.poll_ts else cutoff
+        poll_days: set[int] = set()
+        days = set(changes.days)
+        for ts, _ in polls:
+            day = ts - ts % DAY_US
+            if day >= cutoff:
+                poll_days.add(day)
+            if ts >= kept_from:
+                days.add(day)
+        days |= poll_days
+        hours = changes.hours
+        for hour, bucket in hours.items():
+            days.add(hour - hour % DAY_US)
+            batch.hours[(store_id, hour)] = bucket
         # The rows are taken before pruning: polls that arrive together (a backlog read in
         # one batch) give their old days their exact values before the state lets them go.
         for day in sorted(days):
-            batch.days[(store_id, day)] = state.day_record(day, changes.hours)
-        for hour, bucket in changes.hours.items():
-            batch.hours[(store_id, hour)] = bucket
+            batch.days[(store_id, day)] = state.day_record(day, hours)
         self.stats.day_rows += len(days)
         if state.poll_ts:
             # Whole days: the cutoff moves once a day, not with every poll.
             state.prune(floor_to(state.poll_ts[-1] - self.horizon_us, DAY_US))
-        poll_days = {d for d in poll_days if d >= state.cutoff_us}
+            if state.cutoff_us != cutoff:
+                poll_days = {d for d in poll_days if d >= state.cutoff_us}
         summary = state.summary()
         newest = state.poll_ts[-1] if state.poll_ts else None
-        schedule_rows = self._schedule_rows.get(state.schedule)
-        if schedule_rows is None:
-            schedule_rows = self._schedule_rows[state.schedule] = [list(i) for i in state.schedule]
+        schedule_rows, schedule_json = self._rows_of(store_id, state.schedule)
         batch.stores[store_id] = StoreRow(
             store_id,
             schedule_rows,
@@ -291,13 +304,29 @@ class Ingestor:
             summary.last_poll_us,
             summary.last_active if summary.last_poll_us is not None else None,
             summary.tail_end_us if summary.last_poll_us is not None else None,
+            schedule_json,
         )
-        self._write_tables(store_id, state, poll_days, item.event, table_writes)
+        self._write_tables(store_id, state, item.polls, poll_days, item.event, table_writes)
+
+    def _rows_of(self, store_id: str, schedule: Schedule) -> tuple[list[list[int]], str]:
+        """The schedule as rows and as their JSON, made once per distinct schedule (rows are
+        only read); found by the store's id first, since hashing a schedule costs a pass
+        over its intervals."""
+        known = self._store_schedule.get(store_id)
+        if known is not None and known[0] is schedule:
+            return known[1]
+        rows = self._schedule_rows.get(schedule)
+        if rows is None:
+            listed = [list(i) for i in schedule]
+            rows = self._schedule_rows[schedule] = (listed, orjson.dumps(listed).decode())
+        self._store_schedule[store_id] = (schedule, rows)
+        return rows
 
     def _write_tables(
         self,
         store_id: str,
         state: StoreState,
+        polls: list[tuple[int, bool]],
         poll_days: set[int],
         event: Any,
         table_writes: list[tuple[Any, Table, bytes, bytes | None]],
@@ -308,6 +337,15 @@ class Ingestor:
         entry on the store's first update in this process: after a crash between the local
         store and the changelog, a redelivered poll puts both back."""
         persisted = self.persisted[store_id]
+        before = persisted.settings
+        if before is not None and _layout_unchanged(before, state, polls):
+            # The common live case: nothing but polls of days already listed.
+            for day in sorted(poll_days):
+                key = state_codec.day_key(store_id, day)
+                table_writes.append(
+                    (event, self.polls_table, key, state_codec.encode_day(state, day))
+                )
+            return
         kept = state_codec.layout(state)
         kept_days = set(kept.days)
         to_write = kept_days if persisted.rewrite_all_days else poll_days & kept_days
@@ -318,7 +356,29 @@ class Ingestor:
             if day not in kept_days:
                 key = state_codec.day_key(store_id, day)
                 table_writes.append((event, self.polls_table, key, None))
-        if kept != persisted.settings:
+        if kept != before:
             entry = state_codec.encode_settings(kept)
             table_writes.append((event, self.stores_table, state_codec.store_key(store_id), entry))
         self.persisted[store_id] = _Persisted(kept, kept.days)
+
+
+def _layout_unchanged(
+    before: state_codec.Layout, state: StoreState, polls: list[tuple[int, bool]]
+) -> bool:
+    """Whether ``state``'s layout is still ``before`` (its layout after the previous update),
+    told without a pass over its polls: the settings, first poll and cutoff are the same and
+    every poll of this update lies at or after the cutoff in a day already listed. Such a
+    poll cannot move the anchor (the newest poll before the cutoff) nor add a day."""
+    cutoff = state.cutoff_us
+    if (
+        before.cutoff_us != cutoff
+        or before.first_poll_us != state.first_poll_us
+        or before.zone != state.zone_name
+        or (before.schedule is not state.schedule and before.schedule != state.schedule)
+    ):
+        return False
+    days = before.days
+    for ts, _ in polls:  # noqa: SIM110  (a plain loop: one poll, most of the time)
+        if ts < cutoff or ts - ts % DAY_US not in days:
+            return False
+    return True

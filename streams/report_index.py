@@ -33,7 +33,6 @@ from storemon.aggregates.fleet_summary import FleetSummary, summary_of_sums
 from storemon.aggregates.hour_index import (
     DayBuckets,
     HourIndex,
-    HourRuns,
     IndexSums,
     ScheduleRows,
     StoreTail,
@@ -395,29 +394,20 @@ def _days_from_rows(rows: list[asyncpg.Record]) -> list[DayBuckets]:
 def apply_batch(index: HourIndex, batch: SinkBatch) -> None:
     """Mirror one sink write: the stores' rows first (they move the newest poll, which
     decides the hours kept), then their hours."""
-    index.apply_tails(
-        StoreTail(
-            s.store_id,
-            s.first_poll_us,
-            s.newest_poll_us,
-            s.last_poll_us,
-            s.last_active,
-            s.tail_end_us,
-        )
-        for s in batch.stores.values()
-    )
+    if batch.stores:
+        # StoreRow fields: id, schedule, zone, first, newest, last, active, tail end, ...
+        columns = list(zip(*batch.stores.values(), strict=True))
+        index.apply_tail_columns(*columns[0:1], *columns[3:8])
     # The hours the update changed: the rest of each day it wrote is unchanged, and
     # already in the index (the load read it, or an earlier write brought it).
     rows_of: dict[int, ScheduleRows] = {}  # stores of one schedule share its list (ingest)
     index.apply_schedules(
         (s.store_id, _memo(rows_of, s.schedule), s.zone) for s in batch.stores.values()
     )
-    index.apply_hours(
-        [
-            HourRuns(store_id, hour, bucket.up_us, bucket.down_us, bucket.runs)
-            for (store_id, hour), bucket in batch.hours.items()
-        ]
-    )
+    if batch.hours:
+        store_ids, hours = zip(*batch.hours, strict=True)
+        _, ups, downs, runs = zip(*batch.hours.values(), strict=True)
+        index.apply_hour_columns(store_ids, hours, ups, downs, runs)
 
 
 def _memo(rows_of: dict[int, ScheduleRows], schedule: Sequence[Sequence[int]]) -> ScheduleRows:

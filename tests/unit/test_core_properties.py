@@ -309,3 +309,24 @@ def test_a_first_poll_materialises_one_week_back_and_no_further() -> None:
     windows = state_windows(state, as_of)
     assert windows == scratch(ALWAYS_OPEN, DEFAULT_ZONE, [(first, True)], as_of)
     assert windows.up_us[-1] == LONGEST_WINDOW_US
+
+
+@settings(max_examples=150, deadline=None)
+@given(stores(), st.integers(0, 2**32))
+def test_day_records_kept_up_to_date_update_by_update_equal_fresh_ones(store, seed) -> None:  # type: ignore[no-untyped-def]
+    """A state keeps its newest days' runs and splices in the hours each update changes; a
+    day's record taken after every update (as the worker does, live polls mostly in time
+    order, a late one now and then) equals the record of a state that never cached it."""
+    sched, zone, polls, _ = store
+    rng = random.Random(seed)
+    delivered = sorted(polls)
+    for _ in range(len(delivered) // 4):  # some late and redelivered polls
+        delivered.insert(rng.randrange(len(delivered) + 1), rng.choice(delivered))
+    state = StoreState(STORE, sched, zone)
+    for n, poll in enumerate(delivered, 1):
+        changes = state.apply_polls([poll])
+        days = {h - h % DAY_US for h in changes.hours} | {poll[0] - poll[0] % DAY_US}
+        fresh = StoreState(STORE, sched, zone)
+        fresh.apply_polls(delivered[:n])
+        for day in sorted(days):
+            assert state.day_record(day, changes.hours) == fresh.day_record(day)

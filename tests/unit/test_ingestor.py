@@ -17,7 +17,7 @@ from storemon.aggregates.records import Rejection
 from storemon.aggregates.state import StoreState
 from storemon.aggregates.timebase import DAY_US, HOUR_US, format_utc
 from storemon.db.sink import SinkBatch, StoreRow
-from storemon.streams import messages
+from storemon.streams import messages, state_codec
 from storemon.streams.batcher import PartitionBatch
 from storemon.streams.ingest import YIELD_EVERY_TABLE_WRITES, Ingestor
 
@@ -252,6 +252,7 @@ def test_many_polls_of_one_store_in_one_event_are_written_once_per_day() -> None
     assert row.first_poll_us == min(ts for ts, _ in polls)
     stores, store_polls = worker.tables()
     assert orjson.loads(stores[b"s"])["span"] == [days[0], days[-1]]
+    assert state_codec.listed_days(orjson.loads(stores[b"s"])) == days
     for day in days:
         kept = orjson.loads(store_polls[f"s@{day}".encode()])
         in_day = sorted(p for p in polls if day <= p[0] < day + DAY_US)

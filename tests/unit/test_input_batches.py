@@ -14,7 +14,7 @@ import orjson
 from storemon.aggregates.state import StoreState
 from storemon.aggregates.timebase import DAY_US, HOUR_US, format_utc
 from storemon.db.sink import SinkBatch
-from storemon.streams import messages
+from storemon.streams import messages, state_codec
 from storemon.streams.batcher import PartitionBatch
 from storemon.streams.ingest import Ingestor
 
@@ -151,6 +151,44 @@ def test_a_state_rebuilt_from_the_tables_equals_the_live_one() -> None:
     days_kept = {ts - ts % DAY_US for ts in live.poll_ts if ts >= live.cutoff_us}
     assert (first, last) == (min(days_kept), max(days_kept))
     assert sorted(polls) == sorted(f"s@{d}".encode() for d in sorted(days_kept))
+
+
+def test_tables_hold_exactly_each_states_encoding_after_every_live_batch() -> None:
+    """Batch after batch of live polls (one per store, days and prunes crossed, late polls
+    before the cutoff moving the anchor, redeliveries), the tables hold exactly what the
+    codec makes of each state: the settings entry, one entry per listed day, nothing else.
+    (The ingestor skips recomputing the settings entry when an update cannot change it.)
+    A horizon of 100 hours moves the cutoff at 04:00 UTC, not with a new day's first poll;
+    the stream starts at noon, so a late poll can come before the first in the same day."""
+    rng = random.Random(7)
+    stores, store_polls = CountingTable(), CountingTable()
+    ingestor = make_ingestor(stores, store_polls, Sink())
+    ingestor.horizon_us = 100 * HOUR_US
+    names = ["a", "b", "c"]
+    start = T0 + 12 * HOUR_US
+    newest = dict.fromkeys(names, start)
+    events: list[Event] = []
+    for hour in range(12 * 24):
+        batch: dict[str, list[tuple[int, bool]]] = {}
+        for store in names:
+            ts = start + hour * HOUR_US + rng.randrange(HOUR_US)
+            if rng.random() < 0.05:  # late: up to six days back, before the cutoff too
+                ts = newest[store] - rng.randrange(6 * DAY_US)
+            newest[store] = max(newest[store], ts)
+            batch[store] = [(ts, rng.random() < 0.8)]
+        events.append(batch_event(batch, hour))
+        if rng.random() < 0.1:
+            events.append(events[rng.randrange(len(events))])  # redelivered
+    # before the first poll, in its day: a new first poll, no new day
+    events.insert(3, batch_event({"a": [(T0 + HOUR_US, False)]}, 10_000))
+    for event in events:
+        feed(ingestor, [event])
+        for store in names:
+            state = ingestor.cache[store]
+            settings_entry, day_entries = state_codec.encode(state)
+            assert stores[state_codec.store_key(store)] == settings_entry
+            kept = {k: v for k, v in store_polls.items() if k.startswith(f"{store}@".encode())}
+            assert kept == {state_codec.day_key(store, d): v for d, v in day_entries.items()}
 
 
 def test_table_and_database_bytes_per_poll_do_not_grow_with_history() -> None:

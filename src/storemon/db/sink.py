@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import asyncpg
 import orjson
@@ -23,8 +23,9 @@ if TYPE_CHECKING:
     from storemon.db import Connection
 
 
-@dataclass(frozen=True, slots=True)
-class StoreRow:
+class StoreRow(NamedTuple):
+    """A ``stores`` row (a tuple: one is made per store and batch, so it must be cheap)."""
+
     store_id: str
     schedule: Sequence[Sequence[int]]
     zone: str
@@ -33,6 +34,8 @@ class StoreRow:
     last_poll_us: int | None
     last_active: bool | None
     tail_end_us: int | None
+    # The schedule as the row's JSON, when the writer has it already (one per schedule).
+    schedule_json: str | None = None
 
 
 @dataclass
@@ -114,14 +117,12 @@ async def _upsert(conn: Connection, kind: str, records: list[tuple[Any, ...]]) -
     await conn.execute(f"TRUNCATE {staging}")
 
 
-async def write_batch(pool: asyncpg.Pool, batch: SinkBatch) -> int:
-    """Write one batch of changes atomically. Returns the aggregates' version right after
-    it (migration 0004): the tables then hold exactly what this version names, as long as
-    no other writer touched them."""
+def sink_records(batch: SinkBatch) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The ``stores`` and ``store_days`` records of a batch, as COPY takes them."""
     stores = [
         (
             s.store_id,
-            orjson.dumps(s.schedule).decode(),
+            s.schedule_json if s.schedule_json is not None else orjson.dumps(s.schedule).decode(),
             s.zone,
             s.first_poll_us,
             s.newest_poll_us,
@@ -137,8 +138,8 @@ async def write_batch(pool: asyncpg.Pool, batch: SinkBatch) -> int:
             day,
             r.up_us,
             r.down_us,
-            [0, *accumulate(r.hour_up_us)],
-            [0, *accumulate(r.hour_down_us)],
+            list(accumulate(r.hour_up_us, initial=0)),
+            list(accumulate(r.hour_down_us, initial=0)),
             r.runs,
             r.run_bounds,
             r.poll_ts_us,
@@ -146,6 +147,14 @@ async def write_batch(pool: asyncpg.Pool, batch: SinkBatch) -> int:
         )
         for (store_id, day), r in batch.days.items()
     ]
+    return stores, days
+
+
+async def write_batch(pool: asyncpg.Pool, batch: SinkBatch) -> int:
+    """Write one batch of changes atomically. Returns the aggregates' version right after
+    it (migration 0004): the tables then hold exactly what this version names, as long as
+    no other writer touched them."""
+    stores, days = sink_records(batch)
     async with pool.acquire() as conn, conn.transaction():
         await _upsert(conn, "stores", stores)
         await _upsert(conn, "store_days", days)
