@@ -43,7 +43,8 @@ from typing import Any
 import orjson
 
 from storemon.settings import Settings
-from storemon.streams.batcher import BatcherStats
+from storemon.streams.batcher import BatcherStats, InputBatcher
+from storemon.streams.crash import exit_now, stop_unless_done
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ STATUS_INTERVAL_S = 1.0
 # A status line waiting unread beyond this many bytes is dropped, not queued (the worker's
 # loop may be busy with a long batch; the next line carries the same counters, updated).
 STATUS_BACKLOG_MAX = 64 * 1024
+STATUS_LINE_MAX = 1024 * 1024
 STOP_GRACE_S = 10.0
 RESTART_PAUSE_S = 1.0
 RESTART_PAUSE_MAX_S = 30.0
@@ -116,24 +118,44 @@ class BatcherProcess:
         }
 
     async def run(self) -> None:
-        """Keep a child running until cancelled; then stop it (SIGTERM, then SIGKILL)."""
+        """Keep a child running until cancelled; then stop it (SIGTERM, then SIGKILL).
+
+        Anything unexpected here ends the worker (crash-only, as a failed flush did when
+        the stage ran inside it) rather than leave it running without its input."""
+        try:
+            await self._supervise()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.critical("supervising the batching process failed; exiting", exc_info=True)
+            if self._process is not None and self._process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    self._process.kill()
+            exit_now(70)
+
+    async def _supervise(self) -> None:
         pause = RESTART_PAUSE_S
         while True:
             started = time.monotonic()
-            process = await self._start()
             try:
-                await self._follow(process)
-                code = await process.wait()
-            except BaseException:
-                await self._stop(process)
-                raise
-            self._child_ended(code)
+                process = await self._start()
+            except OSError as error:
+                log.error("batching process not started (%s); trying again", error)
+                code: int | None = None
+            else:
+                try:
+                    await self._follow(process)
+                    code = await process.wait()
+                except BaseException:
+                    await self._stop(process)
+                    raise
+                self._child_ended(code)
             if time.monotonic() - started >= STABLE_RUN_S:
                 pause = RESTART_PAUSE_S
             log.error(
                 "batching process %s exited with code %s; starting it again in %.0f s "
                 "(records it had not committed are read again)",
-                process.pid,
+                self.pid,
                 code,
                 pause,
             )
@@ -153,6 +175,7 @@ class BatcherProcess:
             # Its own session: a Ctrl-C at the terminal reaches the worker, which stops the
             # child in order, instead of both at once.
             start_new_session=True,
+            limit=STATUS_LINE_MAX,
         )
         assert process.stdin is not None
         settings = pickle.dumps(self.settings)
@@ -263,9 +286,6 @@ def read_exactly(fd: int, size: int) -> bytes:
 
 
 async def run_child(settings: Settings) -> None:
-    from storemon.streams.batcher import InputBatcher
-    from storemon.streams.crash import stop_unless_done
-
     loop = asyncio.get_running_loop()
     batcher = InputBatcher(settings, stop_unless_done)
     batching = asyncio.ensure_future(batcher.run())
