@@ -140,8 +140,7 @@ class BatcherProcess:
             try:
                 process = await self._start()
             except OSError as error:
-                log.error("batching process not started (%s); trying again", error)
-                code: int | None = None
+                log.error("batching process not started (%s); trying again in %.0f s", error, pause)
             else:
                 try:
                     await self._follow(process)
@@ -150,15 +149,15 @@ class BatcherProcess:
                     await self._stop(process)
                     raise
                 self._child_ended(code)
+                log.error(
+                    "batching process %d exited with code %d; starting it again in %.0f s "
+                    "(records it had not committed are read again)",
+                    process.pid,
+                    code,
+                    pause if time.monotonic() - started < STABLE_RUN_S else RESTART_PAUSE_S,
+                )
             if time.monotonic() - started >= STABLE_RUN_S:
                 pause = RESTART_PAUSE_S
-            log.error(
-                "batching process %s exited with code %s; starting it again in %.0f s "
-                "(records it had not committed are read again)",
-                self.pid,
-                code,
-                pause,
-            )
             self.restarts += 1
             await asyncio.sleep(pause)
             pause = min(2 * pause, RESTART_PAUSE_MAX_S)
@@ -177,13 +176,15 @@ class BatcherProcess:
             start_new_session=True,
             limit=STATUS_LINE_MAX,
         )
-        assert process.stdin is not None
-        settings = pickle.dumps(self.settings)
-        process.stdin.write(len(settings).to_bytes(8, "big") + settings)
-        await process.stdin.drain()
-        # stdin stays open: its end of file tells the child the worker is gone.
         self._process, self.pid = process, process.pid
         log.info("batching process %d started", process.pid)
+        assert process.stdin is not None
+        settings = pickle.dumps(self.settings)
+        # A child that died at once closed its stdin: its exit is seen by the caller.
+        with contextlib.suppress(OSError):
+            process.stdin.write(len(settings).to_bytes(8, "big") + settings)
+            await process.stdin.drain()
+        # stdin stays open: its end of file tells the child the worker is gone.
         return process
 
     async def _follow(self, process: asyncio.subprocess.Process) -> None:

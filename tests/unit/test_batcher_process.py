@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -134,3 +135,29 @@ def test_child_dies_with_a_sigkilled_parent(tmp_path: Path) -> None:
         if parent.poll() is None:
             parent.kill()
             parent.wait()
+
+
+def test_child_stops_when_its_stdin_ends(tmp_path: Path) -> None:
+    """Where the kernel's parent-death signal is not available, the end of stdin (the
+    worker's end of the pipe closed, which its death does too) stops the child."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", "storemon.streams.batcher_process", str(os.getpid()), "warning"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert child.stdin is not None
+        settings = pickle.dumps(nowhere_settings(tmp_path))
+        child.stdin.write(len(settings).to_bytes(8, "big") + settings)
+        child.stdin.flush()
+        time.sleep(1.0)
+        assert child.poll() is None  # running while its stdin is open
+        child.stdin.close()
+        child.wait(timeout=10)
+        assert child.stderr is not None
+        assert b"the worker is gone; stopping" in child.stderr.read()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
