@@ -1,8 +1,8 @@
 """The Faust application: topics, tables, agents, timers and operator pages.
 
 A batching stage (:mod:`storemon.streams.batcher`, a plain aiokafka consumer, run in a child
-process of the worker by :mod:`storemon.streams.batcher_process`) reads the three input topics and writes one internal message per partition and ~100 ms to
-``input-batches``. One agent reads that topic, so a store's schedule, zone and polls are
+process of the worker by :mod:`storemon.streams.batcher_process`) reads the three input
+topics and writes one internal message per partition and ~100 ms to ``input-batches``. One agent reads that topic, so a store's schedule, zone and polls are
 applied by one coroutine in the order they arrive and never race; batches of events
 (``take_events``) let it write each table key and each database row once per batch.
 Report requests have a consumer of their own (:mod:`storemon.streams.report_jobs`).
