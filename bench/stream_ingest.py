@@ -101,7 +101,8 @@ def peak_rss_mb(pid: int) -> float:
 
 
 async def wait_worker_ready(pipeline: Pipeline, timeout_s: float = 120.0) -> None:
-    """Until the worker's web views answer (its group is joined soon after)."""
+    """Until the worker's web views answer (its group is joined soon after) and its batching
+    process, if it runs one, has started and reported."""
     import aiohttp
 
     url = f"http://127.0.0.1:{pipeline.settings.worker_web_port}/storemon/"
@@ -112,7 +113,9 @@ async def wait_worker_ready(pipeline: Pipeline, timeout_s: float = 120.0) -> Non
             try:
                 async with session.get(url) as response:
                     if response.status == 200:
-                        return
+                        child = (await response.json()).get("batcher", {}).get("process")
+                        if child is None or child.get("seconds_since_status") is not None:
+                            return
             except aiohttp.ClientError:
                 pass
             await asyncio.sleep(0.5)
