@@ -192,6 +192,25 @@ class ReportIndex:
             self._id_array = pa.array(self._id_fields, pa.string())
         return self._id_array
 
+    def _snapshot(
+        self, requested: int | None, pruned_before: int | None
+    ) -> tuple[HourIndex, int, int] | None:
+        """The index, its version and the report time, checked against the supported range
+        (OutOfRange, NoData), or None where only PostgreSQL can answer exactly. No await:
+        what it returns is one consistent state until the caller's next await."""
+        index, version = self.index, self.version
+        if index is None or version is None:
+            return None
+        as_of_us = requested if requested is not None else index.newest_us
+        if as_of_us is None:
+            raise NoData("no poll has been ingested yet")
+        allowed = supported_range(index.newest_us, self.reach_us, self.lead_us, pruned_before)
+        if requested is not None and requested not in (allowed or ()):
+            raise OutOfRange(out_of_range_message(requested, allowed))
+        if not index.covers(as_of_us) or index.needs_as_of_fix(as_of_us):
+            return None
+        return index, version, as_of_us
+
     async def try_report(
         self, pool: asyncpg.Pool, requested: int | None, *, with_fleet_hours: bool = False
     ) -> AssembledReport | None:
@@ -199,28 +218,30 @@ class ReportIndex:
         Complete report of the same report time was taken from the same version of the
         aggregates, it is named (``reused_from``) instead of computed again. With
         ``with_fleet_hours``, the fleet's hours of the week come along (for the dashboard)."""
-        index, version = self.index, self.version
-        if index is None or version is None:
+        if self.index is None or self.version is None:
             return None
         began = time.perf_counter()
-        as_of_us = requested if requested is not None else index.newest_us
-        if as_of_us is None:
-            raise NoData("no poll has been ingested yet")
         async with pool.acquire() as conn:
             pruned_before = await conn.fetchval("SELECT pruned_before_us FROM retention_mark")
             # Pending reports that asked for the same report time were stored before this
             # read, so the index as it is below (never older than now) answers them too.
             alike = await pending_alike(conn, requested)
-            allowed = supported_range(index.newest_us, self.reach_us, self.lead_us, pruned_before)
-            if requested is not None and requested not in (allowed or ()):
-                raise OutOfRange(out_of_range_message(requested, allowed))
-            if self.index is not index or self.version != version:
-                return None  # moved on meanwhile: the PostgreSQL path takes its own snapshot
-            if not index.covers(as_of_us) or index.needs_as_of_fix(as_of_us):
+            # The snapshot is taken after the reads: while polls stream in, the version moves
+            # with every chunk the worker writes, and a snapshot held across the reads was
+            # nearly always stale by the sums, which sent live reports to PostgreSQL.
+            snapshot = self._snapshot(requested, pruned_before)
+            if snapshot is None:
                 return None
+            index, version, as_of_us = snapshot
             earlier = await finished_alike(conn, as_of_us, version)
         if self.index is not index or self.version != version:
-            return None
+            # Moved on during that look-up: a report of the newer version is computed, so
+            # nothing finished from the older one can be shared.
+            snapshot = self._snapshot(requested, pruned_before)
+            if snapshot is None:
+                return None
+            index, version, as_of_us = snapshot
+            earlier = None
         # No await from here to the end of the sums: the index is one consistent state.
         fleet = _fleet_week(index, as_of_us) if with_fleet_hours else None
         if earlier is not None:

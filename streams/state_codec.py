@@ -6,13 +6,14 @@ history and the work per poll does not grow with the history kept:
 
 - the *settings entry* (table ``stores``, key ``store_id``): schedule, zone, first poll ever
   seen, cutoff of the last prune, the anchor (the newest poll before the cutoff, the status
-  of the instants just after it) and the UTC days that hold kept polls;
+  of the instants just after it) and the first and last UTC day that hold kept polls (two
+  numbers, not the list of days: the entry keeps one size however long the history is);
 - one *day entry* per such day (table ``store_polls``, key ``store_id@day_start_us``): that
   day's polls at or after the cutoff.
 
 Hours and runs are not stored: decoding recomputes them from the polls. The layout before
-the day entries (every kept poll in the settings entry, fields ``ts`` and ``active``) is
-still read.
+the day entries (every kept poll in the settings entry, fields ``ts`` and ``active``) and
+the one listing every kept day (field ``days``) are still read.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -45,7 +46,7 @@ class Layout(NamedTuple):
 @dataclass(frozen=True, slots=True)
 class Decoded:
     state: StoreState
-    days: list[int]  # the day entries the settings entry lists
+    days: list[int]  # the day entries found, of those the settings entry names
     old_layout: bool  # read from the one-entry layout: write every day entry anew
 
 
@@ -80,7 +81,9 @@ def encode_settings(kept: Layout) -> bytes:
             "first": kept.first_poll_us,
             "cutoff": kept.cutoff_us,
             "anchor": [kept.anchor[0], int(kept.anchor[1])] if kept.anchor is not None else None,
-            "days": kept.days,
+            # The span, not the list: a list of days made the entry, written about once a
+            # store and day, grow with each day of history up to the retention.
+            "span": [kept.days[0], kept.days[-1]] if kept.days else None,
         }
     )
 
@@ -115,10 +118,12 @@ def decode(
         days, old_layout = [], True
     else:
         polls = [(meta["anchor"][0], bool(meta["anchor"][1]))] if meta["anchor"] else []
-        days, old_layout = list(meta["days"]), False
-        for day in days:
+        old_layout = False
+        days = []
+        for day in listed_days(meta):
             raw = day_entry(day)
             if raw is not None:
+                days.append(day)
                 kept = orjson.loads(raw)
                 polls.extend(zip(kept["ts"], map(bool, kept["active"]), strict=True))
     state = StoreState.restore(
@@ -131,3 +136,17 @@ def decode(
         polls=polls,
     )
     return Decoded(state, days, old_layout)
+
+
+def listed_days(meta: dict[str, Any]) -> list[int]:
+    """The days whose entries a settings entry names: every day of its span (a day without
+    polls has no entry), or the list the previous layout wrote."""
+    if "days" in meta:
+        return list(meta["days"])
+    span = meta.get("span")
+    if span is None:
+        return []
+    first: int
+    last: int
+    first, last = span
+    return list(range(first, last + 1, DAY_US))

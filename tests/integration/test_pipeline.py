@@ -3,9 +3,12 @@ job, compared byte for byte with the batch command on the same files."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 import shutil
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import orjson
@@ -13,8 +16,10 @@ import pytest
 
 from storemon.aggregates.timebase import HOUR_US, format_utc, parse_as_of, parse_poll_timestamp
 from storemon.db import assemble
+from storemon.db.sink import SinkBatch
 from storemon.producers.replay import DEFAULT_PACK_HOURS, replay
 from storemon.streams import messages
+from storemon.streams.report_index import ReportIndex
 from storemon.waiting import poll_async
 
 from .pipeline import Pipeline, batch_csv, generate, newest_poll_us, read_messages
@@ -79,6 +84,67 @@ async def test_reports_from_memory_equal_reports_from_postgresql(
     for report_id in ids:
         assert "index" not in await pipeline.report_timings(report_id)
     assert from_memory == from_database == [batch_csv(dataset, m) for m in moments]
+
+
+class _VersionMovingPool:
+    """The pipeline's real pool, except that every query first raises the index's version,
+    as a chunk of polls written by the worker meanwhile does during a live run."""
+
+    def __init__(self, pool: asyncpg.Pool, index: ReportIndex) -> None:
+        self.pool, self.index, self.moves = pool, index, 0
+
+    def _move(self) -> None:
+        assert self.index.version is not None
+        self.index.written(SinkBatch(), self.index.version + 1)
+        self.moves += 1
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Any]:
+        async with self.pool.acquire() as conn:
+            outer = self
+
+            class Moving:
+                async def fetchval(self, *args: Any) -> Any:
+                    outer._move()
+                    return await conn.fetchval(*args)
+
+                async def fetch(self, *args: Any) -> Any:
+                    outer._move()
+                    return await conn.fetch(*args)
+
+            yield Moving()
+
+    def acquire(self) -> Any:
+        return self._connection()
+
+
+async def test_a_report_asked_while_the_version_moves_is_still_summed_from_memory(
+    pipeline: Pipeline, dataset: Path
+) -> None:
+    """While polls stream in, the aggregates' version moves with every chunk the worker
+    writes, also between a report's database reads. The report is still summed from the index
+    (at the version it read, with no await in between), not sent to PostgreSQL."""
+    await pipeline.ingest_all(dataset)
+    assert pipeline.pool is not None
+    settings = pipeline.settings
+    report_index = ReportIndex(settings.reach_us, settings.lead_us)
+    report_index.start_loading(pipeline.pool)
+
+    async def loaded() -> bool | None:
+        return True if report_index.ready else None
+
+    await poll_async(loaded, timeout_s=60, on_timeout=lambda: AssertionError("index not loaded"))
+    moving = _VersionMovingPool(pipeline.pool, report_index)
+    before = report_index.version
+    assert before is not None
+    report = await report_index.try_report(moving, None)  # type: ignore[arg-type]
+    assert moving.moves >= 3  # the version moved after each read before the sums
+    assert report is not None
+    # summed at a version it read after the database reads had moved it
+    assert report.data_version is not None
+    assert report_index.version is not None
+    assert before < report.data_version <= report_index.version
+    assert report.csv_text == batch_csv(dataset)
 
 
 async def test_shuffled_polls_with_duplicates_give_the_same_report(

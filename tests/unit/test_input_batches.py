@@ -147,8 +147,10 @@ def test_a_state_rebuilt_from_the_tables_equals_the_live_one() -> None:
     assert rebuilt.poll_active == live.poll_active
     assert (rebuilt.first_poll_us, rebuilt.cutoff_us) == (live.first_poll_us, live.cutoff_us)
     assert rebuilt.hours_with_time() == live.hours_with_time()
-    days_listed = orjson.loads(stores[b"s"])["days"]
-    assert sorted(polls) == sorted(f"s@{d}".encode() for d in days_listed)
+    first, last = orjson.loads(stores[b"s"])["span"]
+    days_kept = {ts - ts % DAY_US for ts in live.poll_ts if ts >= live.cutoff_us}
+    assert (first, last) == (min(days_kept), max(days_kept))
+    assert sorted(polls) == sorted(f"s@{d}".encode() for d in sorted(days_kept))
 
 
 def test_table_and_database_bytes_per_poll_do_not_grow_with_history() -> None:

@@ -67,7 +67,8 @@ def test_the_anchor_lives_in_the_settings_entry_and_days_hold_only_polls_after_t
     assert state.first_poll_us is not None
     assert state.first_poll_us < cutoff
     polls_after = list(state.poll_ts[1:])
-    assert meta["days"] == sorted({ts - ts % DAY_US for ts in polls_after})
+    days = sorted({ts - ts % DAY_US for ts in polls_after})
+    assert meta["span"] == [days[0], days[-1]]
     stored = [ts for entry in day_entries.values() for ts in orjson.loads(entry)["ts"]]
     assert sorted(stored) == polls_after
 
@@ -105,7 +106,7 @@ def test_a_missing_day_entry_reads_as_a_day_without_polls() -> None:
     assert sorted(day_entries) == [T0, T0 + DAY_US]
     decoded = state_codec.decode("s", settings, {T0: day_entries[T0]}.get, horizon_us=HORIZON_US)
     assert list(decoded.state.poll_ts) == [T0 + HOUR_US]
-    assert decoded.days == [T0, T0 + DAY_US]  # still listed, so a rewrite can drop it
+    assert decoded.days == [T0]  # only entries that exist can need a tombstone later
 
 
 def test_the_old_one_entry_layout_is_still_read() -> None:
@@ -124,6 +125,35 @@ def test_the_old_one_entry_layout_is_still_read() -> None:
     assert decoded.old_layout
     assert decoded.days == []
     assert_same_state(decoded.state, state)
+
+
+def test_the_layout_that_listed_every_day_is_still_read() -> None:
+    state = live_state(10, seed=3)
+    settings, day_entries = state_codec.encode(state)
+    meta = orjson.loads(settings)
+    del meta["span"]
+    meta["days"] = sorted(day_entries)
+    decoded = state_codec.decode("s", orjson.dumps(meta), day_entries.get, horizon_us=HORIZON_US)
+    assert_same_state(decoded.state, state)
+    assert decoded.days == sorted(day_entries)
+
+
+def test_the_settings_entry_keeps_its_size_as_history_grows() -> None:
+    """Written about once a store and day, so its size is part of the bytes per poll: 12 days
+    of kept polls cost what 3 days cost (a list of the days grew by a number a day)."""
+    horizon = 15 * DAY_US  # nothing pruned: both states keep every poll
+
+    def settings_entry(days: int) -> bytes:
+        state = StoreState("s", WEEKDAYS_NINE_TO_NINE, "Asia/Kathmandu", horizon)
+        state.apply_polls([(T0 + h * HOUR_US + 600_000_000, h % 7 != 0) for h in range(24 * days)])
+        state.prune(floor_to(state.poll_ts[-1] - horizon, DAY_US))
+        return state_codec.encode_settings(state_codec.layout(state))
+
+    three_days, twelve_days = settings_entry(3), settings_entry(12)
+    assert (
+        orjson.loads(twelve_days)["span"][1] - orjson.loads(twelve_days)["span"][0] == 11 * DAY_US
+    )
+    assert len(twelve_days) == len(three_days)
 
 
 def test_equal_layouts_mean_equal_settings_entries() -> None:
