@@ -5,6 +5,7 @@ stream's report still equals the batch command's, byte for byte."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import time
@@ -39,6 +40,11 @@ def parent_of(pid: int) -> int:
         return int(stat.read().rsplit(")", 1)[1].split()[1])
 
 
+def with_batching_process(pipeline: Pipeline) -> None:
+    """Whatever the default, these tests are about the batching stage in its own process."""
+    pipeline.settings = dataclasses.replace(pipeline.settings, batcher_process=True)
+
+
 async def batching_process(pipeline: Pipeline) -> dict[str, object]:
     """The worker's description of its batching process, once it runs and has reported."""
     deadline = time.monotonic() + 60
@@ -57,6 +63,7 @@ async def batching_process(pipeline: Pipeline) -> dict[str, object]:
 async def test_batching_process_dies_with_a_sigkilled_worker(
     pipeline: Pipeline, dataset: Path
 ) -> None:
+    with_batching_process(pipeline)
     reference, polls = read_messages(dataset)
     await pipeline.publish(reference + polls)
     pipeline.start_worker()
@@ -86,6 +93,7 @@ async def test_batching_process_dies_with_a_sigkilled_worker(
 async def test_a_crashed_batching_process_is_reported_and_started_again(
     pipeline: Pipeline, dataset: Path
 ) -> None:
+    with_batching_process(pipeline)
     reference, polls = read_messages(dataset)
     pipeline.start_worker()
     first = int(str((await batching_process(pipeline))["pid"]))
