@@ -7,9 +7,11 @@ worker's lag sampled every second and a report taken during the run.
 - input rate: polls published per second (end offsets of `polls`, sampled);
 - lag in messages: input records not yet batched and committed by the worker's batching
   stage plus internal batches not yet committed by the ingest agent (each sample), its
-  p50/p99/max; lag in seconds: the lag in messages over the input rate of that second;
-- a report requested during the run, as of one data-hour before the newest poll stored
-  then, compared byte for byte with `storemon report --as-of` on the same files.
+  p50/p99/max; lag in seconds: the lag in messages over the run's median input rate;
+- after the input stops, the seconds until the lag is 0 (bounded lag drains);
+- two reports requested half-way, while the sampling goes on: as of one data-hour before
+  the newest poll stored then, compared byte for byte with `storemon report --as-of` on the
+  same files, and the default one (latency, and whether memory answered it).
 """
 
 from __future__ import annotations
@@ -41,7 +43,43 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def main(stores: int, days: int, speedup: float, seconds: float) -> dict[str, object]:
+def lag_figures(samples: list[tuple[float, int, int]], stopped_at: float) -> dict[str, object]:
+    """Input rate and lag while the input ran, and how long the lag took to drain after."""
+    running = [x for x in samples if x[0] <= stopped_at]
+    rates: list[float] = []
+    lags: list[float] = []
+    for (t0, p0, _), (t1, p1, lag) in itertools.pairwise(running):
+        if p1 == 0:
+            continue  # schedules and zones still being published
+        rates.append((p1 - p0) / (t1 - t0))
+        lags.append(lag)
+    rate = statistics.median(rates) if rates else 0.0
+    drain_s = samples[-1][0] - stopped_at if samples[-1][2] == 0 else None
+    return {
+        "input_polls_per_s_median": round(rate),
+        "lag_messages_p50": percentile(lags, 0.5) if lags else None,
+        "lag_messages_p99": percentile(lags, 0.99) if lags else None,
+        "lag_messages_max": max(lags) if lags else None,
+        # Seconds of input the lag holds, at the run's median input rate.
+        "lag_seconds_p99": round(percentile(lags, 0.99) / rate, 2) if lags and rate else None,
+        "lag_seconds_max": round(max(lags) / rate, 2) if lags and rate else None,
+        "drained_after_input_stopped_s": round(drain_s, 1) if drain_s is not None else None,
+    }
+
+
+def compare_with_batch(
+    reports: dict[str, dict[str, object]], stream_csvs: dict[str, str], data: Path
+) -> None:
+    """Each report of an explicit time against `storemon report --as-of` on the files."""
+    for entry in reports.values():
+        as_of = entry["as_of"]
+        if isinstance(as_of, str):
+            entry["equals_batch"] = stream_csvs[as_of] == batch_csv(data, as_of)
+
+
+async def main(
+    stores: int, days: int, speedup: float, seconds: float, drain_max_s: float
+) -> dict[str, object]:
     base = Settings.from_env()
     if not base.kafka_bootstrap or not base.database_url:
         base = services.ensure_up(base).apply_to(base)
@@ -58,53 +96,65 @@ async def main(stores: int, days: int, speedup: float, seconds: float) -> dict[s
     sender = asyncio.ensure_future(replay(pipeline.settings, data, speedup=speedup, progress=False))
     polls_topic = pipeline.settings.topic(messages.POLLS)
     samples: list[tuple[float, int, int]] = []  # (time, polls published, lag in messages)
-    report: dict[str, object] = {}
+    reports: dict[str, dict[str, object]] = {}
+    stream_csvs: dict[str, str] = {}
+
+    async def report_during_run() -> None:
+        """Two reports half-way, timed while the sampling goes on: as of one data-hour
+        before the newest stored poll (every earlier poll is in by then, so it must equal
+        `storemon report --as-of`; it reads polls around T, so PostgreSQL answers it), and
+        the default one, as of the newest poll (from memory; its bytes move with the polls
+        in flight, so only its latency and path are reported)."""
+        assert pipeline.pool is not None
+        newest = await pipeline.pool.fetchval("SELECT max(newest_poll_us) FROM stores")
+        for name, as_of in (
+            ("hour_before_newest", format_utc(newest - HOUR_US)),
+            ("default", None),
+        ):
+            report_id = await pipeline.request_report(as_of)
+            t0 = time.monotonic()
+            stream_csv = await pipeline.wait_report(report_id, timeout_s=120)
+            entry: dict[str, object] = {
+                "as_of": as_of,
+                "latency_s": round(time.monotonic() - t0, 3),
+                "from_memory": "index" in await pipeline.report_timings(report_id),
+            }
+            if as_of is not None:
+                stream_csvs[as_of] = stream_csv  # compared after the run, off its clock
+            reports[name] = entry
+
+    reporting: asyncio.Task[None] | None = None
     began = time.monotonic()
+    stopped_at: float | None = None
     try:
-        while time.monotonic() - began < seconds:
+        while True:
+            now = time.monotonic()
             ends, committed = await pipeline.offsets()
             published = sum(v for tp, v in ends.items() if tp.topic == polls_topic)
             lag = sum(ends[tp] - committed[tp] for tp in ends)
-            samples.append((time.monotonic(), published, lag))
-            if not report and time.monotonic() - began >= seconds / 2:
-                newest = await pipeline.pool.fetchval("SELECT max(newest_poll_us) FROM stores")
-                if newest is not None:
-                    as_of = format_utc(newest - HOUR_US)
-                    report_id = await pipeline.request_report(as_of)
-                    t0 = time.monotonic()
-                    stream_csv = await pipeline.wait_report(report_id, timeout_s=120)
-                    report = {
-                        "as_of": as_of,
-                        "latency_s": round(time.monotonic() - t0, 2),
-                        "equals_batch": stream_csv == batch_csv(data, as_of),
-                    }
-            await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - samples[-1][0])))
+            samples.append((now, published, lag))
+            if reporting is None and published and now - began >= seconds / 2:
+                reporting = asyncio.ensure_future(report_during_run())
+            if stopped_at is None and now - began >= seconds:
+                sender.cancel()  # the input stops: how long until the worker has caught up
+                stopped_at = now
+            if stopped_at is not None and (lag == 0 or now - stopped_at > drain_max_s):
+                break
+            await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - now)))
+        if reporting is not None:
+            await reporting
     finally:
         sender.cancel()
         pipeline.check_worker_alive()
         await pipeline.close()
-    rates = []
-    lags_s = []
-    lags = []
-    for (t0, p0, _), (t1, p1, lag) in itertools.pairwise(samples):
-        rate = (p1 - p0) / (t1 - t0)
-        if p1 == 0:
-            continue  # schedules and zones still being published
-        rates.append(rate)
-        lags.append(lag)
-        lags_s.append(lag / rate if rate > 0 else float("nan"))
-    steady = [x for x in lags_s if x == x]
+    assert stopped_at is not None
+    compare_with_batch(reports, stream_csvs, data)
     result: dict[str, object] = {
         "stores": stores,
         "speedup": speedup,
         "seconds": seconds,
-        "input_polls_per_s_median": round(statistics.median(rates)) if rates else None,
-        "lag_messages_p50": percentile(lags, 0.5) if lags else None,
-        "lag_messages_p99": percentile(lags, 0.99) if lags else None,
-        "lag_messages_max": max(lags) if lags else None,
-        "lag_seconds_p99": round(percentile(steady, 0.99), 2) if steady else None,
-        "lag_seconds_max": round(max(steady), 2) if steady else None,
-        "report_during_run": report,
+        **lag_figures(samples, stopped_at),
+        "reports_during_run": reports,
     }
     (work / "result-live.json").write_text(json.dumps(result, indent=2))
     return result
@@ -116,7 +166,10 @@ if __name__ == "__main__":
     parser.add_argument("--days", type=int, default=8)
     parser.add_argument("--speedup", type=float, default=1290)
     parser.add_argument("--seconds", type=float, default=120)
+    parser.add_argument(
+        "--drain-max", type=float, default=120, help="longest wait for the lag to reach 0"
+    )
     args = parser.parse_args()
-    outcome = asyncio.run(main(args.stores, args.days, args.speedup, args.seconds))
+    outcome = asyncio.run(main(args.stores, args.days, args.speedup, args.seconds, args.drain_max))
     for key, value in outcome.items():
         print(f"{key:<28} {value}")

@@ -251,7 +251,7 @@ def test_many_polls_of_one_store_in_one_event_are_written_once_per_day() -> None
     assert row.newest_poll_us == max(ts for ts, _ in polls)
     assert row.first_poll_us == min(ts for ts, _ in polls)
     stores, store_polls = worker.tables()
-    assert orjson.loads(stores[b"s"])["days"] == days
+    assert orjson.loads(stores[b"s"])["span"] == [days[0], days[-1]]
     for day in days:
         kept = orjson.loads(store_polls[f"s@{day}".encode()])
         in_day = sorted(p for p in polls if day <= p[0] < day + DAY_US)
