@@ -15,11 +15,14 @@ Figures:
   never asked for (the newest poll minus 7, 14, ... minutes: each computed); baseline: the
   `storemon report` command on the same files (median of 3 runs); the split of a report's
   time (queued, read, finish, render, store) from the reports table;
-- worker peak memory (VmHWM) and memory after the replay (VmRSS), RocksDB and PostgreSQL
+- worker peak memory (VmHWM; its batching process's apart) and memory after the replay
+  (VmRSS), CPU seconds of the worker and of its batching process, RocksDB and PostgreSQL
   sizes (``store_days`` after a prune and ``VACUUM FULL``: the rows the retention keeps),
   and whether the stream's CSV equals the batch command's. ``--reach-hours`` sets the
   worker's ``STOREMON_REPORT_REACH_HOURS``: two runs on a data set longer than both
-  retentions give the cost of a day of reach.
+  retentions give the cost of a day of reach. ``STOREMON_BATCHER_PROCESS=0`` in the
+  environment runs the batching stage on the worker's event loop (the A side of issue 14's
+  comparison).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import asyncio
 import dataclasses
 import json
 import math
+import os
 import shutil
 import signal
 import statistics
@@ -83,6 +87,12 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def cpu_s(pid: int) -> float:
+    """User and system CPU seconds ``pid`` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -91,7 +101,8 @@ def peak_rss_mb(pid: int) -> float:
 
 
 async def wait_worker_ready(pipeline: Pipeline, timeout_s: float = 120.0) -> None:
-    """Until the worker's web views answer (its group is joined soon after)."""
+    """Until the worker's web views answer (its group is joined soon after) and its batching
+    process, if it runs one, has started and reported."""
     import aiohttp
 
     url = f"http://127.0.0.1:{pipeline.settings.worker_web_port}/storemon/"
@@ -102,7 +113,9 @@ async def wait_worker_ready(pipeline: Pipeline, timeout_s: float = 120.0) -> Non
             try:
                 async with session.get(url) as response:
                     if response.status == 200:
-                        return
+                        child = (await response.json()).get("batcher", {}).get("process")
+                        if child is None or child.get("seconds_since_status") is not None:
+                            return
             except aiohttp.ClientError:
                 pass
             await asyncio.sleep(0.5)
@@ -307,7 +320,13 @@ async def main(
     )
     rss = peak_rss_mb(pipeline.worker.pid)
     rss_now = rss_mb(pipeline.worker.pid)
+    worker_cpu_s = cpu_s(pipeline.worker.pid)
     worker_stats = await worker_page(pipeline)
+    # The batching stage's own process (STOREMON_BATCHER_PROCESS), if it runs in one.
+    child = (worker_stats.get("batcher") or {}).get("process") or {}
+    child_pid = child.get("pid") if child.get("running") else None
+    batcher_rss = peak_rss_mb(child_pid) if child_pid else None
+    batcher_cpu_s = cpu_s(child_pid) if child_pid else None
     assert pipeline.pool is not None
     # What the retention keeps: the prune timer's work done now, the table rewritten
     # compactly, so the size is that of the rows kept, not of their deleted versions.
@@ -376,6 +395,10 @@ async def main(
             [r for r in phases if r["computed"] and not r["default_moment"]]
         ),
         "worker_peak_rss_mb": round(rss, 1),
+        "batcher_process": pipeline.settings.batcher_process,
+        "batcher_peak_rss_mb": batcher_rss,
+        "worker_cpu_s": round(worker_cpu_s, 1),
+        "batcher_cpu_s": round(batcher_cpu_s, 1) if batcher_cpu_s is not None else None,
         "changelog_bytes_per_poll": round(table_bytes / polls, 1),
         "postgres_wal_bytes_per_poll": round(wal_bytes / polls, 1),
         "report_reach_hours": pipeline.settings.report_reach_hours,

@@ -1,8 +1,8 @@
 """The Faust application: topics, tables, agents, timers and operator pages.
 
-A batching stage (:mod:`storemon.streams.batcher`, a plain aiokafka consumer) reads the
-three input topics and writes one internal message per partition and ~100 ms to
-``input-batches``. One agent reads that topic, so a store's schedule, zone and polls are
+A batching stage (:mod:`storemon.streams.batcher`, a plain aiokafka consumer, run in a child
+process of the worker by :mod:`storemon.streams.batcher_process`) reads the three input
+topics and writes one internal message per partition and ~100 ms to ``input-batches``. One agent reads that topic, so a store's schedule, zone and polls are
 applied by one coroutine in the order they arrive and never race; batches of events
 (``take_events``) let it write each table key and each database row once per batch.
 Report requests have a consumer of their own (:mod:`storemon.streams.report_jobs`).
@@ -11,11 +11,9 @@ Report requests have a consumer of their own (:mod:`storemon.streams.report_jobs
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import faust
@@ -33,6 +31,8 @@ from storemon.metrics import ReportMetrics, WorkerCollector
 from storemon.settings import Settings
 from storemon.streams import messages
 from storemon.streams.batcher import InputBatcher
+from storemon.streams.batcher_process import BatcherProcess
+from storemon.streams.crash import stop_unless_done
 from storemon.streams.ingest import Ingestor
 from storemon.streams.offsets import CommitWatchdog, guard_offset_commits
 from storemon.streams.report_index import ReportIndex
@@ -61,24 +61,6 @@ def bind_event(event: Any) -> None:
     _current_event.set(weakref.ref(event))
 
 
-@contextlib.asynccontextmanager
-async def stop_unless_done(what: str) -> AsyncIterator[None]:
-    """End the process at once if the work inside fails or is cancelled half-way.
-
-    Faust acknowledges the events of a batch even when the code that handles it raises
-    (``take_events`` acks in a ``finally``), and commits acknowledged offsets on shutdown.
-    Work left half-done must therefore never be acknowledged: exiting without a commit gets
-    the events redelivered, and every write being idempotent makes that safe (crash-only)."""
-    try:
-        yield
-    except asyncio.CancelledError:
-        log.warning("stopped while %s: exiting without acknowledging it", what)
-        _exit_now(0)
-    except BaseException:
-        log.critical("failed while %s: exiting without acknowledging it", what, exc_info=True)
-        _exit_now(70)
-
-
 async def drain_changelog(
     buffer: Any, keep_at_most: int, commit_waiting: Callable[[], bool] = lambda: False
 ) -> None:
@@ -100,11 +82,6 @@ def commit_waiting(consumer: Any) -> bool:
     """Whether Faust's consumer is in the middle of a commit (it then waits for the producer
     buffer to empty; see drain_changelog)."""
     return consumer._commit_fut is not None
-
-
-def _exit_now(code: int) -> None:
-    logging.shutdown()
-    os._exit(code)
 
 
 def _raw_topic(app: faust.App, *names: str) -> Any:
@@ -134,7 +111,7 @@ def _raw_table(app: faust.App, name: str, settings: Settings, help_text: str) ->
     )
 
 
-def create_app(settings: Settings) -> faust.App:  # noqa: C901 (agents are closures over the app)
+def create_app(settings: Settings, loglevel: str = "info") -> faust.App:  # noqa: C901 (agents are closures over the app)
     datadir = settings.state_dir / "worker" / f"{settings.faust_app_id}-{settings.worker_web_port}"
     datadir.parent.mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -222,8 +199,22 @@ def create_app(settings: Settings) -> faust.App:  # noqa: C901 (agents are closu
         )
 
     report_requests = ReportRequestConsumer(settings, answer, stop_unless_done)
-    batcher = InputBatcher(settings, stop_unless_done)
+    batcher: InputBatcher | BatcherProcess = (
+        BatcherProcess(settings, loglevel)
+        if settings.batcher_process
+        else InputBatcher(settings, stop_unless_done)
+    )
     app.storemon_batcher = batcher  # type: ignore[attr-defined]
+
+    def batcher_overview() -> dict[str, Any]:
+        stats = batcher.stats
+        return {
+            "records": stats.records,
+            "polls": stats.polls,
+            "batches": stats.batches,
+            "seconds": {k: round(v, 3) for k, v in stats.seconds.items()},
+            "process": batcher.describe() if isinstance(batcher, BatcherProcess) else None,
+        }
 
     def consumer_lag() -> dict[tuple[str, int], int]:
         lag: dict[tuple[str, int], int] = {}
@@ -243,7 +234,14 @@ def create_app(settings: Settings) -> faust.App:  # noqa: C901 (agents are closu
     def table_keys() -> dict[str, int]:
         return {table.name: sum(1 for _ in table) for table in (stores, store_polls)}
 
-    registry.register(WorkerCollector(lambda: ingestor.stats, consumer_lag, table_keys))
+    registry.register(
+        WorkerCollector(
+            lambda: ingestor.stats,
+            consumer_lag,
+            table_keys,
+            batcher_process=batcher if isinstance(batcher, BatcherProcess) else None,
+        )
+    )
 
     @app.agent(batches)
     async def ingest(stream: Any) -> None:
@@ -331,12 +329,7 @@ def create_app(settings: Settings) -> faust.App:  # noqa: C901 (agents are closu
                 "batches": stats.batches,
                 "day_rows_written": stats.day_rows,
                 "table_writes": stats.table_writes,
-                "batcher": {
-                    "records": batcher.stats.records,
-                    "polls": batcher.stats.polls,
-                    "batches": batcher.stats.batches,
-                    "seconds": {k: round(v, 3) for k, v in batcher.stats.seconds.items()},
-                },
+                "batcher": batcher_overview(),
                 "seconds": {k: round(v, 3) for k, v in stats.seconds.items()},
                 "rejected": {f"{s}: {r}": n for (s, r), n in stats.rejected.items()},
                 "report_index": report_index.describe(),

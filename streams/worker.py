@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     log_config = logs.logging_config(args.loglevel, settings.log_format)
     logging.config.dictConfig(log_config)
-    app = create_app(settings)
+    app = create_app(settings, args.loglevel)
     gc.collect()
     gc.freeze()  # what start-up made (modules, Faust's app) is never scanned again
     gc.set_threshold(*GC_THRESHOLDS)

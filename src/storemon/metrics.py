@@ -11,7 +11,9 @@ polls per second), ``storemon_records_rejected_total{source,reason}``,
 ``storemon_aggregate_rows_written_total``, ``storemon_batches_total``,
 ``storemon_worker_seconds_total{activity}``, ``storemon_consumer_lag{topic,partition}``,
 ``storemon_table_keys{table}``, ``storemon_report_duration_seconds{status}`` (histogram) and
-``storemon_reports_finished_total{status}``, ``storemon_reports_answered_alike_total``.
+``storemon_reports_finished_total{status}``, ``storemon_reports_answered_alike_total``; with
+the batching stage in its own process, ``storemon_batcher_process_up`` (1 while it runs) and
+``storemon_batcher_process_restarts_total``.
 
 API: ``storemon_http_requests_total{route,method,status}``,
 ``storemon_http_request_duration_seconds{route}``, and, read from PostgreSQL at scrape time,
@@ -47,6 +49,15 @@ class IngestCounts(Protocol):
     def seconds(self) -> Mapping[str, float]: ...
 
 
+class ChildProcess(Protocol):
+    """What the collector reads of a child process the worker watches."""
+
+    restarts: int
+
+    @property
+    def running(self) -> bool: ...
+
+
 class WorkerCollector(Collector):
     """The worker's counters and gauges, read from their sources at each scrape."""
 
@@ -55,10 +66,12 @@ class WorkerCollector(Collector):
         stats: Callable[[], IngestCounts],
         lag: Callable[[], Mapping[tuple[str, int], int]],
         table_keys: Callable[[], Mapping[str, int]],
+        batcher_process: ChildProcess | None = None,
     ) -> None:
         self._stats = stats
         self._lag = lag
         self._table_keys = table_keys
+        self._batcher_process = batcher_process
 
     def collect(self) -> Iterator[Metric]:
         stats = self._stats()
@@ -95,6 +108,18 @@ class WorkerCollector(Collector):
         for table, count in sorted(self._table_keys().items()):
             keys.add_metric([table], count)
         yield keys
+        child = self._batcher_process
+        if child is not None:
+            yield GaugeMetricFamily(
+                "storemon_batcher_process_up",
+                "1 while the worker's batching process runs, 0 while it is restarted",
+                value=1 if child.running else 0,
+            )
+            yield CounterMetricFamily(
+                "storemon_batcher_process_restarts",
+                "Times the batching process exited and was started again",
+                value=child.restarts,
+            )
 
 
 class ReportMetrics:

@@ -82,6 +82,10 @@ class Settings:
     # as one internal message after this many polls or this many seconds, whichever first.
     batch_size: int = 5000
     batch_window_s: float = 0.1
+    # On, the batching stage runs in a child process of the worker
+    # (streams/batcher_process.py), on a core of its own; off (the default until an A/B
+    # benchmark shows it faster: bench/RESULTS.md, issue 14), on the worker's event loop.
+    batcher_process: bool = False
     # The ingest agent takes up to this many internal messages at once, waiting at most
     # batch_timeout_s to fill them, before it writes aggregates.
     worker_batch_messages: int = 16
@@ -140,6 +144,7 @@ class Settings:
             report_lead_hours=_non_negative_int(env, "STOREMON_REPORT_LEAD_HOURS"),
             batch_size=int(env.get("STOREMON_BATCH_SIZE", "5000")),
             batch_window_s=float(env.get("STOREMON_BATCH_WINDOW_S", "0.1")),
+            batcher_process=_flag(env, "STOREMON_BATCHER_PROCESS", default=False),
             worker_batch_messages=int(env.get("STOREMON_WORKER_BATCH_MESSAGES", "16")),
             batch_timeout_s=float(env.get("STOREMON_BATCH_TIMEOUT_S", "0.5")),
             broker_session_timeout_s=float(env.get("STOREMON_BROKER_SESSION_TIMEOUT_S", "10")),

@@ -37,6 +37,12 @@ def test_defaults_without_environment() -> None:
     assert settings == Settings()
     assert settings.kafka_bootstrap == ""  # start local services
     assert settings.api_token == ""
+    assert settings.batcher_process is False  # the batching stage on the worker's loop
+
+
+def test_the_batching_process_is_switched_on_by_its_variable() -> None:
+    assert Settings.from_env({"STOREMON_BATCHER_PROCESS": "1"}).batcher_process is True
+    assert Settings.from_env({"STOREMON_BATCHER_PROCESS": "off"}).batcher_process is False
 
 
 def test_secrets_never_appear_in_repr_or_str() -> None:
