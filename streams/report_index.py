@@ -221,9 +221,7 @@ class ReportIndex:
         index, version = self.index, self.version
         if index is None or version is None:
             return None
-        as_of_us = requested if requested is not None else index.newest_us
-        if as_of_us is None:
-            raise NoData("no poll has been ingested yet")
+        as_of_us = _report_time(index, requested)
         allowed = supported_range(index.newest_us, self.reach_us, self.lead_us, pruned_before)
         if requested is not None and requested not in (allowed or ()):
             raise OutOfRange(out_of_range_message(requested, allowed))
@@ -251,9 +249,7 @@ class ReportIndex:
             return None
         # The report time and version the look-up of a finished answer is for; checked again
         # after it, below.
-        asked_as_of = requested if requested is not None else index.newest_us
-        if asked_as_of is None:
-            raise NoData("no poll has been ingested yet")
+        asked_as_of = _report_time(index, requested)
         async with pool.acquire() as conn:
             # Pending reports that asked for the same report time were stored before this
             # read, so the index as it is below (never older than now) answers them too.
@@ -389,6 +385,14 @@ def _days_from_rows(rows: list[asyncpg.Record]) -> list[DayBuckets]:
         DayBuckets(r["store_id"], r["day_start_us"], up[i], down[i], r["runs"], r["run_bounds"])
         for i, r in enumerate(rows)
     ]
+
+
+def _report_time(index: HourIndex, requested: int | None) -> int:
+    """The report's T: the one asked for, or by default the newest poll ingested."""
+    as_of_us = requested if requested is not None else index.newest_us
+    if as_of_us is None:
+        raise NoData("no poll has been ingested yet")
+    return as_of_us
 
 
 def apply_batch(index: HourIndex, batch: SinkBatch) -> None:
