@@ -8,7 +8,8 @@ worker's lag sampled every second and a report taken during the run.
 - lag in messages: input records not yet batched and committed by the worker's batching
   stage plus internal batches not yet committed by the ingest agent (each sample), its
   p50/p99/max; lag in seconds: the lag in messages over the run's median input rate;
-- after the input stops, the seconds until the lag is 0 (bounded lag drains);
+- after the input stops, the seconds until less than one second of input is left, and the
+  lag when sampling ends (at 0, or after `--drain-max` seconds);
 - two reports requested half-way, while the sampling goes on: as of one data-hour before
   the newest poll stored then, compared byte for byte with `storemon report --as-of` on the
   same files, and the default one (latency, and whether memory answered it).
@@ -54,7 +55,10 @@ def lag_figures(samples: list[tuple[float, int, int]], stopped_at: float) -> dic
         rates.append((p1 - p0) / (t1 - t0))
         lags.append(lag)
     rate = statistics.median(rates) if rates else 0.0
-    drain_s = samples[-1][0] - stopped_at if samples[-1][2] == 0 else None
+    after = [(t - stopped_at, lag) for t, _, lag in samples if t > stopped_at]
+    # Caught up: less than one second of input left (the last internal batches and offsets
+    # are committed on Faust's and the batching stage's own clocks, so 0 may come late).
+    caught_up = next((t for t, lag in after if lag < rate), None)
     return {
         "input_polls_per_s_median": round(rate),
         "lag_messages_p50": percentile(lags, 0.5) if lags else None,
@@ -63,7 +67,9 @@ def lag_figures(samples: list[tuple[float, int, int]], stopped_at: float) -> dic
         # Seconds of input the lag holds, at the run's median input rate.
         "lag_seconds_p99": round(percentile(lags, 0.99) / rate, 2) if lags and rate else None,
         "lag_seconds_max": round(max(lags) / rate, 2) if lags and rate else None,
-        "drained_after_input_stopped_s": round(drain_s, 1) if drain_s is not None else None,
+        "caught_up_after_input_stopped_s": round(caught_up, 1) if caught_up is not None else None,
+        "lag_messages_at_end": after[-1][1] if after else None,
+        "seconds_sampled_after_input_stopped": round(after[-1][0], 1) if after else None,
     }
 
 
