@@ -4,7 +4,7 @@ business and unobserved time, the stores with most downtime and the week's hourl
 Two sources build it and must agree to the microsecond: the report's rows (the page's
 PostgreSQL path, :func:`summary_of_rows`) and the worker's arrays of exact sums
 (:func:`summary_of_sums`, computed in the same job as the report). The property tests hold
-the two equal. :func:`encode_summary` and :func:`decode_summary` carry it through the
+the two equal. :func:`summary_fields` and :func:`summary_from_fields` carry it through the
 ``fleet_summaries`` table (migration 0018) from the worker to the page.
 """
 
@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import orjson
 
 from storemon.aggregates.coverage import SUMS_PER_ROW, Coverage
 from storemon.aggregates.report import WINDOWS, StoreWindows
@@ -138,25 +138,23 @@ def summary_of_sums(
     )
 
 
-def encode_summary(summary: FleetSummary) -> str:
-    """JSON for the ``fleet_summaries`` table (integers exact)."""
+def summary_fields(summary: FleetSummary) -> dict[str, Any]:
+    """The summary as plain values, for the ``fleet_summaries`` table's JSON (integers exact)."""
     found = summary.coverage
-    return orjson.dumps(
-        {
-            "as_of_us": summary.as_of_us,
-            "store_count": summary.store_count,
-            "up_us": summary.up_us,
-            "down_us": summary.down_us,
-            "business_us": found.business_us if found is not None else None,
-            "unobserved_us": found.unobserved_us if found is not None else None,
-            "worst": [[r.store_id, *r.up_us, *r.down_us] for r in summary.worst],
-            "hours": summary.hours,
-        }
-    ).decode()
+    return {
+        "as_of_us": summary.as_of_us,
+        "store_count": summary.store_count,
+        "up_us": summary.up_us,
+        "down_us": summary.down_us,
+        "business_us": found.business_us if found is not None else None,
+        "unobserved_us": found.unobserved_us if found is not None else None,
+        "worst": [[r.store_id, *r.up_us, *r.down_us] for r in summary.worst],
+        "hours": summary.hours,
+    }
 
 
-def decode_summary(text: str | bytes) -> FleetSummary:
-    value = orjson.loads(text)
+def summary_from_fields(value: dict[str, Any]) -> FleetSummary:
+    """The summary back from :func:`summary_fields`' values (as JSON gives them back)."""
     found = None
     if value["business_us"] is not None:
         found = Coverage(_triple(value["business_us"]), _triple(value["unobserved_us"]))
@@ -180,10 +178,10 @@ __all__ = [
     "WORST_STORES",
     "FleetSummary",
     "business_of_pairs",
-    "decode_summary",
-    "encode_summary",
     "fleet_coverage_of",
     "fleet_totals",
+    "summary_fields",
+    "summary_from_fields",
     "summary_of_rows",
     "summary_of_sums",
     "worst_stores",

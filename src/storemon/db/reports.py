@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from storemon.aggregates.fleet_summary import FleetSummary, decode_summary, encode_summary
+from storemon.aggregates.fleet_summary import FleetSummary, summary_fields, summary_from_fields
 from storemon.compression import gunzip, gzip_body
 
 
@@ -344,7 +344,7 @@ async def store_fleet_summary(
         " ON CONFLICT DO NOTHING",
         as_of_us,
         data_version,
-        encode_summary(summary),
+        orjson.dumps(summary_fields(summary)).decode(),
     )
 
 
@@ -356,7 +356,7 @@ async def get_fleet_summary(
         as_of_us,
         data_version,
     )
-    return decode_summary(value) if value is not None else None
+    return summary_from_fields(orjson.loads(value)) if value is not None else None
 
 
 async def prune_reports(pool: asyncpg.Pool, keep_hours: float) -> int:
