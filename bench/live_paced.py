@@ -83,6 +83,16 @@ def compare_with_batch(
             entry["equals_batch"] = stream_csvs[as_of] == batch_csv(data, as_of)
 
 
+async def lag_by_partition(pipeline: Pipeline) -> dict[str, int]:
+    """Where the lag sits, per topic and partition (each read by its own stage)."""
+    ends, committed = await pipeline.offsets()
+    return {
+        f"{tp.topic.rsplit('.', 1)[-1]}:{tp.partition}": ends[tp] - committed[tp]
+        for tp in ends
+        if ends[tp] > committed[tp]
+    }
+
+
 async def main(
     stores: int, days: int, speedup: float, seconds: float, drain_max_s: float
 ) -> dict[str, object]:
@@ -104,6 +114,7 @@ async def main(
     samples: list[tuple[float, int, int]] = []  # (time, polls published, lag in messages)
     reports: dict[str, dict[str, object]] = {}
     stream_csvs: dict[str, str] = {}
+    lag_left: dict[str, int] = {}
 
     async def report_during_run() -> None:
         """Two reports half-way, timed while the sampling goes on: as of one data-hour
@@ -149,6 +160,7 @@ async def main(
             await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - now)))
         if reporting is not None:
             await reporting
+        lag_left.update(await lag_by_partition(pipeline))
     finally:
         sender.cancel()
         pipeline.check_worker_alive()
@@ -160,6 +172,7 @@ async def main(
         "speedup": speedup,
         "seconds": seconds,
         **lag_figures(samples, stopped_at),
+        "lag_left_by_partition": lag_left,
         "reports_during_run": reports,
     }
     (work / "result-live.json").write_text(json.dumps(result, indent=2))
