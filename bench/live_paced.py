@@ -115,6 +115,7 @@ async def main(
     reports: dict[str, dict[str, object]] = {}
     stream_csvs: dict[str, str] = {}
     lag_left: dict[str, int] = {}
+    applied: dict[str, int] = {}
 
     async def report_during_run() -> None:
         """Two reports half-way, timed while the sampling goes on: as of one data-hour
@@ -161,6 +162,14 @@ async def main(
         if reporting is not None:
             await reporting
         lag_left.update(await lag_by_partition(pipeline))
+        # Applied or only not committed: the internal messages the agent has processed
+        # against the end of the internal topic.
+        batches_topic = pipeline.settings.topic(messages.INPUT_BATCHES)
+        ends, _ = await pipeline.offsets()
+        applied["internal_messages_published"] = sum(
+            v for tp, v in ends.items() if tp.topic == batches_topic
+        )
+        applied["internal_messages_processed"] = (await pipeline.worker_overview())["events"]
     finally:
         sender.cancel()
         pipeline.check_worker_alive()
@@ -173,6 +182,7 @@ async def main(
         "seconds": seconds,
         **lag_figures(samples, stopped_at),
         "lag_left_by_partition": lag_left,
+        "agent_at_end": applied,
         "reports_during_run": reports,
     }
     (work / "result-live.json").write_text(json.dumps(result, indent=2))
