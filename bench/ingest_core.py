@@ -31,12 +31,8 @@ import gc
 import pstats
 import statistics
 import time
-from collections.abc import Callable
-from itertools import accumulate
 from pathlib import Path
 from typing import Any
-
-import orjson
 
 from storemon.batch import load_dataset
 from storemon.db import sink as db_sink
@@ -50,42 +46,10 @@ WARM_BATCH_POLLS = 2_000_000
 
 
 def sink_rows(batch: SinkBatch) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """The records the sink hands to COPY: the checkout's own function when it has one."""
-    own: Callable[[SinkBatch], Any] | None = getattr(db_sink, "sink_records", None)
-    if own is not None:
-        stores, days = own(batch)
-        return stores, days
-    # Checkouts before sink_records built them inline in write_batch, like this.
-    return (
-        [
-            (
-                s.store_id,
-                orjson.dumps(s.schedule).decode(),
-                s.zone,
-                s.first_poll_us,
-                s.newest_poll_us,
-                s.last_poll_us,
-                s.last_active,
-                s.tail_end_us,
-            )
-            for s in batch.stores.values()
-        ],
-        [
-            (
-                store_id,
-                day,
-                r.up_us,
-                r.down_us,
-                [0, *accumulate(r.hour_up_us)],
-                [0, *accumulate(r.hour_down_us)],
-                r.runs,
-                r.run_bounds,
-                r.poll_ts_us,
-                r.poll_active,
-            )
-            for (store_id, day), r in batch.days.items()
-        ],
-    )
+    """The records the sink hands to COPY (checkouts from session 7 on: ``sink_records``;
+    the session's A/B against older ones built them as ``write_batch`` did then)."""
+    stores, days = db_sink.sink_records(batch)
+    return stores, days
 
 
 def batches(polls: list[tuple[int, str, bool]], per_batch: int, first_offset: int) -> list[Event]:
