@@ -243,7 +243,7 @@ class ReportIndex:
             # Before the snapshot: the report time may still move on a little (the sessions
             # are kept over a span a day wider than the week, and a late pair is added there).
             expected_as_of = requested if requested is not None else self.index.newest_us
-            await self._prepare_sessions(self.index, expected_as_of, with_fleet_summary)
+            await self._prepare_sessions(self.index, expected_as_of)
         index, version = self.index, self.version
         if index is None or version is None:
             return None
@@ -324,11 +324,11 @@ class ReportIndex:
         fleet = self._fleet_summary(index, found) if found is not None else None
         return dataclasses.replace(reused, fleet_summary=fleet)
 
-    async def _prepare_sessions(self, index: HourIndex, as_of_us: int | None, wanted: bool) -> None:
-        """If ``wanted``, compute the sessions of the index's pairs not kept yet, in a thread
+    async def _prepare_sessions(self, index: HourIndex, as_of_us: int | None) -> None:
+        """Compute the sessions of the index's pairs not kept yet, in a thread
         (a second or more for a fleet of distinct schedules: the first time, then once a
         day as the span moves), so the job's consistent part finds them all but a few."""
-        if not wanted or as_of_us is None:
+        if as_of_us is None:
             return
         kept = self._kept_sessions(as_of_us)
         if kept.count < len(index.pairs):
