@@ -116,6 +116,7 @@ async def main(
     stream_csvs: dict[str, str] = {}
     lag_left: dict[str, int] = {}
     applied: dict[str, int] = {}
+    agent_batch: object = None
 
     async def report_during_run() -> None:
         """Two reports half-way, timed while the sampling goes on: as of one data-hour
@@ -169,7 +170,9 @@ async def main(
         applied["internal_messages_published"] = sum(
             v for tp, v in ends.items() if tp.topic == batches_topic
         )
-        applied["internal_messages_processed"] = (await pipeline.worker_overview())["events"]
+        overview = await pipeline.worker_overview()
+        applied["internal_messages_processed"] = overview["events"]
+        agent_batch = overview.get("agent_batch")  # absent from older checkouts
     finally:
         sender.cancel()
         pipeline.check_worker_alive()
@@ -183,6 +186,7 @@ async def main(
         **lag_figures(samples, stopped_at),
         "lag_left_by_partition": lag_left,
         "agent_at_end": applied,
+        "worker_agent_batch": agent_batch,
         "reports_during_run": reports,
     }
     (work / "result-live.json").write_text(json.dumps(result, indent=2))

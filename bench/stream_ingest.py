@@ -370,6 +370,7 @@ async def main(
         "pack_hours": pack_hours,
         "preloaded": preload,
         "batch_size": pipeline.settings.batch_size,
+        "worker_batch_polls": pipeline.settings.worker_batch_polls,
         "replay_s": round(replay_s, 2),
         "end_to_end_s": round(end_to_end_s, 2),
         "end_to_end_polls_per_s": round(polls / end_to_end_s),

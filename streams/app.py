@@ -131,11 +131,12 @@ def create_app(settings: Settings, loglevel: str = "info") -> faust.App:  # noqa
         producer_max_batch_size=512 * 1024,
         broker_heartbeat_interval=min(3.0, settings.broker_session_timeout_s / 3),
         consumer_auto_offset_reset="earliest",
-        # Each event of the internal topic is a batch of up to 5,000 polls (~300 kB), not
-        # one poll: Faust's default read-ahead of 4,096 events per stream let a 14,000-store
-        # worker hold gigabytes of batches the agent had not reached. Two agent batches
-        # (2 x worker_batch_messages) are enough to keep it busy; fetching pauses at 80 %.
-        stream_buffer_maxsize=max(8, 2 * settings.worker_batch_messages),
+        # Each event of the internal topic is a batch of up to batch_size polls (~60 B
+        # each), not one poll: Faust's default read-ahead of 4,096 events per stream let a
+        # 14,000-store worker hold gigabytes of batches the agent had not reached. Two agent
+        # batches (2 x worker_batch_messages, at most 2 x worker_batch_polls polls, ~10 MB
+        # at the defaults whatever batch_size is) keep it busy; fetching pauses at 80 %.
+        stream_buffer_maxsize=settings.read_ahead_messages,
         # What one fetch may bring per partition (Faust's default, stated as a bound): the
         # fetcher's records are handed to the stream even when its buffer is full.
         consumer_max_fetch_size=2**20,
@@ -333,6 +334,13 @@ def create_app(settings: Settings, loglevel: str = "info") -> faust.App:  # noqa
                 "seconds": {k: round(v, 3) for k, v in stats.seconds.items()},
                 "rejected": {f"{s}: {r}": n for (s, r), n in stats.rejected.items()},
                 "report_index": report_index.describe(),
+                # What this process runs with (a benchmark checks its variables got here).
+                "agent_batch": {
+                    "batch_size": settings.batch_size,
+                    "worker_batch_polls": settings.worker_batch_polls,
+                    "worker_batch_messages": settings.worker_batch_messages,
+                    "stream_buffer_maxsize": app.conf.stream_buffer_maxsize,
+                },
             }
         )
 

@@ -80,15 +80,19 @@ class Settings:
     report_lead_hours: int = DEFAULT_LEAD_HOURS
     # The worker's batching stage (streams/batcher.py) writes what it read of a partition
     # as one internal message after this many polls or this many seconds, whichever first.
-    batch_size: int = 5000
+    # Small, so that the agent's batch is bounded in polls (worker_batch_polls) and yet
+    # spans many messages when the live input gives only a few hundred polls per message.
+    batch_size: int = 625
     batch_window_s: float = 0.1
     # On, the batching stage runs in a child process of the worker
     # (streams/batcher_process.py), on a core of its own; off (the default until an A/B
     # benchmark shows it faster: bench/RESULTS.md, issue 14), on the worker's event loop.
     batcher_process: bool = False
-    # The ingest agent takes up to this many internal messages at once, waiting at most
-    # batch_timeout_s to fill them, before it writes aggregates.
-    worker_batch_messages: int = 16
+    # The ingest agent takes up to worker_batch_polls // batch_size internal messages at
+    # once (worker_batch_messages), waiting at most batch_timeout_s to fill them, before it
+    # writes aggregates. Under a backlog a batch grows towards this many polls, so a store
+    # gets several polls per update (its cost is paid per store and batch, not per poll).
+    worker_batch_polls: int = 80_000
     batch_timeout_s: float = 0.5
     broker_session_timeout_s: float = 10.0
     # A report job that has not finished by then ends Failed (never Running for ever).
@@ -104,6 +108,25 @@ class Settings:
     # Reports from the worker's in-memory hour index when it owns every partition
     # (streams/report_index.py); off, every report is read from PostgreSQL.
     report_index: bool = True
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.worker_batch_polls < self.batch_size:
+            raise ValueError(
+                "STOREMON_BATCH_SIZE must be at least 1 and STOREMON_WORKER_BATCH_POLLS at "
+                f"least STOREMON_BATCH_SIZE, not {self.batch_size} and {self.worker_batch_polls}"
+            )
+
+    @property
+    def worker_batch_messages(self) -> int:
+        """Internal messages per agent batch: as many full ones as fit worker_batch_polls."""
+        return self.worker_batch_polls // self.batch_size
+
+    @property
+    def read_ahead_messages(self) -> int:
+        """Internal messages Faust may hold for the ingest agent (its stream buffer): two
+        agent batches, so what it holds is bounded by 2 x worker_batch_polls polls whatever
+        the size of the messages."""
+        return max(8, 2 * self.worker_batch_messages)
 
     def __repr__(self) -> str:
         shown = []
@@ -126,6 +149,14 @@ class Settings:
                 "STOREMON_HORIZON_HOURS is no longer read: set STOREMON_REPORT_REACH_HOURS "
                 "(history kept = reach + 168 h, see docs/semantics.md)"
             )
+        if env.get("STOREMON_WORKER_BATCH_MESSAGES", "").strip():
+            # The agent's batch is bounded in polls now; a count of messages of any size
+            # let a packed backlog put 16 x 5,000 or a live one 16 x ~270 polls in a batch.
+            raise ValueError(
+                "STOREMON_WORKER_BATCH_MESSAGES is no longer read: set "
+                "STOREMON_WORKER_BATCH_POLLS (polls per agent batch; messages = that / "
+                "STOREMON_BATCH_SIZE)"
+            )
         state_dir = Path(env.get("STOREMON_STATE_DIR", DEFAULT_STATE_DIR))
         return cls(
             state_dir=state_dir,
@@ -142,10 +173,10 @@ class Settings:
             reports_dir=Path(env.get("STOREMON_REPORTS_DIR", str(state_dir / "reports"))),
             report_reach_hours=_non_negative_int(env, "STOREMON_REPORT_REACH_HOURS"),
             report_lead_hours=_non_negative_int(env, "STOREMON_REPORT_LEAD_HOURS"),
-            batch_size=int(env.get("STOREMON_BATCH_SIZE", "5000")),
+            batch_size=int(env.get("STOREMON_BATCH_SIZE", "625")),
             batch_window_s=float(env.get("STOREMON_BATCH_WINDOW_S", "0.1")),
             batcher_process=_flag(env, "STOREMON_BATCHER_PROCESS", default=False),
-            worker_batch_messages=int(env.get("STOREMON_WORKER_BATCH_MESSAGES", "16")),
+            worker_batch_polls=int(env.get("STOREMON_WORKER_BATCH_POLLS", "80000")),
             batch_timeout_s=float(env.get("STOREMON_BATCH_TIMEOUT_S", "0.5")),
             broker_session_timeout_s=float(env.get("STOREMON_BROKER_SESSION_TIMEOUT_S", "10")),
             report_timeout_s=float(env.get("STOREMON_REPORT_TIMEOUT_S", "120")),

@@ -224,7 +224,7 @@ class Pipeline:
             "STOREMON_BATCH_TIMEOUT_S": str(s.batch_timeout_s),
             "STOREMON_BATCH_WINDOW_S": str(s.batch_window_s),
             "STOREMON_BATCHER_PROCESS": "1" if s.batcher_process else "0",
-            "STOREMON_WORKER_BATCH_MESSAGES": str(s.worker_batch_messages),
+            "STOREMON_WORKER_BATCH_POLLS": str(s.worker_batch_polls),
             "STOREMON_PARTITIONS": str(s.partitions),
             "STOREMON_REPORT_TIMEOUT_S": str(s.report_timeout_s),
             "STOREMON_API_TOKEN": s.api_token,

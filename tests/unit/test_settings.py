@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from storemon.settings import Settings
 
 
@@ -57,3 +59,34 @@ def test_secrets_never_appear_in_repr_or_str() -> None:
         assert "very-secret-token" not in shown
         assert "postgresql://app:***@db:5432/storemon" in shown
         assert "api_token='***'" in shown
+
+
+def test_the_agent_batch_and_its_read_ahead_are_bounded_in_polls() -> None:
+    settings = Settings.from_env({})
+    assert settings.batch_size * settings.worker_batch_messages <= settings.worker_batch_polls
+    for batch_size, polls in ((5000, 80_000), (625, 80_000), (250, 40_000), (7, 100)):
+        chosen = Settings.from_env(
+            {"STOREMON_BATCH_SIZE": str(batch_size), "STOREMON_WORKER_BATCH_POLLS": str(polls)}
+        )
+        # As many full messages as fit the polls; the read-ahead is two agent batches.
+        assert chosen.worker_batch_messages == polls // batch_size
+        assert chosen.read_ahead_messages == max(8, 2 * (polls // batch_size))
+        assert chosen.read_ahead_messages * batch_size <= max(2 * polls, 8 * batch_size)
+
+
+def test_smaller_messages_mean_more_of_them_per_agent_batch() -> None:
+    packed = Settings.from_env({"STOREMON_BATCH_SIZE": "5000"})
+    assert packed.worker_batch_messages == 16
+    assert Settings.from_env({}).worker_batch_messages == 128
+
+
+def test_a_message_larger_than_the_agent_batch_is_refused() -> None:
+    with pytest.raises(ValueError, match="STOREMON_WORKER_BATCH_POLLS"):
+        Settings.from_env({"STOREMON_BATCH_SIZE": "5000", "STOREMON_WORKER_BATCH_POLLS": "4999"})
+    with pytest.raises(ValueError, match="STOREMON_BATCH_SIZE"):
+        Settings.from_env({"STOREMON_BATCH_SIZE": "0"})
+
+
+def test_the_old_count_of_messages_is_refused_rather_than_ignored() -> None:
+    with pytest.raises(ValueError, match="STOREMON_WORKER_BATCH_POLLS"):
+        Settings.from_env({"STOREMON_WORKER_BATCH_MESSAGES": "16"})
