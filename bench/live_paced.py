@@ -172,6 +172,9 @@ async def main(
         )
         overview = await pipeline.worker_overview()
         applied["internal_messages_processed"] = overview["events"]
+        # In polls: internal messages hold a varying number of them.
+        applied["polls_published"] = samples[-1][1]
+        applied["polls_applied"] = overview["polls"]
         agent_batch = overview.get("agent_batch")  # absent from older checkouts
     finally:
         sender.cancel()
