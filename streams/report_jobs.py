@@ -23,6 +23,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -39,6 +40,7 @@ from storemon.db.reports import ReportStatus
 from storemon.metrics import ReportMetrics
 from storemon.settings import Settings
 from storemon.streams import messages
+from storemon.streams.catch_up import CatchUp, IngestBehind
 from storemon.streams.lag import consumer_lag
 from storemon.streams.report_index import ReportIndex
 from storemon.waiting import retry_forever
@@ -131,10 +133,15 @@ async def run_report_job(
     *,
     reach: tuple[int, int] | None = None,
     report_index: ReportIndex | None = None,
+    catch_up: CatchUp | None = None,
 ) -> None:
     """Answer one report request. The request is acknowledged (by returning) only once the
     report is stored as Complete or Failed; a database outage is waited out, so a request
-    whose worker dies is picked up again by the next owner of its partition."""
+    whose worker dies is picked up again by the next owner of its partition.
+
+    With ``catch_up``, the input published before the job started is applied first (at
+    most ``timeout_s``, else the report fails saying how much was waiting), and only the
+    Pending reports stored before the job started are answered with it."""
     try:
         request = messages.decode_object(raw)
         report_id = uuid.UUID(str(request.get("report_id")))
@@ -156,12 +163,24 @@ async def run_report_job(
             if metrics is not None:
                 metrics.observe(status, time.monotonic() - began)
 
+        # A job that waited for the input answers no Pending report stored after it began.
+        created_before = started.started_at if catch_up is not None else None
         try:
+            waited_s = await catch_up.wait(timeout_s) if catch_up is not None else None
             built, shared = await asyncio.wait_for(
-                _answer(pool, report_id, requested, reach, report_index, with_fleet_summary),
+                _answer(
+                    pool,
+                    report_id,
+                    requested,
+                    reach,
+                    report_index,
+                    with_fleet_summary,
+                    created_before,
+                    waited_s,
+                ),
                 timeout_s,
             )
-        except (NoData, OutOfRange) as error:
+        except (NoData, OutOfRange, IngestBehind) as error:
             await db_reports.fail_report(pool, report_id, str(error))
             finished(ReportStatus.FAILED)
             return
@@ -225,10 +244,21 @@ async def _answer(
     reach: tuple[int, int] | None,
     report_index: ReportIndex | None,
     with_fleet_summary: bool = False,
+    created_before: datetime | None = None,
+    caught_up_s: float | None = None,
 ) -> tuple[AssembledReport, int | None]:
-    """From the in-memory index where it can answer exactly, else from PostgreSQL."""
+    """From the in-memory index where it can answer exactly, else from PostgreSQL.
+    ``caught_up_s``: how long the job waited for the input first (kept in its timings)."""
+    extra = {} if caught_up_s is None else {"catch_up_s": caught_up_s}
     if report_index is not None and report_index.ready:
-        fast = await report_index.try_report(pool, requested, with_fleet_summary=with_fleet_summary)
+        fast = await report_index.try_report(
+            pool,
+            requested,
+            with_fleet_summary=with_fleet_summary,
+            created_before=created_before,
+        )
+        if fast is not None:
+            fast.timings.update(extra)
         if fast is not None and fast.fleet_summary is not None and fast.data_version is not None:
             # Stored before the report completes, so whoever sees it Complete finds it.
             await db_reports.store_fleet_summary(
@@ -240,7 +270,9 @@ async def _answer(
             shared = await _complete_as(pool, report_id, fast)
             if shared is not None:
                 return fast, shared
-    return await _reuse_or_assemble(pool, report_id, requested, reach)
+    built, shared = await _reuse_or_assemble(pool, report_id, requested, reach, created_before)
+    built.timings.update(extra)
+    return built, shared
 
 
 async def _complete_as(
@@ -262,20 +294,32 @@ async def _reuse_or_assemble(
     report_id: uuid.UUID,
     requested: int | None,
     reach: tuple[int, int] | None,
+    created_before: datetime | None = None,
 ) -> tuple[AssembledReport, int | None]:
     """The report's answer. When a Complete report of the same report time was computed from
     the same version of the aggregates, its CSV is copied and the report is stored here
     (returns how many alike Pending reports were answered too); otherwise the report is
     assembled and returned with None, still to be stored."""
     built = await assemble_report(
-        pool, requested, find_alike=True, reuse=True, reach=reach, with_digest=True
+        pool,
+        requested,
+        find_alike=True,
+        reuse=True,
+        reach=reach,
+        with_digest=True,
+        created_before=created_before,
     )
     if built.reused_from is None:
         return built, None
     shared = await _complete_as(pool, report_id, built)
     if shared is None:  # the earlier report was pruned meanwhile: compute this one
         fresh = await assemble_report(
-            pool, requested, find_alike=True, reach=reach, with_digest=True
+            pool,
+            requested,
+            find_alike=True,
+            reach=reach,
+            with_digest=True,
+            created_before=created_before,
         )
         return fresh, None
     return built, shared
