@@ -110,6 +110,10 @@ class CatchUp:
         )
         self._consumer: Any = None
         self._admin: Any = None
+        # The broker's committed offsets last read, per group: still true lower bounds
+        # later (offsets only grow), so a worker restarted with nothing new to read asks
+        # the broker once, not at every report.
+        self._known: dict[str, dict[TopicPartition, int]] = {}
 
     def _partitions(self, stage: Stage) -> list[TopicPartition]:
         return [TopicPartition(t, p) for t in stage.topics for p in range(self.settings.partitions)]
@@ -155,19 +159,22 @@ class CatchUp:
             return {}
         return {tp: meta.offset for tp, meta in found.items() if meta.offset >= 0}
 
+    def _positions(self, stage: Stage) -> dict[TopicPartition, int]:
+        return merged(stage.local_positions(), self._known.get(stage.group_id, {}))
+
     async def _until_done(self, stage: Stage, ends: Positions, deadline: float) -> int:
         """Wait until ``stage`` has done every record before ``ends``; returns the records
         still behind (0, or what is left when ``deadline`` passes)."""
-        from_broker: dict[TopicPartition, int] = {}
         asked_broker = float("-inf")
         while True:
-            behind = records_behind(ends, merged(stage.local_positions(), from_broker))
+            behind = records_behind(ends, self._positions(stage))
             now = time.monotonic()
             if behind == 0 or now >= deadline:
                 return behind
             if now - asked_broker >= BROKER_CHECK_INTERVAL_S:
                 asked_broker = now
-                from_broker = await self._committed(stage)
+                known = self._known.setdefault(stage.group_id, {})
+                known.update(merged(known, await self._committed(stage)))
                 continue
             await asyncio.sleep(CHECK_INTERVAL_S)
 
@@ -178,7 +185,7 @@ class CatchUp:
         deadline = began + timeout_s
         # Positions are looked at before the end offsets are read: when they already reach
         # those ends, the internal ends read in the same request hold all of that input.
-        input_done = dict(self.input.local_positions())
+        input_done = self._positions(self.input)
         ends = await self._ends(self._partitions(self.input) + self._partitions(self.internal))
         input_ends = {tp: ends[tp] for tp in self._partitions(self.input)}
         internal_ends = {tp: ends[tp] for tp in self._partitions(self.internal)}
