@@ -65,6 +65,10 @@ def merged(*sources: Positions) -> dict[TopicPartition, int]:
     return out
 
 
+class NotCaughtUp(Exception):
+    """A speculative answer began before all the input published before it was applied."""
+
+
 class IngestBehind(Exception):
     """The worker did not apply the input published before the report within the wait."""
 
@@ -76,6 +80,36 @@ class IngestBehind(Exception):
             f" started were not applied after {waited_s:.0f} s; ask again once"
             " `storemon status` shows no lag"
         )
+
+
+class Speculation:
+    """A job's answer computed while the input's end offsets are read, kept only if this
+    process's positions, taken before the computation began, already reached them: then
+    every record before the ends was applied before the answer read anything."""
+
+    def __init__(
+        self,
+        input_done: Positions,
+        internal_done: Positions,
+        ends: asyncio.Future[dict[TopicPartition, int]],
+        internal_topics: tuple[str, ...],
+    ) -> None:
+        self.input_done, self.internal_done = input_done, internal_done
+        self.ends = ends
+        self.internal_topics = internal_topics
+
+    async def confirm(self) -> None:
+        """Raises :class:`NotCaughtUp` unless the answer may be kept (call before any
+        write that depends on it)."""
+        ends = await self.ends
+        internal = {tp: o for tp, o in ends.items() if tp.topic in self.internal_topics}
+        inputs = {tp: o for tp, o in ends.items() if tp.topic not in self.internal_topics}
+        if records_behind(inputs, self.input_done) or records_behind(internal, self.internal_done):
+            raise NotCaughtUp
+
+    def cancel(self) -> None:
+        if not self.ends.done():
+            self.ends.cancel()
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +211,14 @@ class CatchUp:
                 known.update(merged(known, await self._committed(stage)))
                 continue
             await asyncio.sleep(CHECK_INTERVAL_S)
+
+    def speculate(self) -> Speculation:
+        """Start reading the end offsets while the caller computes its answer."""
+        input_done = self._positions(self.input)
+        internal_done = self._positions(self.internal)
+        partitions = self._partitions(self.input) + self._partitions(self.internal)
+        ends = asyncio.ensure_future(self._ends(partitions))
+        return Speculation(input_done, internal_done, ends, self.internal.topics)
 
     async def wait(self, timeout_s: float) -> float:
         """Wait until the input published before this call is applied; returns the seconds

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
 from aiokafka import TopicPartition
 
-from storemon.streams.catch_up import IngestBehind, merged, records_behind
+from storemon.streams.catch_up import (
+    IngestBehind,
+    NotCaughtUp,
+    Speculation,
+    merged,
+    records_behind,
+)
 
 A, B = TopicPartition("polls", 0), TopicPartition("polls", 1)
 
@@ -26,3 +35,15 @@ def test_the_failure_says_how_much_input_was_waiting() -> None:
     assert error.records == 1234
     assert str(error).startswith("ingestion is behind: 1234 input records")
     assert "after 2 s" in str(error)
+
+
+async def test_a_speculative_answer_is_kept_only_if_its_positions_reached_the_ends() -> None:
+    internal = TopicPartition("input-batches", 0)
+    ends: asyncio.Future[dict[TopicPartition, int]] = asyncio.get_running_loop().create_future()
+    ends.set_result({A: 10, internal: 4})
+    kept = Speculation({A: 10}, {internal: 4}, ends, ("input-batches",))
+    await kept.confirm()  # everything before the ends was applied when it began
+    for input_done, internal_done in (({A: 9}, {internal: 4}), ({A: 10}, {internal: 3})):
+        late = Speculation(input_done, internal_done, ends, ("input-batches",))
+        with pytest.raises(NotCaughtUp):
+            await late.confirm()
