@@ -171,7 +171,7 @@ async def phases(pipeline: Pipeline, since: float) -> list[dict[str, Any]]:
 
 def medians(rows: list[dict[str, Any]]) -> dict[str, float]:
     out: dict[str, float] = {}
-    names = ("queued", "running", "read_s", "finish_s", "render_s", "digest_wait_s")
+    names = ("queued", "running", "catch_up_s", "read_s", "finish_s", "render_s", "digest_wait_s")
     for name in (*names, "compress_s", "store_s"):
         values = [r[name] for r in rows if r.get(name) is not None]
         if values:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import faust
+from aiokafka import TopicPartition
 from faust.streams import _current_event
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -32,6 +33,7 @@ from storemon.settings import Settings
 from storemon.streams import messages
 from storemon.streams.batcher import InputBatcher
 from storemon.streams.batcher_process import BatcherProcess
+from storemon.streams.catch_up import CatchUp
 from storemon.streams.crash import stop_unless_done
 from storemon.streams.ingest import Ingestor
 from storemon.streams.offsets import CommitWatchdog, guard_offset_commits
@@ -197,6 +199,7 @@ def create_app(settings: Settings, loglevel: str = "info") -> faust.App:  # noqa
             report_metrics,
             reach=(settings.reach_us, settings.lead_us),
             report_index=report_index,
+            catch_up=catch_up,
         )
 
     report_requests = ReportRequestConsumer(settings, answer, stop_unless_done)
@@ -205,6 +208,21 @@ def create_app(settings: Settings, loglevel: str = "info") -> faust.App:  # noqa
         if settings.batcher_process
         else InputBatcher(settings, stop_unless_done)
     )
+    internal_topic = settings.topic(messages.INPUT_BATCHES)
+
+    def agent_positions() -> dict[TopicPartition, int]:
+        """How far the ingest agent has applied each internal partition it holds."""
+        known = {TopicPartition(t, p): o for (t, p), o in ingestor.applied_offsets.items()}
+        for tp in app.consumer.assignment():
+            if tp.topic != internal_topic:
+                continue
+            committed = app.consumer._committed_offset.get(tp)  # type: ignore[attr-defined]
+            key = TopicPartition(tp.topic, tp.partition)
+            if committed is not None and committed > known.get(key, -1):
+                known[key] = committed
+        return known
+
+    catch_up = CatchUp(settings, batcher.committed_positions, agent_positions)
     app.storemon_batcher = batcher  # type: ignore[attr-defined]
 
     def batcher_overview() -> dict[str, Any]:
@@ -263,7 +281,10 @@ def create_app(settings: Settings, loglevel: str = "info") -> faust.App:  # noqa
 
     @app.task  # type: ignore[untyped-decorator]
     async def serve_report_requests() -> None:
-        await report_requests.run()
+        try:
+            await report_requests.run()
+        finally:
+            await catch_up.close()
 
     async def forget_states(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         ingestor.forget()  # partitions moved: states are rebuilt from the tables on demand

@@ -368,6 +368,11 @@ class InputBatcher:
         """Input records not yet batched and committed, per assigned partition."""
         return consumer_lag(self._consumer, self._committed)
 
+    def committed_positions(self) -> dict[TopicPartition, int]:
+        """What this process committed, per input partition: every record before it is in
+        an acknowledged internal message (reports wait for it, streams/catch_up.py)."""
+        return self._committed
+
     async def run(self) -> None:
         session_ms = int(self.settings.broker_session_timeout_s * 1000)
         consumer = AIOKafkaConsumer(

@@ -41,6 +41,7 @@ from collections import Counter
 from typing import Any
 
 import orjson
+from aiokafka import TopicPartition
 
 from storemon.settings import Settings
 from storemon.streams.batcher import BatcherStats, InputBatcher
@@ -105,6 +106,11 @@ class BatcherProcess:
 
     def lag(self) -> dict[tuple[str, int], int]:
         return dict(self._lag)
+
+    def committed_positions(self) -> dict[TopicPartition, int]:
+        """Nothing known here: the child commits (the broker's offsets tell, see
+        streams/catch_up.py)."""
+        return {}
 
     def describe(self) -> dict[str, Any]:
         return {

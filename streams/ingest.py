@@ -105,6 +105,9 @@ class Ingestor:
         self._schedule_rows: dict[Schedule, tuple[list[list[int]], str]] = {}
         self._store_schedule: dict[str, tuple[Schedule, tuple[list[list[int]], str]]] = {}
         self.stats = IngestStats()
+        # (topic, partition) -> next offset: every message before it is applied (reports wait
+        # for it, streams/catch_up.py; Faust commits it only later).
+        self.applied_offsets: dict[tuple[str, int], int] = {}
         self._last_end: float | None = None
 
     def forget(self) -> None:
@@ -198,8 +201,16 @@ class Ingestor:
         for rejection, partition, offset in rejected:
             await self.send_dead_letter(rejection, partition, offset)
         self.stats.batches += 1
+        self._mark_applied(events)
         self._last_end = time.perf_counter()
         self.stats.seconds["writing tables"] += self._last_end - written
+
+    def _mark_applied(self, events: Sequence[Any]) -> None:
+        for event in events:
+            message = event.message
+            where = (message.topic, message.partition)
+            if message.offset >= self.applied_offsets.get(where, 0):
+                self.applied_offsets[where] = message.offset + 1
 
     @staticmethod
     async def _finish(writing: asyncio.Task[None] | None) -> float:

@@ -22,6 +22,7 @@ import asyncio
 import dataclasses
 import logging
 import time
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -230,7 +231,12 @@ class ReportIndex:
         return index, version, as_of_us
 
     async def try_report(
-        self, pool: asyncpg.Pool, requested: int | None, *, with_fleet_summary: bool = False
+        self,
+        pool: asyncpg.Pool,
+        requested: int | None,
+        *,
+        with_fleet_summary: bool = False,
+        created_before: datetime | None = None,
     ) -> AssembledReport | None:
         """The report from memory, or None where only PostgreSQL can answer exactly. When a
         Complete report of the same report time was taken from the same version of the
@@ -254,7 +260,7 @@ class ReportIndex:
             # Pending reports that asked for the same report time were stored before this
             # read, so the index as it is below (never older than now) answers them too.
             # One statement for the three look-ups (retention mark, alike, finished).
-            looked = await answer_lookups(conn, requested, asked_as_of, version)
+            looked = await answer_lookups(conn, requested, asked_as_of, version, created_before)
         alike = looked.alike
         # The snapshot is taken after the reads: while polls stream in, the version moves
         # with every chunk the worker writes, and a snapshot held across the reads was

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -39,6 +41,7 @@ from storemon.db.reports import ReportStatus
 from storemon.metrics import ReportMetrics
 from storemon.settings import Settings
 from storemon.streams import messages
+from storemon.streams.catch_up import CatchUp, IngestBehind, NotCaughtUp
 from storemon.streams.lag import consumer_lag
 from storemon.streams.report_index import ReportIndex
 from storemon.waiting import retry_forever
@@ -131,10 +134,15 @@ async def run_report_job(
     *,
     reach: tuple[int, int] | None = None,
     report_index: ReportIndex | None = None,
+    catch_up: CatchUp | None = None,
 ) -> None:
     """Answer one report request. The request is acknowledged (by returning) only once the
     report is stored as Complete or Failed; a database outage is waited out, so a request
-    whose worker dies is picked up again by the next owner of its partition."""
+    whose worker dies is picked up again by the next owner of its partition.
+
+    With ``catch_up``, the input published before the job started is applied first (at
+    most ``timeout_s``, else the report fails saying how much was waiting), and only the
+    Pending reports stored before the job started are answered with it."""
     try:
         request = messages.decode_object(raw)
         report_id = uuid.UUID(str(request.get("report_id")))
@@ -156,12 +164,10 @@ async def run_report_job(
             if metrics is not None:
                 metrics.observe(status, time.monotonic() - began)
 
+        job = _Job(pool, report_id, requested, reach, report_index, with_fleet_summary)
         try:
-            built, shared = await asyncio.wait_for(
-                _answer(pool, report_id, requested, reach, report_index, with_fleet_summary),
-                timeout_s,
-            )
-        except (NoData, OutOfRange) as error:
+            built, shared = await job.run(catch_up, started.started_at, timeout_s)
+        except (NoData, OutOfRange, IngestBehind) as error:
             await db_reports.fail_report(pool, report_id, str(error))
             finished(ReportStatus.FAILED)
             return
@@ -218,64 +224,129 @@ async def run_report_job(
     await retry_forever(attempt, (*DB_OUTAGE_ERRORS, KafkaError), f"report {report_id}")
 
 
-async def _answer(
-    pool: asyncpg.Pool,
-    report_id: uuid.UUID,
-    requested: int | None,
-    reach: tuple[int, int] | None,
-    report_index: ReportIndex | None,
-    with_fleet_summary: bool = False,
-) -> tuple[AssembledReport, int | None]:
-    """From the in-memory index where it can answer exactly, else from PostgreSQL."""
-    if report_index is not None and report_index.ready:
-        fast = await report_index.try_report(pool, requested, with_fleet_summary=with_fleet_summary)
-        if fast is not None and fast.fleet_summary is not None and fast.data_version is not None:
-            # Stored before the report completes, so whoever sees it Complete finds it.
-            await db_reports.store_fleet_summary(
-                pool, fast.as_of_us, fast.data_version, fast.fleet_summary
+@dataclasses.dataclass(slots=True)
+class _Job:
+    """One report's answer: from the in-memory index where it can answer exactly, else from
+    PostgreSQL; with :meth:`answer_after_input`, only once the input published before the
+    job started is applied (streams/catch_up.py)."""
+
+    pool: asyncpg.Pool
+    report_id: uuid.UUID
+    requested: int | None
+    reach: tuple[int, int] | None
+    report_index: ReportIndex | None
+    with_fleet_summary: bool = False
+    created_before: datetime | None = None
+    # Awaited before any write that completes the report: raises NotCaughtUp when the
+    # answer was computed before all that input was applied.
+    confirm: Callable[[], Awaitable[None]] | None = None
+
+    async def run(
+        self, catch_up: CatchUp | None, started_at: datetime, timeout_s: float
+    ) -> tuple[AssembledReport, int | None]:
+        if catch_up is None:
+            return await asyncio.wait_for(self.answer(), timeout_s)
+        # A job that waits for the input answers no Pending report stored after it began
+        # (input published before their trigger may not be in).
+        self.created_before = started_at
+        return await self.answer_after_input(catch_up, timeout_s)
+
+    async def answer_after_input(
+        self, catch_up: CatchUp, timeout_s: float
+    ) -> tuple[AssembledReport, int | None]:
+        """Computed at once while the input's end offsets are read, and kept when this
+        process had applied everything before them when the computation began (the usual
+        case: nothing waiting, and the check costs no time of its own); otherwise the job
+        waits for that input (at most ``timeout_s``: IngestBehind) and computes again."""
+        speculation = catch_up.speculate()
+        self.confirm = speculation.confirm
+        try:
+            try:
+                built, shared = await asyncio.wait_for(self.answer(), timeout_s)
+            except (NoData, OutOfRange):
+                await speculation.confirm()  # perhaps only for want of that input
+                raise
+            confirming = time.perf_counter()
+            await speculation.confirm()  # before the caller's completing write
+            built.timings["catch_up_s"] = time.perf_counter() - confirming
+            return built, shared
+        except NotCaughtUp:
+            pass
+        finally:
+            speculation.cancel()
+            self.confirm = None
+        waited_s = await catch_up.wait(timeout_s)
+        built, shared = await asyncio.wait_for(self.answer(), timeout_s)
+        built.timings["catch_up_s"] = waited_s
+        return built, shared
+
+    async def answer(self) -> tuple[AssembledReport, int | None]:
+        pool, report_index = self.pool, self.report_index
+        if report_index is not None and report_index.ready:
+            fast = await report_index.try_report(
+                pool,
+                self.requested,
+                with_fleet_summary=self.with_fleet_summary,
+                created_before=self.created_before,
             )
-        if fast is not None and fast.reused_from is None:
-            return fast, None
-        if fast is not None:
-            shared = await _complete_as(pool, report_id, fast)
-            if shared is not None:
-                return fast, shared
-    return await _reuse_or_assemble(pool, report_id, requested, reach)
+            if (
+                fast is not None
+                and fast.fleet_summary is not None
+                and fast.data_version is not None
+            ):
+                # Stored before the report completes, so whoever sees it Complete finds it
+                # (true of that report time and version whatever this job keeps).
+                await db_reports.store_fleet_summary(
+                    pool, fast.as_of_us, fast.data_version, fast.fleet_summary
+                )
+            if fast is not None and fast.reused_from is None:
+                return fast, None
+            if fast is not None:
+                shared = await self._complete_as(fast)
+                if shared is not None:
+                    return fast, shared
+        return await self._reuse_or_assemble()
 
-
-async def _complete_as(
-    pool: asyncpg.Pool, report_id: uuid.UUID, built: AssembledReport
-) -> int | None:
-    """Store the finished answer ``built`` names as this report's (None: it was pruned)."""
-    assert built.reused_from is not None
-    stored = time.perf_counter()
-    shared = await db_reports.complete_as(
-        pool, report_id, built.reused_from, built.alike_pending, timings=built.timings
-    )
-    if shared is not None:
-        await db_reports.record_store_time(pool, report_id, time.perf_counter() - stored)
-    return shared
-
-
-async def _reuse_or_assemble(
-    pool: asyncpg.Pool,
-    report_id: uuid.UUID,
-    requested: int | None,
-    reach: tuple[int, int] | None,
-) -> tuple[AssembledReport, int | None]:
-    """The report's answer. When a Complete report of the same report time was computed from
-    the same version of the aggregates, its CSV is copied and the report is stored here
-    (returns how many alike Pending reports were answered too); otherwise the report is
-    assembled and returned with None, still to be stored."""
-    built = await assemble_report(
-        pool, requested, find_alike=True, reuse=True, reach=reach, with_digest=True
-    )
-    if built.reused_from is None:
-        return built, None
-    shared = await _complete_as(pool, report_id, built)
-    if shared is None:  # the earlier report was pruned meanwhile: compute this one
-        fresh = await assemble_report(
-            pool, requested, find_alike=True, reach=reach, with_digest=True
+    async def _complete_as(self, built: AssembledReport) -> int | None:
+        """Store the finished answer ``built`` names as this report's (None: it was pruned)."""
+        assert built.reused_from is not None
+        if self.confirm is not None:
+            await self.confirm()
+        stored = time.perf_counter()
+        shared = await db_reports.complete_as(
+            self.pool, self.report_id, built.reused_from, built.alike_pending, timings=built.timings
         )
-        return fresh, None
-    return built, shared
+        if shared is not None:
+            await db_reports.record_store_time(
+                self.pool, self.report_id, time.perf_counter() - stored
+            )
+        return shared
+
+    async def _reuse_or_assemble(self) -> tuple[AssembledReport, int | None]:
+        """The report's answer. When a Complete report of the same report time was computed
+        from the same version of the aggregates, its CSV is copied and the report is stored
+        here (returns how many alike Pending reports were answered too); otherwise the
+        report is assembled and returned with None, still to be stored."""
+        built = await assemble_report(
+            self.pool,
+            self.requested,
+            find_alike=True,
+            reuse=True,
+            reach=self.reach,
+            with_digest=True,
+            created_before=self.created_before,
+        )
+        if built.reused_from is None:
+            return built, None
+        shared = await self._complete_as(built)
+        if shared is None:  # the earlier report was pruned meanwhile: compute this one
+            fresh = await assemble_report(
+                self.pool,
+                self.requested,
+                find_alike=True,
+                reach=self.reach,
+                with_digest=True,
+                created_before=self.created_before,
+            )
+            return fresh, None
+        return built, shared

@@ -273,7 +273,12 @@ async def test_report_states(client: TestClient[Any, Any], pool: asyncpg.Pool) -
     as_of_us = parse_as_of("2023-01-25 18:13:22.47922")
     for report_id in (running, complete, failed):
         await db_reports.create_report(pool, report_id, None)
-        assert await db_reports.start_report(pool, report_id) == db_reports.StartedReport(None)
+        started = await db_reports.start_report(pool, report_id)
+        assert started is not None
+        assert started.requested_as_of_us is None
+        record = await db_reports.get_report(pool, report_id)
+        assert record is not None
+        assert started.started_at == record.started_at  # the mark's own time, read back
 
     response = await client.get("/get_report", params={"report_id": str(running)})
     assert response.status == 200
@@ -301,7 +306,9 @@ async def test_report_states(client: TestClient[Any, Any], pool: asyncpg.Pool) -
         assert await db_reports.start_report(pool, finished) is None
     asked = uuid.uuid4()
     await db_reports.create_report(pool, asked, as_of_us)
-    assert await db_reports.start_report(pool, asked) == db_reports.StartedReport(as_of_us)
+    started = await db_reports.start_report(pool, asked)
+    assert started is not None
+    assert started.requested_as_of_us == as_of_us
     record = await db_reports.get_report(pool, asked)
     assert record is not None
     assert record.status is db_reports.ReportStatus.RUNNING

@@ -32,6 +32,7 @@ Polls = Mapping[str, Sequence[tuple[int, bool]]]
 class Message:
     partition: int
     offset: int
+    topic: str = "storemon.input-batches"
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import uuid
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -118,13 +119,20 @@ async def finished_alike(conn: Connection, as_of_us: int, version: int) -> uuid.
     return value
 
 
-async def pending_alike(conn: Connection, requested_as_of_us: int | None) -> tuple[uuid.UUID, ...]:
+async def pending_alike(
+    conn: Connection, requested_as_of_us: int | None, created_before: datetime | None = None
+) -> tuple[uuid.UUID, ...]:
     """The Pending reports that asked for this report time (None: the default), as this
-    snapshot sees them: a report read from data at least as new answers them too."""
+    snapshot sees them: a report read from data at least as new answers them too. With
+    ``created_before``, only those stored before then (a job that waited for the input
+    published before it started answers no report asked after that: its input may not be
+    in, see streams/catch_up.py)."""
     rows = await conn.fetch(
         "SELECT report_id FROM reports WHERE status = 'Pending'"
-        " AND requested_as_of_us IS NOT DISTINCT FROM $1",
+        " AND requested_as_of_us IS NOT DISTINCT FROM $1"
+        " AND ($2::timestamptz IS NULL OR created_at < $2)",
         requested_as_of_us,
+        created_before,
     )
     return tuple(r[0] for r in rows)
 
@@ -141,19 +149,25 @@ class AnswerLookups:
 
 
 async def answer_lookups(
-    conn: Connection, requested_as_of_us: int | None, as_of_us: int, version: int
+    conn: Connection,
+    requested_as_of_us: int | None,
+    as_of_us: int,
+    version: int,
+    created_before: datetime | None = None,
 ) -> AnswerLookups:
     """:class:`AnswerLookups` in one round trip (three cost a job about 1-3 ms on a busy
     machine, each waking the server and the worker in turn)."""
     row = await conn.fetchrow(
         "SELECT (SELECT pruned_before_us FROM retention_mark) AS pruned_before,"
         " ARRAY(SELECT report_id FROM reports WHERE status = 'Pending'"
-        "       AND requested_as_of_us IS NOT DISTINCT FROM $1) AS alike,"
+        "       AND requested_as_of_us IS NOT DISTINCT FROM $1"
+        "       AND ($4::timestamptz IS NULL OR created_at < $4)) AS alike,"
         " (SELECT report_id FROM reports WHERE status = 'Complete' AND as_of_us = $2"
         "  AND data_version = $3 LIMIT 1) AS earlier",
         requested_as_of_us,
         as_of_us,
         version,
+        created_before,
     )
     assert row is not None
     return AnswerLookups(row["pruned_before"], tuple(row["alike"]), row["earlier"])
@@ -402,6 +416,7 @@ async def assemble_report(
     reuse: bool = False,
     reach: tuple[int, int] | None = None,
     with_digest: bool = False,
+    created_before: datetime | None = None,
 ) -> AssembledReport:
     """The report as of ``requested_as_of_us`` (None: the newest poll), of every store or,
     with ``only_store``, of that one (its row, computed exactly as in the full report).
@@ -409,7 +424,8 @@ async def assemble_report(
     With ``find_alike``, also the ids of the Pending reports that asked for the same report
     time and are visible in this snapshot. They were stored before the snapshot began, so
     this report, read from data at least as new as each of their requests, is a right
-    answer to them too: under a burst of triggers one job answers many.
+    answer to them too: under a burst of triggers one job answers many. With
+    ``created_before``, only those stored before then (see :func:`pending_alike`).
 
     With ``reach`` (reach and lead in microseconds), a requested report time is checked
     against the supported range of this very snapshot: data pruned between the request
@@ -434,7 +450,7 @@ async def assemble_report(
             if requested_as_of_us not in (allowed or ()):
                 raise OutOfRange(out_of_range_message(requested_as_of_us, allowed))
         version = await aggregates_version(conn)
-        alike = await pending_alike(conn, requested_as_of_us) if find_alike else ()
+        alike = await pending_alike(conn, requested_as_of_us, created_before) if find_alike else ()
         if reuse and only_store is None:
             earlier = await finished_alike(conn, as_of_us, version)
             if earlier is not None:

@@ -28,9 +28,11 @@ class ReportStatus(StrEnum):
 @dataclass(frozen=True, slots=True)
 class StartedReport:
     """A report a job has just marked Running: the time it was asked for, or None for
-    the newest poll."""
+    the newest poll, and when it was marked (the database's clock: Pending reports stored
+    before it are answered along with it, see streams/catch_up.py)."""
 
     requested_as_of_us: int | None
+    started_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,14 +106,14 @@ async def start_report(pool: asyncpg.Pool, report_id: uuid.UUID) -> StartedRepor
     row = await pool.fetchrow(
         f"WITH {NO_FLUSH_WAIT} UPDATE reports SET status = $2, started_at = now(),"
         " attempts = attempts + 1 FROM no_flush_wait"
-        " WHERE report_id = $1 AND status IN ($3, $2) RETURNING requested_as_of_us",
+        " WHERE report_id = $1 AND status IN ($3, $2) RETURNING requested_as_of_us, started_at",
         report_id,
         ReportStatus.RUNNING,
         ReportStatus.PENDING,
     )
     if row is None:
         return None
-    return StartedReport(row["requested_as_of_us"])
+    return StartedReport(row["requested_as_of_us"], row["started_at"])
 
 
 async def complete_report(
