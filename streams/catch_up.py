@@ -98,12 +98,17 @@ class Speculation:
         self.ends = ends
         self.internal_topics = internal_topics
 
-    async def confirm(self) -> None:
-        """Raises :class:`NotCaughtUp` unless the answer may be kept (call before any
-        write that depends on it)."""
+    async def split_ends(self) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
+        """The end offsets read: (input topics', internal topic's)."""
         ends = await self.ends
         internal = {tp: o for tp, o in ends.items() if tp.topic in self.internal_topics}
         inputs = {tp: o for tp, o in ends.items() if tp.topic not in self.internal_topics}
+        return inputs, internal
+
+    async def confirm(self) -> None:
+        """Raises :class:`NotCaughtUp` unless the answer may be kept (call before any
+        write that depends on it)."""
+        inputs, internal = await self.split_ends()
         if records_behind(inputs, self.input_done) or records_behind(internal, self.internal_done):
             raise NotCaughtUp
 
@@ -207,8 +212,8 @@ class CatchUp:
                 return behind
             if now - asked_broker >= BROKER_CHECK_INTERVAL_S:
                 asked_broker = now
-                known = self._known.setdefault(stage.group_id, {})
-                known.update(merged(known, await self._committed(stage)))
+                committed = await self._committed(stage)
+                self._known[stage.group_id] = merged(self._known.get(stage.group_id, {}), committed)
                 continue
             await asyncio.sleep(CHECK_INTERVAL_S)
 
@@ -227,11 +232,9 @@ class CatchUp:
         deadline = began + timeout_s
         # Positions are looked at before the end offsets are read: when they already reach
         # those ends, the internal ends read in the same request hold all of that input.
-        input_done = self._positions(self.input)
-        ends = await self._ends(self._partitions(self.input) + self._partitions(self.internal))
-        input_ends = {tp: ends[tp] for tp in self._partitions(self.input)}
-        internal_ends = {tp: ends[tp] for tp in self._partitions(self.internal)}
-        if records_behind(input_ends, input_done) > 0:
+        first_look = self.speculate()
+        input_ends, internal_ends = await first_look.split_ends()
+        if records_behind(input_ends, first_look.input_done) > 0:
             left = await self._until_done(self.input, input_ends, deadline)
             if left:
                 raise IngestBehind(left, time.monotonic() - began)
