@@ -36,7 +36,7 @@ from storemon.streams.batcher_process import BatcherProcess
 from storemon.streams.catch_up import CatchUp
 from storemon.streams.crash import stop_unless_done
 from storemon.streams.ingest import Ingestor
-from storemon.streams.offsets import CommitWatchdog, guard_offset_commits
+from storemon.streams.offsets import CommitWatchdog, commit_only_delivered, guard_offset_commits
 from storemon.streams.report_index import ReportIndex
 from storemon.streams.report_jobs import ReportRequestConsumer, run_report_job
 from storemon.waiting import retry_forever
@@ -151,7 +151,8 @@ def create_app(settings: Settings, loglevel: str = "info") -> faust.App:  # noqa
     # (everything is still flushed before any offset is committed). A batch writes about
     # one entry per store and day it touched.
     app.producer.buffer.max_messages = 200_000
-    guard_offset_commits(app.consumer)
+    guard_offset_commits(app.consumer, frozenset({settings.topic(messages.INPUT_BATCHES)}))
+    undelivered = commit_only_delivered(app.consumer, app.producer)
     if settings.api_token:
         _require_token(app, settings.api_token)
     watchdog = CommitWatchdog(app.consumer)
@@ -177,7 +178,12 @@ def create_app(settings: Settings, loglevel: str = "info") -> faust.App:  # noqa
         rejection: Rejection, partition: int | None, offset: int | None
     ) -> None:
         key = str(rejection.record.get("store_id", "")).encode() or None
-        await dead_letters.send(key=key, value=messages.dead_letter(rejection, partition, offset))
+        # Sent at once rather than through the buffer: tracked so that no commit passes it.
+        undelivered.track(
+            await dead_letters.send(
+                key=key, value=messages.dead_letter(rejection, partition, offset)
+            )
+        )
 
     ingestor = Ingestor(
         stores=stores,

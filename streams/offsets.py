@@ -18,8 +18,12 @@ watchdog below re-reads a partition whose next offset still never arrives.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 def merge_acknowledged(acked: list[int], gap: Any) -> None:
@@ -43,11 +47,50 @@ class DeliverEveryMessage(dict[Any, Any]):
         return None
 
 
-def guard_offset_commits(consumer: Any) -> None:
-    """Install the guard on a Faust consumer (once), before its fetcher starts."""
+async def seek_uncommitted_to_start(consumer: Any, stream_topics: frozenset[str]) -> dict[Any, int]:
+    """Read the assigned partitions of ``stream_topics`` that the group never committed from
+    their first offset, and take that offset as their committed one. Returns what it moved.
+
+    After a rebalance Faust drops the records it had fetched while its flow was stopped and
+    seeks every partition back to its committed offset, but a partition without one (or at
+    0) is not moved: the records dropped from it were never read again. Seen in the fault
+    tests, where a worker took over a partition its dead peer had never committed: either
+    nothing more of it arrived (the worker looked idle while behind), or its later messages
+    were processed and committed over the dropped first ones (the stores' schedules), and a
+    report counted those stores as open around the clock. With the first offset as the
+    committed one, the guard above also refuses to commit past a hole at the start."""
+    uncommitted = [
+        tp
+        for tp in consumer.assignment()
+        if tp.topic in stream_topics and not consumer._committed_offset.get(tp)
+    ]
+    if not uncommitted:
+        return {}
+    starts: dict[Any, int] = dict(await consumer.earliest_offsets(*uncommitted))
+    moved = {tp: starts[tp] for tp in uncommitted if tp in starts}
+    if moved:
+        await consumer._thread.seek_wait(moved)
+        consumer._committed_offset.update(moved)
+        log.info(
+            "partitions without a committed offset read from their first offset: %s",
+            ", ".join(f"{tp.topic}[{tp.partition}]@{offset}" for tp, offset in moved.items()),
+        )
+    return moved
+
+
+def guard_offset_commits(consumer: Any, stream_topics: frozenset[str] = frozenset()) -> None:
+    """Install the guard on a Faust consumer (once), before its fetcher starts.
+    ``stream_topics``: the topics the agents read (not the tables' changelogs)."""
     if getattr(consumer, "_storemon_guarded", False):
         return
     consumer._read_offset = DeliverEveryMessage()
+    seek_to_committed: Callable[[], Awaitable[None]] = consumer.perform_seek
+
+    async def perform_seek() -> None:
+        await seek_to_committed()
+        await seek_uncommitted_to_start(consumer, stream_topics)
+
+    consumer.perform_seek = perform_seek
     original: Callable[[Any], int | None] = consumer._new_offset
 
     def new_offset(tp: Any) -> int | None:
@@ -140,3 +183,61 @@ class CommitWatchdog:
                 self._rereads[tp] = (offset, rereads + 1)
                 actions.append((tp, offset, "re-read"))
         return actions
+
+
+class UndeliveredSends:
+    """The messages handed to Faust's producer that the broker has not acknowledged yet.
+
+    Faust flushes its producer before it commits, but that flush gives up once nothing was
+    sent for 0.1 s, and it covers only messages already passed on to aiokafka: on a busy
+    machine a commit could record a batch as done while some of its table writes still
+    waited in the buffer. A worker killed right then lost those writes for good (the batch
+    was never delivered again), and a store rebuilt from the changelog by the next owner
+    went on without, say, its schedule. Seen in the fault tests as a second worker's
+    partitions taken over with some stores counted as open around the clock."""
+
+    def __init__(self) -> None:
+        self._pending: set[asyncio.Future[Any]] = set()
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def track(self, sent: asyncio.Future[Any]) -> None:
+        if not sent.done():
+            self._pending.add(sent)
+            sent.add_done_callback(self._pending.discard)
+
+    async def delivered(self) -> bool:
+        """Wait for every message handed over until now; False when one of them failed."""
+        waiting = list(self._pending)
+        if waiting:
+            await asyncio.wait(waiting)
+        return all(not sent.cancelled() and sent.exception() is None for sent in waiting)
+
+
+def commit_only_delivered(consumer: Any, producer: Any) -> UndeliveredSends:
+    """Make Faust's consumer commit offsets only once everything the app handed its producer
+    before the commit is on the broker (table changelogs included). A batch's table writes
+    are handed over before its events are acknowledged, so the offsets a commit records
+    never run ahead of the writes they stand for. A send that failed holds the commit back:
+    the batch is then processed again, which the idempotent updates allow."""
+    existing: UndeliveredSends | None = getattr(consumer, "_storemon_undelivered", None)
+    if existing is not None:
+        return existing
+    undelivered = UndeliveredSends()
+    hand_over: Callable[[Any], None] = producer.send_soon
+    commit: Callable[[Any], Awaitable[bool]] = consumer._commit
+
+    def send_soon(message: Any) -> None:
+        undelivered.track(message)
+        hand_over(message)
+
+    async def commit_when_delivered(offsets: Any) -> bool:
+        if not await undelivered.delivered():
+            return False
+        return await commit(offsets)
+
+    producer.send_soon = send_soon
+    consumer._commit = commit_when_delivered
+    consumer._storemon_undelivered = undelivered
+    return undelivered

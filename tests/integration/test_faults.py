@@ -64,7 +64,7 @@ async def test_worker_restarted_without_its_rocksdb(pipeline: Pipeline, dataset:
     assert await pipeline.wait_report(report_id) == batch_csv(dataset)
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(480)  # above the sum of the waits below, so a stall reports its log
 async def test_second_worker_takes_over_when_one_dies(pipeline: Pipeline, dataset: Path) -> None:
     import aiohttp
 
@@ -89,13 +89,14 @@ async def test_second_worker_takes_over_when_one_dies(pipeline: Pipeline, datase
 
         await poll_async(
             second_worker_ingesting,
-            timeout_s=240,
+            timeout_s=120,
             on_timeout=lambda: AssertionError("the second worker never got a partition"),
             cap_s=0.1,
         )
     other.send_signal(signal.SIGKILL)
     other.wait()
-    await pipeline.wait_consumed()  # the survivor takes the dead worker's partitions over
+    # The survivor takes the dead worker's partitions over.
+    await pipeline.wait_consumed(timeout_s=180)
     # Owning every partition again, it loads the report index (while two workers shared
     # them, neither had all the aggregates in memory, and reports came from PostgreSQL).
     await pipeline.wait_report_index()

@@ -15,6 +15,8 @@ from storemon.streams.offsets import (
     CommitWatchdog,
     DeliverEveryMessage,
     commit_hole,
+    commit_only_delivered,
+    guard_offset_commits,
     merge_acknowledged,
 )
 
@@ -129,3 +131,136 @@ def test_watchdog_forgets_a_hole_that_fills() -> None:
     consumer._committed_offset["p0"] = 9
     assert asyncio.run(watchdog.check()) == []  # a new hole starts its count afresh
     assert consumer.seeks == []
+
+
+class FakeProducer:
+    def __init__(self) -> None:
+        self.buffered: list[asyncio.Future[int]] = []
+
+    def send_soon(self, message: asyncio.Future[int]) -> None:
+        self.buffered.append(message)
+
+
+class FakeConsumer:
+    def __init__(self) -> None:
+        self.committed: list[dict[str, int]] = []
+
+    async def _commit(self, offsets: dict[str, int]) -> bool:
+        self.committed.append(offsets)
+        return True
+
+
+def test_a_commit_waits_until_the_writes_before_it_are_on_the_broker() -> None:
+    async def scenario() -> None:
+        producer, consumer = FakeProducer(), FakeConsumer()
+        undelivered = commit_only_delivered(consumer, producer)
+        assert commit_only_delivered(consumer, producer) is undelivered  # installed once
+        loop = asyncio.get_running_loop()
+        table_write: asyncio.Future[int] = loop.create_future()
+        producer.send_soon(table_write)
+        assert producer.buffered == [table_write]  # still handed to Faust's producer
+        commit = asyncio.ensure_future(consumer._commit({"batches-0": 7}))
+        await asyncio.sleep(0.01)
+        assert not commit.done()
+        assert consumer.committed == []
+        table_write.set_result(1)  # the broker acknowledged it
+        assert await commit is True
+        assert consumer.committed == [{"batches-0": 7}]
+        assert len(undelivered) == 0
+        # A write handed over after the commit started does not hold that commit back.
+        later: asyncio.Future[int] = loop.create_future()
+        producer.send_soon(later)
+        assert len(undelivered) == 1
+        later.set_result(2)
+        await asyncio.sleep(0)
+        assert len(undelivered) == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_failed_write_holds_the_commit_back() -> None:
+    async def scenario() -> None:
+        producer, consumer = FakeProducer(), FakeConsumer()
+        undelivered = commit_only_delivered(consumer, producer)
+        lost: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        undelivered.track(lost)  # a message sent directly (a dead letter)
+        lost.set_exception(ConnectionError("broker gone"))
+        assert await consumer._commit({"batches-0": 9}) is False
+        assert consumer.committed == []  # the batch will be processed again
+        assert await consumer._commit({"batches-0": 9}) is True  # nothing pending any more
+
+    asyncio.run(scenario())
+
+
+@dataclass(frozen=True)
+class _TP:
+    topic: str
+    partition: int
+
+
+@dataclass
+class _RebalancedConsumer:
+    """A Faust consumer right after a rebalance: ``perform_seek`` moves only the partitions
+    the group committed (as Faust's does); ``positions`` are where fetching goes on."""
+
+    committed_by_group: dict[_TP, int]
+    positions: dict[_TP, int]
+    log_starts: dict[_TP, int]
+    _committed_offset: dict[_TP, int | None] = field(default_factory=dict)
+    _acked: dict[_TP, list[int]] = field(default_factory=dict)
+    _gap: dict[_TP, IntervalTree] = field(default_factory=dict)
+
+    def assignment(self) -> set[_TP]:
+        return set(self.positions)
+
+    async def perform_seek(self) -> None:
+        for tp, offset in self.committed_by_group.items():
+            if offset > 0:
+                self.positions[tp] = offset
+                self._committed_offset[tp] = offset
+
+    async def earliest_offsets(self, *tps: _TP) -> dict[_TP, int]:
+        return {tp: self.log_starts[tp] for tp in tps}
+
+    @property
+    def _thread(self) -> _RebalancedConsumer:
+        return self
+
+    async def seek_wait(self, positions: dict[_TP, int]) -> None:
+        self.positions.update(positions)
+
+    def _new_offset(self, tp: _TP) -> int | None:  # Faust's: one past the acknowledged run
+        acked = self._acked.get(tp)
+        return first_run_end(acked) if acked else None
+
+
+def test_a_partition_the_group_never_committed_is_read_again_from_its_start() -> None:
+    batches, other, changelog = _TP("batches", 0), _TP("batches", 1), _TP("changelog", 0)
+    consumer = _RebalancedConsumer(
+        committed_by_group={other: 7},
+        # Fetched while the flow was stopped, then dropped: the positions moved on.
+        positions={batches: 10, other: 12, changelog: 30},
+        log_starts={batches: 0, other: 0, changelog: 0},
+    )
+    guard_offset_commits(consumer, frozenset({"batches"}))
+    asyncio.run(consumer.perform_seek())
+    assert consumer.positions == {batches: 0, other: 7, changelog: 30}  # the tables' own
+    assert consumer._committed_offset == {batches: 0, other: 7}
+    # Had its later messages been processed without the first ones, nothing is committed
+    # past the hole (before, Faust committed 10 and the first batches were lost).
+    consumer._acked[batches] = [3, 4, 5, 6, 7, 8, 9]
+    consumer._gap[batches] = IntervalTree()
+    assert consumer._new_offset(batches) is None
+    consumer._acked[batches] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+    assert consumer._new_offset(batches) == 10
+
+
+def test_a_partition_whose_log_start_moved_is_read_from_there() -> None:
+    batches = _TP("batches", 0)
+    consumer = _RebalancedConsumer({}, {batches: 90}, {batches: 40})  # retention deleted 0-39
+    guard_offset_commits(consumer, frozenset({"batches"}))
+    asyncio.run(consumer.perform_seek())
+    assert consumer.positions == {batches: 40}
+    consumer._acked[batches] = [40, 41]
+    consumer._gap[batches] = IntervalTree()
+    assert consumer._new_offset(batches) == 42

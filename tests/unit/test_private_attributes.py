@@ -23,6 +23,7 @@ from aiokafka.consumer.subscription_state import (
 from faust.transport.consumer import Consumer, ThreadDelegateConsumer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaDriverConsumer
+from faust.transport.producer import Producer
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,15 @@ RELIED_ON = [
         " streams/app.py consumer_lag",
         True,
     ),
+    # streams/offsets.py: guard_offset_commits wraps perform_seek (Faust's seek back to the
+    # committed offsets after a rebalance) and asks for the partitions' first offsets.
+    Relied(Consumer, "perform_seek", "streams/offsets.py guard_offset_commits (wrapped)"),
+    Relied(
+        AIOKafkaDriverConsumer, "earliest_offsets", "streams/offsets.py seek_uncommitted_to_start"
+    ),
+    # streams/offsets.py: commit_only_delivered wraps the driver consumer's commit and the
+    # producer's hand-over (Producer.send_soon is checked below, with its signature).
+    Relied(AIOKafkaDriverConsumer, "_commit", "streams/offsets.py commit_only_delivered"),
     # streams/offsets.py: CommitWatchdog reads and seeks through these.
     Relied(Consumer, "_unacked_messages", "streams/offsets.py CommitWatchdog.holes", True),
     Relied(
@@ -97,6 +107,14 @@ def test_the_patched_and_called_methods_keep_their_signatures() -> None:
     # guard_offset_commits replaces _new_offset with a function of the partition alone;
     # CommitWatchdog passes seek_wait one mapping of partition to offset.
     assert list(inspect.signature(Consumer._new_offset).parameters) == ["self", "tp"]
+    # guard_offset_commits wraps perform_seek, which takes no argument.
+    assert list(inspect.signature(Consumer.perform_seek).parameters) == ["self"]
+    # commit_only_delivered wraps these two, passing their one argument through.
+    assert list(inspect.signature(AIOKafkaDriverConsumer._commit).parameters) == [
+        "self",
+        "offsets",
+    ]
+    assert list(inspect.signature(Producer.send_soon).parameters) == ["self", "fut"]
     assert list(inspect.signature(AIOKafkaConsumerThread.seek_wait).parameters) == [
         "self",
         "partitions",
