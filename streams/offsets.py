@@ -78,7 +78,7 @@ async def seek_uncommitted_to_start(consumer: Any, stream_topics: frozenset[str]
     return moved
 
 
-def guard_offset_commits(consumer: Any, stream_topics: frozenset[str] = frozenset()) -> None:
+def guard_offset_commits(consumer: Any, stream_topics: frozenset[str]) -> None:
     """Install the guard on a Faust consumer (once), before its fetcher starts.
     ``stream_topics``: the topics the agents read (not the tables' changelogs)."""
     if getattr(consumer, "_storemon_guarded", False):
@@ -191,10 +191,10 @@ class UndeliveredSends:
     Faust flushes its producer before it commits, but that flush gives up once nothing was
     sent for 0.1 s, and it covers only messages already passed on to aiokafka: on a busy
     machine a commit could record a batch as done while some of its table writes still
-    waited in the buffer. A worker killed right then lost those writes for good (the batch
-    was never delivered again), and a store rebuilt from the changelog by the next owner
-    went on without, say, its schedule. Seen in the fault tests as a second worker's
-    partitions taken over with some stores counted as open around the clock."""
+    waited in the buffer. A worker killed right then would lose those writes for good (the
+    batch is never delivered again), and a store rebuilt from the changelog by the next
+    owner would go on without them. Found by reading Faust's flush while looking for the
+    takeover failure that ``seek_uncommitted_to_start`` fixes; not observed on its own."""
 
     def __init__(self) -> None:
         self._pending: set[asyncio.Future[Any]] = set()
