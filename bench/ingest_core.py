@@ -38,6 +38,7 @@ from storemon.batch import load_dataset
 from storemon.db import sink as db_sink
 from storemon.db.sink import SinkBatch
 from storemon.streams import messages
+from storemon.streams.fence import Licence
 from storemon.streams.report_index import ReportIndex
 from storemon.streams.worker import GC_THRESHOLDS
 from tests.unit.test_input_batches import CountingTable, Event, Message, Sink, make_ingestor
@@ -85,10 +86,10 @@ def run_once(
     ingestor = make_ingestor(stores, store_polls, Sink())
     index = ReportIndex(reach_us=ingestor.horizon_us, lead_us=0)
 
-    async def write_nothing(batch: SinkBatch) -> None:
+    async def write_nothing(batch: SinkBatch, licence: Licence) -> None:
         return None
 
-    async def write_mirrored(batch: SinkBatch) -> None:
+    async def write_mirrored(batch: SinkBatch, licence: Licence) -> None:
         store_rows, day_rows = sink_rows(batch)
         ROWS[0] += len(store_rows) + len(day_rows)
         index.written(batch, 1)

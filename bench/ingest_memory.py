@@ -20,10 +20,11 @@ from pathlib import Path
 from storemon.batch import load_dataset
 from storemon.db.sink import SinkBatch
 from storemon.streams import messages
+from storemon.streams.fence import Licence
 from tests.unit.test_input_batches import CountingTable, Event, Message, Sink, make_ingestor
 
 
-async def write_nothing(batch: SinkBatch) -> None:
+async def write_nothing(batch: SinkBatch, licence: Licence) -> None:
     return None
 
 

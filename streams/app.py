@@ -35,6 +35,7 @@ from storemon.streams.batcher import InputBatcher
 from storemon.streams.batcher_process import BatcherProcess
 from storemon.streams.catch_up import CatchUp
 from storemon.streams.crash import stop_unless_done
+from storemon.streams.fence import Fenced, Licence, WriteFence, disown
 from storemon.streams.ingest import Ingestor
 from storemon.streams.offsets import CommitWatchdog, commit_only_delivered, guard_offset_commits
 from storemon.streams.report_index import ReportIndex
@@ -51,6 +52,10 @@ COMMIT_CHECK_INTERVAL_S = 3.0
 # allowance: hundreds of MB of queued messages at 14,000 stores.
 CHANGELOG_BACKLOG_MAX = 5_000
 CHANGELOG_DRAIN_POLL_S = 0.005
+# How long a revocation waits for the PostgreSQL write and the changelog messages already
+# under way before the worker rejoins the group (the whole group waits with it). A write
+# still running after it is the one case the fence cannot hold back: it is logged.
+REVOKE_SETTLE_S = 30.0
 
 
 def bind_event(event: Any) -> None:
@@ -167,8 +172,11 @@ def create_app(settings: Settings, loglevel: str = "info") -> faust.App:  # noqa
     report_index = ReportIndex(settings.reach_us, settings.lead_us, enabled=settings.report_index)
     app.storemon_report_index = report_index  # type: ignore[attr-defined]
 
-    async def write_sink(batch: db_sink.SinkBatch) -> None:
+    fence = WriteFence(lambda: app.consumer_generation_id)
+
+    async def write_sink(batch: db_sink.SinkBatch, licence: Licence) -> None:
         async def attempt() -> int:
+            licence.check()  # a batch retrying through an outage stops once revoked
             return await db_sink.write_batch(await database.pool(), batch)
 
         version = await retry_forever(attempt, DB_OUTAGE_ERRORS, "writing aggregates to PostgreSQL")
@@ -273,8 +281,20 @@ def create_app(settings: Settings, loglevel: str = "info") -> faust.App:  # noqa
         async for events in stream.take_events(
             settings.worker_batch_messages, settings.batch_timeout_s
         ):
+            events, stale = fence.split(events)
+            if stale:
+                # Fetched before a rebalance: read again from the committed offset after it.
+                disown(app.consumer, stale)
+            if not events:
+                continue
             async with stop_unless_done("ingesting a batch"):
-                await ingestor.process(events, bind_event)
+                try:
+                    await ingestor.process(events, bind_event, fence.licence())
+                except Fenced as fenced:
+                    disown(app.consumer, events)
+                    ingestor.forget()  # states may hold polls this batch did not write
+                    log.info("batch of %d messages stopped: %s", len(events), fenced)
+                    continue
                 await drain_changelog(
                     app.producer.buffer,
                     CHANGELOG_BACKLOG_MAX,
@@ -293,6 +313,18 @@ def create_app(settings: Settings, loglevel: str = "info") -> faust.App:  # noqa
             await catch_up.close()
 
     async def forget_states(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+        # Before the worker rejoins the group: no batch of this generation writes from now
+        # on, and what it already wrote reaches PostgreSQL and the broker before anyone
+        # else can be given its partitions.
+        fence.close()
+        if ingestor.write_under_way:
+            log.info("partitions revoked: waiting for the PostgreSQL write under way")
+        if not await ingestor.settle(REVOKE_SETTLE_S):
+            log.warning("a PostgreSQL write still running %.0f s after revocation", REVOKE_SETTLE_S)
+        try:
+            await asyncio.wait_for(undelivered.delivered(), REVOKE_SETTLE_S)
+        except TimeoutError:
+            log.warning("table writes still undelivered %.0f s after revocation", REVOKE_SETTLE_S)
         ingestor.forget()  # partitions moved: states are rebuilt from the tables on demand
         report_index.invalidate()
 

@@ -8,7 +8,9 @@ Order of writes, and why: PostgreSQL first, then the Faust tables, then (by retu
 acknowledgement of the events. A crash before the tables are written redelivers the events
 and rebuilds the same absolute values; a crash after it redelivers events the state already
 holds, whose rows PostgreSQL also already has. Every write is idempotent, so at-least-once
-delivery never counts anything twice.
+delivery never counts anything twice. A batch whose partitions are revoked while it runs
+stops before its next write (:mod:`streams.fence`): the partitions' next owner does its work
+again, and nothing of the old batch lands after the new owner's rows.
 
 Tables: ``stores`` (a store's settings entry) and ``store_polls`` (one entry per store and
 UTC day with kept polls), encoded by :mod:`streams.state_codec`; a state is rebuilt from
@@ -38,6 +40,7 @@ from storemon.aggregates.state import StoreChanges, StoreState
 from storemon.aggregates.timebase import DAY_US, floor_to
 from storemon.db.sink import SinkBatch, StoreRow
 from storemon.streams import state_codec
+from storemon.streams.fence import UNFENCED, Licence
 from storemon.streams.messages import INPUT_BATCHES, decode_object
 
 # Stores per PostgreSQL write within a batch, and how often computing gives the loop a turn.
@@ -90,7 +93,7 @@ class Ingestor:
         *,
         stores: Table,
         store_polls: Table,
-        write_sink: Callable[[SinkBatch], Awaitable[None]],
+        write_sink: Callable[[SinkBatch, Licence], Awaitable[None]],
         send_dead_letter: Callable[[Rejection, int | None, int | None], Awaitable[None]],
         horizon_us: int,
     ) -> None:
@@ -109,6 +112,20 @@ class Ingestor:
         # for it, streams/catch_up.py; Faust commits it only later).
         self.applied_offsets: dict[tuple[str, int], int] = {}
         self._last_end: float | None = None
+        self._writing: asyncio.Future[None] | None = None  # the PostgreSQL write under way
+
+    @property
+    def write_under_way(self) -> bool:
+        return self._writing is not None and not self._writing.done()
+
+    async def settle(self, timeout_s: float) -> bool:
+        """Wait for the PostgreSQL write under way, if any, to end (its outcome is the
+        batch's business). False when it was still running after ``timeout_s``."""
+        writing = self._writing
+        if writing is None or writing.done():
+            return True
+        done, _ = await asyncio.wait({writing}, timeout=timeout_s)
+        return bool(done)
 
     def forget(self) -> None:
         """Drop every cached state (partitions moved): they are rebuilt from the tables."""
@@ -140,7 +157,15 @@ class Ingestor:
 
     # -- the batch -----------------------------------------------------------------------------
 
-    async def process(self, events: Sequence[Any], bind_event: Callable[[Any], None]) -> None:
+    async def process(
+        self,
+        events: Sequence[Any],
+        bind_event: Callable[[Any], None],
+        licence: Licence = UNFENCED,
+    ) -> None:
+        """Apply a batch. Every write first checks ``licence``: once the batch's partitions
+        are revoked it raises :exc:`~storemon.streams.fence.Fenced` and writes nothing more
+        (nor marks anything applied)."""
         began = time.perf_counter()
         if self._last_end is not None:
             self.stats.seconds["waiting for events"] += began - self._last_end
@@ -151,7 +176,7 @@ class Ingestor:
         # next chunk is computed here (the loop is given a turn every few stores so the
         # write moves on). Everything is written before the batch is acknowledged; each
         # store's rows go in one transaction, with the store's row.
-        writing: asyncio.Task[None] | None = None
+        writing: asyncio.Future[None] | None = None
         waited = 0.0
         batch = SinkBatch()
         for n, (store_id, item) in enumerate(work.items(), 1):
@@ -161,7 +186,7 @@ class Ingestor:
                 await asyncio.sleep(0)
             if len(batch.stores) >= CHUNK_STORES:
                 waited += await self._finish(writing)
-                writing = asyncio.ensure_future(self.write_sink(batch))
+                writing = self._start_write(batch, licence)
                 batch = SinkBatch()
         # A message's rejections are numbered within it, so a redelivery finds the same keys.
         index_in_message: Counter[tuple[str, int | None, int | None]] = Counter()
@@ -185,10 +210,11 @@ class Ingestor:
         computed = time.perf_counter()
         waited += await self._finish(writing)
         if batch:
-            await self.write_sink(batch)
+            await self._start_write(batch, licence)
         written = time.perf_counter()
         self.stats.seconds["computing"] += computed - began - waited
         self.stats.seconds["writing PostgreSQL"] += written - computed + waited
+        licence.check()
         for n, (event, table, key, value) in enumerate(table_writes, 1):
             bind_event(event)
             if value is None:
@@ -197,13 +223,20 @@ class Ingestor:
                 table[key] = value
             if n % YIELD_EVERY_TABLE_WRITES == 0:
                 await asyncio.sleep(0)
+                licence.check()  # a revocation may have come in that turn
         self.stats.table_writes += len(table_writes)
         for rejection, partition, offset in rejected:
+            licence.check()
             await self.send_dead_letter(rejection, partition, offset)
         self.stats.batches += 1
         self._mark_applied(events)
         self._last_end = time.perf_counter()
         self.stats.seconds["writing tables"] += self._last_end - written
+
+    def _start_write(self, batch: SinkBatch, licence: Licence) -> asyncio.Future[None]:
+        licence.check()
+        self._writing = asyncio.ensure_future(self.write_sink(batch, licence))
+        return self._writing
 
     def _mark_applied(self, events: Sequence[Any]) -> None:
         for event in events:
@@ -213,7 +246,7 @@ class Ingestor:
                 self.applied_offsets[where] = message.offset + 1
 
     @staticmethod
-    async def _finish(writing: asyncio.Task[None] | None) -> float:
+    async def _finish(writing: asyncio.Future[None] | None) -> float:
         """Wait for a chunk's write (raising its error); returns the seconds waited."""
         if writing is None:
             return 0.0

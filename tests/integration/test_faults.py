@@ -105,6 +105,64 @@ async def test_second_worker_takes_over_when_one_dies(pipeline: Pipeline, datase
     assert "index" in await pipeline.report_timings(report_id)
 
 
+@pytest.mark.timeout(420)
+async def test_a_batch_held_up_in_the_database_when_its_partitions_move_writes_nothing_more(
+    pipeline: Pipeline, dataset: Path
+) -> None:
+    """A second worker joins while the first one's batch waits for PostgreSQL. The first
+    worker's revocation waits for that write, then its batch writes nothing more (no later
+    row, no table entry): the partitions' new owners do it again from the committed offset,
+    and no row of the old batch lands after theirs."""
+    assert pipeline.pool is not None
+    reference, polls = read_messages(dataset)
+    pipeline.loglevel = "info"  # the fence's messages are logged at INFO
+    pipeline.start_worker()
+    half = len(polls) // 2
+    await pipeline.publish(reference + polls[:half])
+    await pipeline.wait_consumed()
+    first_log = pipeline.log_path
+    assert first_log is not None
+    async with pipeline.pool.acquire() as blocker:
+        holding = blocker.transaction()
+        await holding.start()
+        # Writes of store-days wait; reads go on.
+        await blocker.execute("LOCK TABLE store_days IN EXCLUSIVE MODE")
+        await pipeline.publish(polls[half:])
+
+        async def worker_waits_on_the_lock() -> bool | None:
+            pipeline.check_worker_alive()
+            waiting = await pipeline.pool.fetchval(  # type: ignore[union-attr]
+                "SELECT count(*) FROM pg_locks"
+                " WHERE NOT granted AND relation = 'store_days'::regclass"
+            )
+            return True if waiting else None
+
+        await poll_async(
+            worker_waits_on_the_lock,
+            timeout_s=60,
+            on_timeout=lambda: AssertionError("no batch ever waited for the database"),
+        )
+        pipeline.start_other_worker()
+
+        async def revocation_waits_for_the_write() -> bool | None:
+            pipeline.check_worker_alive()
+            log = first_log.read_text(errors="replace")
+            return True if "waiting for the PostgreSQL write under way" in log else None
+
+        await poll_async(
+            revocation_waits_for_the_write,
+            timeout_s=120,
+            on_timeout=lambda: AssertionError(f"no revocation:\n{pipeline.worker_log()}"),
+            cap_s=0.2,
+        )
+        await holding.rollback()
+    await pipeline.wait_consumed(timeout_s=180)
+    log = first_log.read_text(errors="replace")
+    assert "stopped: partitions revoked" in log, pipeline.worker_log()
+    report_id = await pipeline.request_report()
+    assert await pipeline.wait_report(report_id) == batch_csv(dataset)
+
+
 async def test_whole_replay_delivered_twice(pipeline: Pipeline, dataset: Path) -> None:
     reference, polls = read_messages(dataset)
     pipeline.start_worker()

@@ -19,6 +19,7 @@ from storemon.aggregates.timebase import DAY_US, HOUR_US, format_utc
 from storemon.db.sink import SinkBatch, StoreRow
 from storemon.streams import messages, state_codec
 from storemon.streams.batcher import PartitionBatch
+from storemon.streams.fence import Licence
 from storemon.streams.ingest import YIELD_EVERY_TABLE_WRITES, Ingestor
 
 T0 = 1_674_000_000_000_000 - 1_674_000_000_000_000 % DAY_US  # a UTC midnight in January 2023
@@ -111,7 +112,7 @@ class Worker:
         )
         return self.ingestor
 
-    async def write_sink(self, batch: SinkBatch) -> None:
+    async def write_sink(self, batch: SinkBatch, licence: Licence) -> None:
         if self.failing_sink_calls:
             self.failing_sink_calls -= 1
             raise ConnectionError("database down")

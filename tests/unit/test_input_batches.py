@@ -16,6 +16,7 @@ from storemon.aggregates.timebase import DAY_US, HOUR_US, format_utc
 from storemon.db.sink import SinkBatch
 from storemon.streams import messages, state_codec
 from storemon.streams.batcher import PartitionBatch
+from storemon.streams.fence import Licence
 from storemon.streams.ingest import Ingestor
 
 T0 = 1_674_000_000_000_000 - 1_674_000_000_000_000 % DAY_US  # a UTC midnight in January 2023
@@ -87,7 +88,7 @@ class Sink:
         self.days: dict[tuple[str, int], Any] = {}
         self.bytes_written = 0
 
-    async def write(self, batch: SinkBatch) -> None:
+    async def write(self, batch: SinkBatch, licence: Licence) -> None:
         for key, record in batch.days.items():
             self.days[key] = record
             self.bytes_written += len(orjson.dumps(list(record)))

@@ -57,7 +57,12 @@ RELIED_ON = [
     # producer's hand-over (Producer.send_soon is checked below, with its signature).
     Relied(AIOKafkaDriverConsumer, "_commit", "streams/offsets.py commit_only_delivered"),
     # streams/offsets.py: CommitWatchdog reads and seeks through these.
-    Relied(Consumer, "_unacked_messages", "streams/offsets.py CommitWatchdog.holes", True),
+    Relied(
+        Consumer,
+        "_unacked_messages",
+        "streams/offsets.py CommitWatchdog.holes; streams/fence.py disown",
+        True,
+    ),
     Relied(
         Consumer,
         "_commit_fut",
@@ -127,6 +132,21 @@ def test_the_driver_consumer_gets_the_thread_whose_seek_is_used() -> None:
     assert issubclass(AIOKafkaDriverConsumer, ThreadDelegateConsumer)
     source = inspect.getsource(AIOKafkaDriverConsumer._new_consumer_thread)
     assert "AIOKafkaConsumerThread(" in source
+
+
+def test_the_fence_reads_the_generation_faust_stamps_on_each_message() -> None:
+    # streams/fence.py compares each message's generation with the app's, and disowns a
+    # message by marking it acknowledged, which Message.ack must then leave alone.
+    import faust
+    from faust.types.tuples import Message
+
+    assert {"generation_id", "acked"} <= set(Message.__slots__)
+    assert isinstance(faust.App.consumer_generation_id, int)
+    ack = inspect.getsource(Message.ack)
+    assert "if not self.acked:" in ack
+    assert "consumer_generation_id = generation" in inspect.getsource(
+        faust.transport.drivers.aiokafka.ConsumerRebalanceListener.on_partitions_assigned
+    )
 
 
 def test_a_missing_attribute_is_reported() -> None:
