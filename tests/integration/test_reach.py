@@ -37,6 +37,7 @@ from storemon.aggregates.timebase import (
 from storemon.aggregates.timeline import dedupe_polls
 from storemon.batch import Dataset, compute_report, load_dataset
 from storemon.db import reports as db_reports
+from storemon.db import retention as db_retention
 from storemon.streams import messages
 from storemon.waiting import poll_async
 from storemon.web.app import build_app
@@ -121,9 +122,13 @@ async def wait_pruned(pipeline: Pipeline) -> None:
     assert pool is not None
 
     async def pruned() -> bool | None:
-        mark = await pool.fetchval("SELECT pruned_before_us FROM retention_mark")
-        newest = await pool.fetchval("SELECT max(newest_poll_us) FROM stores")
-        if mark is not None and mark == store_cutoff_us(newest, REACH_HOURS * HOUR_US):
+        # The mark alone is not enough: a prune that ran while the slower stores were
+        # still arriving sets it, yet leaves their old days to the next run.
+        async with pool.acquire() as conn:
+            left = await db_retention.count_prunable(conn, pipeline.settings.retention_us)
+            mark = await conn.fetchval("SELECT pruned_before_us FROM retention_mark")
+            newest = await conn.fetchval("SELECT max(newest_poll_us) FROM stores")
+        if left == 0 and mark == store_cutoff_us(newest, REACH_HOURS * HOUR_US):
             return True
         return None
 

@@ -22,19 +22,26 @@ if TYPE_CHECKING:
     from storemon.db import Connection
 
 
+# The store-days before each store's cutoff (the anchor's day excepted): $1 is the
+# retention, $2 a day. Shared by the prune and by the count of what it would remove.
+_PRUNABLE = (
+    " FROM store_days d, (SELECT store_id, ((newest_poll_us - $1) / $2) * $2 AS cutoff"
+    "  FROM stores WHERE newest_poll_us IS NOT NULL) cut"
+    " WHERE d.store_id = cut.store_id AND d.day_start_us + $2 <= cut.cutoff"
+    # the anchor's day stays: unless a later day before the cutoff holds a poll
+    " AND (cardinality(d.poll_ts_us) = 0 OR EXISTS (SELECT 1 FROM store_days e"
+    "  WHERE e.store_id = d.store_id AND e.day_start_us > d.day_start_us"
+    "  AND e.day_start_us < cut.cutoff AND e.poll_ts_us[1] < cut.cutoff))"
+)
+
+
 async def prune_history(pool: asyncpg.Pool, retention_us: int) -> dict[str, int]:
     """Delete the store-days before each store's cutoff (the anchor's day excepted) and
     record the latest cutoff applied; returns rows deleted per table."""
     async with pool.acquire() as conn, conn.transaction():
         status = await conn.execute(
-            "WITH cut AS (SELECT store_id, ((newest_poll_us - $1) / $2) * $2 AS cutoff"
-            "  FROM stores WHERE newest_poll_us IS NOT NULL)"
-            " DELETE FROM store_days d USING cut"
-            " WHERE d.store_id = cut.store_id AND d.day_start_us + $2 <= cut.cutoff"
-            # the anchor's day stays: unless a later day before the cutoff holds a poll
-            " AND (cardinality(d.poll_ts_us) = 0 OR EXISTS (SELECT 1 FROM store_days e"
-            "  WHERE e.store_id = d.store_id AND e.day_start_us > d.day_start_us"
-            "  AND e.day_start_us < cut.cutoff AND e.poll_ts_us[1] < cut.cutoff))",
+            "DELETE FROM store_days WHERE (store_id, day_start_us) IN"
+            f" (SELECT d.store_id, d.day_start_us {_PRUNABLE})",
             retention_us,
             DAY_US,
         )
@@ -48,6 +55,12 @@ async def prune_history(pool: asyncpg.Pool, retention_us: int) -> dict[str, int]
             DAY_US,
         )
     return {"store_days": int(status.split()[-1])}
+
+
+async def count_prunable(conn: Connection, retention_us: int) -> int:
+    """How many store-days the next prune would delete (0: history is cut everywhere)."""
+    found = await conn.fetchval(f"SELECT count(*) {_PRUNABLE}", retention_us, DAY_US)
+    return int(found)
 
 
 async def report_range(conn: Connection, reach_us: int, lead_us: int) -> ReportRange | None:
