@@ -60,8 +60,8 @@ class SinkBatch:
 # The array columns travel as PostgreSQL's text form of an array and are cast in the
 # INSERT: asyncpg's binary COPY checks every element of an array against several
 # abstract base classes, which cost a live batch's worker more CPU than the rest of its
-# write (about 45 µs of client CPU for a store-day row against 25 for the text, with
-# the server's cast ~16 µs on its own process; bench/RESULTS.md, session 11).
+# write (66 µs of worker CPU for a full store-day row against 37 for the text, with
+# the cast done by the server process; bench/sink_arrays.py, bench/RESULTS.md).
 _UPSERTS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...], str, dict[str, str]]] = {
     "stores": (
         "stores",
