@@ -23,11 +23,11 @@ import asyncpg
 
 from storemon import services
 from storemon.aggregates.state import DayRecord
+from storemon.aggregates.timebase import DAY_US, HOUR_US
 from storemon.db.sink import SinkBatch, sink_records
 from storemon.settings import Settings
 
-HOUR_US = 3_600_000_000
-DAY = 19_675 * 24 * HOUR_US
+DAY = 19_675 * DAY_US
 COLUMNS = (
     "store_id, day_start_us, up_us, down_us, up_before_us, down_before_us, runs, run_bounds,"
     " poll_ts_us, poll_active"

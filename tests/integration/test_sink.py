@@ -8,24 +8,20 @@ from itertools import accumulate
 import pytest
 
 from storemon.aggregates.state import DayRecord
+from storemon.aggregates.timebase import DAY_US, HOUR_US
 from storemon.db.sink import SinkBatch, StoreRow, write_batch
 
 from .pipeline import Pipeline
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(120)]
 
-DAY_US = 86_400_000_000
 DAY = 1_700_006_400_000_000 // DAY_US * DAY_US
 
 
 def day_record(seed: int, polls: int) -> DayRecord:
-    hour_up = [(seed * 7_919 + h * 104_729) % 3_600_000_001 for h in range(24)]
-    hour_down = [3_600_000_000 - up for up in hour_up]
-    runs = [
-        v
-        for h in range(polls)
-        for v in (DAY + h * 3_600_000_000, DAY + h * 3_600_000_000 + 59, h % 2)
-    ]
+    hour_up = [(seed * 7_919 + h * 104_729) % (HOUR_US + 1) for h in range(24)]
+    hour_down = [HOUR_US - up for up in hour_up]
+    runs = [v for h in range(polls) for v in (DAY + h * HOUR_US, DAY + h * HOUR_US + 59, h % 2)]
     return DayRecord(
         up_us=sum(hour_up),
         down_us=sum(hour_down),
@@ -33,7 +29,7 @@ def day_record(seed: int, polls: int) -> DayRecord:
         hour_down_us=hour_down,
         runs=runs,
         run_bounds=[min(h, polls) * 3 for h in range(25)],
-        poll_ts_us=[DAY + h * 3_600_000_000 + seed for h in range(polls)],
+        poll_ts_us=[DAY + h * HOUR_US + seed for h in range(polls)],
         poll_active=[(h + seed) % 3 != 0 for h in range(polls)],
     )
 
