@@ -85,14 +85,19 @@ class Settings:
     batch_size: int = 625
     batch_window_s: float = 0.1
     # On, the batching stage runs in a child process of the worker
-    # (streams/batcher_process.py), on a core of its own; off (the default until an A/B
-    # benchmark shows it faster: bench/RESULTS.md, issue 14), on the worker's event loop.
+    # (streams/batcher_process.py), on a core of its own; off (the default), on the worker's
+    # event loop. Faster on two cores (bench/RESULTS.md, issue 14, session 12), but its one
+    # takeover test stalled once in the full suite with it on by default: off until that
+    # stall is understood.
     batcher_process: bool = False
     # The ingest agent takes up to worker_batch_polls // batch_size internal messages at
     # once (worker_batch_messages), waiting at most batch_timeout_s to fill them, before it
     # writes aggregates. Under a backlog a batch grows towards this many polls, so a store
-    # gets several polls per update (its cost is paid per store and batch, not per poll).
-    worker_batch_polls: int = 80_000
+    # gets several polls per update: its cost is paid per store and batch (~0.24 ms: day
+    # record, PostgreSQL rows, table entry) on top of ~0.03 ms per poll, so the bound sets
+    # the most polls per second a worker can take (about 12,500 at 80,000 and 19,000 at
+    # 240,000 over 14,000 stores, bench/RESULTS.md session 12).
+    worker_batch_polls: int = 240_000
     batch_timeout_s: float = 0.5
     broker_session_timeout_s: float = 10.0
     # A report job that has not finished by then ends Failed (never Running for ever).
@@ -176,7 +181,9 @@ class Settings:
             batch_size=int(env.get("STOREMON_BATCH_SIZE", "625")),
             batch_window_s=float(env.get("STOREMON_BATCH_WINDOW_S", "0.1")),
             batcher_process=_flag(env, "STOREMON_BATCHER_PROCESS", default=False),
-            worker_batch_polls=int(env.get("STOREMON_WORKER_BATCH_POLLS", "80000")),
+            worker_batch_polls=int(
+                env.get("STOREMON_WORKER_BATCH_POLLS", str(cls.worker_batch_polls))
+            ),
             batch_timeout_s=float(env.get("STOREMON_BATCH_TIMEOUT_S", "0.5")),
             broker_session_timeout_s=float(env.get("STOREMON_BROKER_SESSION_TIMEOUT_S", "10")),
             report_timeout_s=float(env.get("STOREMON_REPORT_TIMEOUT_S", "120")),

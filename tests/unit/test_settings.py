@@ -42,9 +42,10 @@ def test_defaults_without_environment() -> None:
     assert settings.batcher_process is False  # the batching stage on the worker's loop
 
 
-def test_the_batching_process_is_switched_on_by_its_variable() -> None:
+def test_the_batching_process_is_switched_by_its_variable() -> None:
     assert Settings.from_env({"STOREMON_BATCHER_PROCESS": "1"}).batcher_process is True
     assert Settings.from_env({"STOREMON_BATCHER_PROCESS": "off"}).batcher_process is False
+    assert Settings.from_env({"STOREMON_BATCHER_PROCESS": "0"}).batcher_process is False
 
 
 def test_secrets_never_appear_in_repr_or_str() -> None:
@@ -76,8 +77,8 @@ def test_the_agent_batch_and_its_read_ahead_are_bounded_in_polls() -> None:
 
 def test_smaller_messages_mean_more_of_them_per_agent_batch() -> None:
     packed = Settings.from_env({"STOREMON_BATCH_SIZE": "5000"})
-    assert packed.worker_batch_messages == 16
-    assert Settings.from_env({}).worker_batch_messages == 128
+    assert packed.worker_batch_messages == 48
+    assert Settings.from_env({}).worker_batch_messages == 384
 
 
 def test_a_message_larger_than_the_agent_batch_is_refused() -> None:
