@@ -141,7 +141,7 @@ def create_app(settings: Settings, loglevel: str = "info") -> faust.App:  # noqa
         # Each event of the internal topic is a batch of up to batch_size polls (~60 B
         # each), not one poll: Faust's default read-ahead of 4,096 events per stream let a
         # 14,000-store worker hold gigabytes of batches the agent had not reached. Two agent
-        # batches (2 x worker_batch_messages, at most 2 x worker_batch_polls polls, ~10 MB
+        # batches (2 x worker_batch_messages, at most 2 x worker_batch_polls polls, ~30 MB
         # at the defaults whatever batch_size is) keep it busy; fetching pauses at 80 %.
         stream_buffer_maxsize=settings.read_ahead_messages,
         # What one fetch may bring per partition (Faust's default, stated as a bound): the
