@@ -38,6 +38,7 @@ from storemon.streams.crash import stop_unless_done
 from storemon.streams.fence import Fenced, Licence, WriteFence, disown
 from storemon.streams.ingest import Ingestor
 from storemon.streams.offsets import CommitWatchdog, commit_only_delivered, guard_offset_commits
+from storemon.streams.recovery_watch import CHECK_INTERVAL_S, RecoveryWatchdog
 from storemon.streams.report_index import ReportIndex
 from storemon.streams.report_jobs import ReportRequestConsumer, run_report_job
 from storemon.waiting import retry_forever
@@ -161,6 +162,7 @@ def create_app(settings: Settings, loglevel: str = "info") -> faust.App:  # noqa
     if settings.api_token:
         _require_token(app, settings.api_token)
     watchdog = CommitWatchdog(app.consumer)
+    recovery_watch = RecoveryWatchdog(app)
     database = Database(settings.database_url)
     batches = _raw_topic(app, settings.topic(messages.INPUT_BATCHES))
     dead_letters = _raw_topic(app, settings.topic(messages.DEAD_LETTERS))
@@ -273,6 +275,7 @@ def create_app(settings: Settings, loglevel: str = "info") -> faust.App:  # noqa
             consumer_lag,
             table_keys,
             batcher_process=batcher if isinstance(batcher, BatcherProcess) else None,
+            recovery_rereads=lambda: recovery_watch.rereads,
         )
     )
 
@@ -378,6 +381,18 @@ def create_app(settings: Settings, loglevel: str = "info") -> faust.App:  # noqa
                     offset,
                 )
 
+    @app.timer(interval=CHECK_INTERVAL_S)  # type: ignore[untyped-decorator]
+    async def watch_recovery() -> None:
+        for tp, offset, facts in await recovery_watch.check():
+            log.warning(
+                "%s[%d]: table recovery got no record for %.0f s: reading again from %d (%s)",
+                tp.topic,
+                tp.partition,
+                recovery_watch.stall_s,
+                offset,
+                ", ".join(f"{name}={value}" for name, value in facts.items()),
+            )
+
     @app.page("/storemon/")
     async def overview(web: Any, request: Any) -> Any:
         stats = ingestor.stats
@@ -393,6 +408,10 @@ def create_app(settings: Settings, loglevel: str = "info") -> faust.App:  # noqa
                 "seconds": {k: round(v, 3) for k, v in stats.seconds.items()},
                 "rejected": {f"{s}: {r}": n for (s, r), n in stats.rejected.items()},
                 "report_index": report_index.describe(),
+                "recovery_rereads": recovery_watch.rereads,
+                "partitions": sorted(
+                    tp.partition for tp in app.consumer.assignment() if tp.topic == internal_topic
+                ),
                 # What this process runs with (a benchmark checks its variables got here).
                 "agent_batch": {
                     "batch_size": settings.batch_size,

@@ -10,7 +10,9 @@ Worker: ``storemon_events_consumed_total``, ``storemon_polls_consumed_total`` (r
 polls per second), ``storemon_records_rejected_total{source,reason}``,
 ``storemon_aggregate_rows_written_total``, ``storemon_batches_total``,
 ``storemon_worker_seconds_total{activity}``, ``storemon_consumer_lag{topic,partition}``,
-``storemon_table_keys{table}``, ``storemon_report_duration_seconds{status}`` (histogram) and
+``storemon_table_keys{table}``, ``storemon_recovery_rereads_total`` (changelog partitions a
+stalled table recovery read again, streams/recovery_watch.py),
+``storemon_report_duration_seconds{status}`` (histogram) and
 ``storemon_reports_finished_total{status}``, ``storemon_reports_answered_alike_total``; with
 the batching stage in its own process, ``storemon_batcher_process_up`` (1 while it runs) and
 ``storemon_batcher_process_restarts_total``.
@@ -67,11 +69,13 @@ class WorkerCollector(Collector):
         lag: Callable[[], Mapping[tuple[str, int], int]],
         table_keys: Callable[[], Mapping[str, int]],
         batcher_process: ChildProcess | None = None,
+        recovery_rereads: Callable[[], int] = lambda: 0,
     ) -> None:
         self._stats = stats
         self._lag = lag
         self._table_keys = table_keys
         self._batcher_process = batcher_process
+        self._recovery_rereads = recovery_rereads
 
     def collect(self) -> Iterator[Metric]:
         stats = self._stats()
@@ -108,6 +112,11 @@ class WorkerCollector(Collector):
         for table, count in sorted(self._table_keys().items()):
             keys.add_metric([table], count)
         yield keys
+        yield CounterMetricFamily(
+            "storemon_recovery_rereads",
+            "Changelog partitions a stalled table recovery read again",
+            value=self._recovery_rereads(),
+        )
         child = self._batcher_process
         if child is not None:
             yield GaugeMetricFamily(

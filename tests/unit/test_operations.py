@@ -146,7 +146,11 @@ def test_worker_collector_reads_its_sources_at_each_scrape() -> None:
     registry = CollectorRegistry()
     stats = FakeStats()
     lag = {("p.polls", 0): 5, ("p.polls", 1): 0}
-    registry.register(WorkerCollector(lambda: stats, lambda: lag, lambda: {"stores": 40}))
+    registry.register(
+        WorkerCollector(
+            lambda: stats, lambda: lag, lambda: {"stores": 40}, recovery_rereads=lambda: 3
+        )
+    )
     reports = ReportMetrics(registry)
     reports.observe("Complete", 0.3)
     reports.observe("Failed", 130.0)
@@ -167,6 +171,7 @@ def test_worker_collector_reads_its_sources_at_each_scrape() -> None:
     )
     assert found[("storemon_consumer_lag", (("partition", "0"), ("topic", "p.polls")))] == 5
     assert found[("storemon_table_keys", (("table", "stores"),))] == 40
+    assert found[("storemon_recovery_rereads_total", ())] == 3
     assert found[("storemon_worker_seconds_total", (("activity", "computing"),))] == 1.5
     assert found[("storemon_report_duration_seconds_count", (("status", "Complete"),))] == 1
     assert (

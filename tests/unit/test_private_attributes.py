@@ -14,12 +14,15 @@ from dataclasses import dataclass
 import faust.streams
 import pytest
 from aiokafka import AIOKafkaConsumer
+from aiokafka.consumer.fetcher import Fetcher
 from aiokafka.consumer.subscription_state import (
     Assignment,
     Subscription,
     SubscriptionState,
     TopicPartitionState,
 )
+from faust.tables.manager import TableManager
+from faust.tables.recovery import Recovery
 from faust.transport.consumer import Consumer, ThreadDelegateConsumer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaDriverConsumer
@@ -31,7 +34,8 @@ class Relied:
     owner: type
     name: str
     used_in: str  # where storemon relies on it
-    set_in_init: bool = False  # an instance attribute assigned in owner.__init__
+    set_in_init: bool = False  # an instance attribute assigned in owner.__init__ ...
+    init_method: str = "__init__"  # ... or in this method, which __init__ calls
 
 
 RELIED_ON = [
@@ -78,20 +82,46 @@ RELIED_ON = [
     Relied(Assignment, "state_value", "streams/lag.py consumer_lag"),
     Relied(TopicPartitionState, "position", "streams/lag.py consumer_lag"),
     Relied(TopicPartitionState, "has_valid_position", "streams/lag.py consumer_lag"),
+    # streams/recovery_watch.py: RecoveryWatchdog reads the recovery's progress, describes a
+    # stalled partition from the consumer's state and reads it again.
+    Relied(TableManager, "recovery", "streams/recovery_watch.py RecoveryWatchdog"),
+    Relied(TableManager, "changelog_queue", "streams/recovery_watch.py describe"),
+    Relied(Recovery, "in_recovery", "streams/recovery_watch.py progress"),
+    Relied(Recovery, "_recovery_started_at", "streams/recovery_watch.py progress"),
+    Relied(Recovery, "active_remaining", "streams/recovery_watch.py progress"),
+    Relied(Recovery, "_active_events_received_at", "streams/recovery_watch.py progress", True),
+    Relied(Recovery, "active_offsets", "streams/recovery_watch.py check", True),
+    Relied(Recovery, "active_highwaters", "streams/recovery_watch.py describe", True),
+    Relied(Consumer, "_reset_state", "Consumer.__init__ (sets the two below)"),
+    Relied(
+        Consumer, "_active_partitions", "streams/recovery_watch.py describe", True, "_reset_state"
+    ),
+    Relied(
+        Consumer, "_paused_partitions", "streams/recovery_watch.py describe", True, "_reset_state"
+    ),
+    Relied(Consumer, "flow_active", "streams/recovery_watch.py describe"),
+    Relied(Consumer, "resume_partitions", "streams/recovery_watch.py check"),
+    Relied(AIOKafkaConsumerThread, "_ensure_consumer", "streams/recovery_watch.py describe"),
+    Relied(AIOKafkaConsumer, "_fetcher", "streams/recovery_watch.py describe", True),
+    Relied(Fetcher, "_subscriptions", "streams/recovery_watch.py describe", True),
+    Relied(Fetcher, "_records", "streams/recovery_watch.py describe", True),
+    Relied(TopicPartitionState, "highwater", "streams/recovery_watch.py describe", True),
+    Relied(TopicPartitionState, "paused", "streams/recovery_watch.py describe"),
 ]
 
 
-def sets_in_init(owner: type, name: str) -> bool:
-    """Whether ``owner.__init__`` assigns ``self.<name>`` (annotated or not)."""
-    source = inspect.getsource(vars(owner)["__init__"])
+def sets_in_init(owner: type, name: str, method: str = "__init__") -> bool:
+    """Whether ``owner.<method>`` assigns ``self.<name>`` (annotated or not)."""
+    source = inspect.getsource(vars(owner)[method])
     return re.search(rf"\bself\.{re.escape(name)}\s*(:[^=\n]*)?=(?!=)", source) is not None
 
 
 @pytest.mark.parametrize("relied", RELIED_ON, ids=lambda r: f"{r.owner.__name__}.{r.name}")
 def test_attribute_exists_in_the_installed_version(relied: Relied) -> None:
     if relied.set_in_init:
-        assert sets_in_init(relied.owner, relied.name), (
-            f"{relied.owner.__module__}.{relied.owner.__qualname__}.__init__ no longer sets"
+        assert sets_in_init(relied.owner, relied.name, relied.init_method), (
+            f"{relied.owner.__module__}.{relied.owner.__qualname__}.{relied.init_method}"
+            " no longer sets"
             f" {relied.name}, which {relied.used_in} relies on"
         )
     else:
