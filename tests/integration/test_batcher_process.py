@@ -117,3 +117,19 @@ async def test_a_crashed_batching_process_is_reported_and_started_again(
     assert f"batching process {first} exited with code -9" in pipeline.log_path.read_text()
     report_id = await pipeline.request_report()
     assert await pipeline.wait_report(report_id) == batch_csv(dataset)
+
+
+async def test_with_the_batching_process_off_the_worker_batches_on_its_own_loop(
+    pipeline: Pipeline, dataset: Path
+) -> None:
+    # The configuration of a one-core worker (the default there), or STOREMON_BATCHER_PROCESS=0.
+    pipeline.settings = dataclasses.replace(pipeline.settings, batcher_process=False)
+    reference, polls = read_messages(dataset)
+    pipeline.start_worker()
+    await pipeline.publish(reference + polls)
+    await pipeline.wait_consumed()
+    overview = await pipeline.worker_overview()
+    assert overview["batcher"]["process"] is None
+    assert overview["batcher"]["polls"] >= len(polls)  # read on the worker's loop (at least once)
+    report_id = await pipeline.request_report()
+    assert await pipeline.wait_report(report_id) == batch_csv(dataset)

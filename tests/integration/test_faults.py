@@ -9,6 +9,7 @@ import shutil
 import signal
 import uuid
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
@@ -103,6 +104,59 @@ async def test_second_worker_takes_over_when_one_dies(pipeline: Pipeline, datase
     report_id = await pipeline.request_report()
     assert await pipeline.wait_report(report_id) == batch_csv(dataset)
     assert "index" in await pipeline.report_timings(report_id)
+
+
+@pytest.mark.timeout(600)
+async def test_a_survivor_goes_on_from_the_table_writes_of_its_dead_peer(
+    pipeline: Pipeline, dataset: Path
+) -> None:
+    """The takeover above often finds nothing to recover (the second worker dies before it
+    wrote anything). Here it must: the polls go in three slices of time, so every store has
+    polls in each. The first worker alone takes the first slice; the second joins and takes
+    its partitions' share of the second; once it is killed, the survivor must read that
+    share back from the changelog and go on from it with the third slice. A day record
+    built without the second slice's polls would make the report differ."""
+    import aiohttp
+
+    reference, polls = read_messages(dataset)
+    polls.sort(key=lambda message: orjson.loads(message[2])["timestamp_utc"])
+    third = len(polls) // 3
+    pipeline.start_worker()
+    await pipeline.publish(reference + polls[:third])
+    await pipeline.wait_consumed(timeout_s=180)
+    other, port = pipeline.start_other_worker()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as session:
+
+        async def second_worker(field: str) -> Any:
+            try:
+                async with session.get(f"http://127.0.0.1:{port}/storemon/") as response:
+                    if response.status == 200:
+                        return (await response.json())[field] or None
+            except (aiohttp.ClientError, TimeoutError):
+                pass
+            assert other.poll() is None
+            return None
+
+        # The second slice goes in once the second worker owns partitions.
+        await poll_async(
+            lambda: second_worker("partitions"),
+            timeout_s=120,
+            on_timeout=lambda: AssertionError("the second worker never got a partition"),
+        )
+        await pipeline.publish(polls[third : 2 * third])
+        await pipeline.wait_consumed(timeout_s=180)
+
+        await poll_async(
+            lambda: second_worker("table_writes"),
+            timeout_s=60,
+            on_timeout=lambda: AssertionError("the second worker wrote no table entry"),
+        )
+    other.send_signal(signal.SIGKILL)
+    other.wait()
+    await pipeline.publish(polls[2 * third :])
+    await pipeline.wait_consumed(timeout_s=240)
+    report_id = await pipeline.request_report()
+    assert await pipeline.wait_report(report_id) == batch_csv(dataset)
 
 
 @pytest.mark.timeout(420)

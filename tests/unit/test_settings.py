@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from storemon.settings import Settings
+from storemon import settings as settings_module
+from storemon.settings import Settings, usable_cores
 
 
 def test_every_variable_is_read() -> None:
@@ -39,7 +40,20 @@ def test_defaults_without_environment() -> None:
     assert settings == Settings()
     assert settings.kafka_bootstrap == ""  # start local services
     assert settings.api_token == ""
-    assert settings.batcher_process is False  # the batching stage on the worker's loop
+    # The batching stage in a child process where the worker has a second core.
+    assert settings.batcher_process is (usable_cores() >= 2)
+
+
+@pytest.mark.parametrize(("cores", "expected"), [(1, False), (2, True), (16, True)])
+def test_the_batching_process_is_on_by_default_from_two_cores(
+    monkeypatch: pytest.MonkeyPatch, cores: int, expected: bool
+) -> None:
+    monkeypatch.setattr(settings_module, "usable_cores", lambda: cores)
+    assert Settings.from_env({}).batcher_process is expected
+    assert Settings().batcher_process is expected
+    # The variable wins either way.
+    assert Settings.from_env({"STOREMON_BATCHER_PROCESS": "0"}).batcher_process is False
+    assert Settings.from_env({"STOREMON_BATCHER_PROCESS": "1"}).batcher_process is True
 
 
 def test_the_batching_process_is_switched_by_its_variable() -> None:
