@@ -151,3 +151,17 @@ def test_a_consumer_without_an_assignment_is_described_not_fatal() -> None:
     facts = RecoveryWatchdog(app).describe(P0)
     assert facts["client"] == "unavailable (AttributeError)"
     assert facts["applied"] == 41
+
+
+def test_an_app_whose_consumer_has_not_started_is_described_not_fatal() -> None:
+    # A real (never started) Faust app: the client part of the description is unavailable.
+    import faust
+    from faust.types import TP
+
+    app = faust.App("recovery-watch-test", broker="kafka://127.0.0.1:1", autodiscover=False)
+    watch = RecoveryWatchdog(app)
+    assert watch.progress() is None  # no recovery under way
+    facts = watch.describe(TP("topic", 0))
+    assert facts["client"] == "unavailable (ConsumerNotStarted)"
+    assert facts["applied"] is None
+    assert facts["fetched_by_faust"] is False
