@@ -162,7 +162,7 @@ def create_app(settings: Settings, loglevel: str = "info") -> faust.App:  # noqa
     if settings.api_token:
         _require_token(app, settings.api_token)
     watchdog = CommitWatchdog(app.consumer)
-    recovery_watch = RecoveryWatchdog(app)
+    recovery_watch = RecoveryWatchdog(app, settings.recovery_stall_s)
     database = Database(settings.database_url)
     batches = _raw_topic(app, settings.topic(messages.INPUT_BATCHES))
     dead_letters = _raw_topic(app, settings.topic(messages.DEAD_LETTERS))
@@ -331,7 +331,32 @@ def create_app(settings: Settings, loglevel: str = "info") -> faust.App:  # noqa
         ingestor.forget()  # partitions moved: states are rebuilt from the tables on demand
         report_index.invalidate()
 
+    async def watch_recovery() -> None:
+        # Not a Faust timer: those start only once the first recovery has completed, and
+        # the first one can stall too.
+        interval = min(CHECK_INTERVAL_S, settings.recovery_stall_s / 2)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                actions = await recovery_watch.check()
+            except Exception:
+                log.exception("recovery watch failed; trying again")
+                continue
+            for tp, offset, facts in actions:
+                log.warning(
+                    "%s[%d]: table recovery got no record for %.0f s: reading again from %d (%s)",
+                    tp.topic,
+                    tp.partition,
+                    recovery_watch.stall_s,
+                    offset,
+                    ", ".join(f"{name}={value}" for name, value in facts.items()),
+                )
+
+    watching: list[Any] = []
+
     async def track_ownership(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+        if not watching:  # the first assignment comes before the first recovery
+            watching.append(app.add_future(watch_recovery()))
         ingestor.forget()
         # The in-memory report index mirrors what this worker writes: complete only when
         # it owns every input partition (see streams/report_index.py).
@@ -380,18 +405,6 @@ def create_app(settings: Settings, loglevel: str = "info") -> faust.App:  # noqa
                     tp.partition,
                     offset,
                 )
-
-    @app.timer(interval=CHECK_INTERVAL_S)  # type: ignore[untyped-decorator]
-    async def watch_recovery() -> None:
-        for tp, offset, facts in await recovery_watch.check():
-            log.warning(
-                "%s[%d]: table recovery got no record for %.0f s: reading again from %d (%s)",
-                tp.topic,
-                tp.partition,
-                recovery_watch.stall_s,
-                offset,
-                ", ".join(f"{name}={value}" for name, value in facts.items()),
-            )
 
     @app.page("/storemon/")
     async def overview(web: Any, request: Any) -> Any:

@@ -26,7 +26,8 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-# Faust warns after 30 s without a record; a recovery stalled that long is worth a look.
+# Faust warns after 30 s without a record; a recovery stalled that long is worth a look
+# (STOREMON_RECOVERY_STALL_S).
 STALL_S = 30.0
 CHECK_INTERVAL_S = 5.0
 

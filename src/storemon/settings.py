@@ -112,6 +112,9 @@ class Settings:
     report_timeout_s: float = 120.0
     # How often the worker deletes PostgreSQL rows older than the retention.
     prune_interval_s: float = 600.0
+    # A table recovery partition with records left and none for this long is read again
+    # (streams/recovery_watch.py).
+    recovery_stall_s: float = 30.0
     # Finished reports (status and CSV) are deleted this long after they were requested.
     report_retention_hours: float = 168.0
     # The API refuses new reports (429) while this many are Pending or Running.
@@ -196,6 +199,7 @@ class Settings:
             broker_session_timeout_s=float(env.get("STOREMON_BROKER_SESSION_TIMEOUT_S", "10")),
             report_timeout_s=float(env.get("STOREMON_REPORT_TIMEOUT_S", "120")),
             prune_interval_s=float(env.get("STOREMON_PRUNE_INTERVAL_S", "600")),
+            recovery_stall_s=float(env.get("STOREMON_RECOVERY_STALL_S", "30")),
             report_retention_hours=float(env.get("STOREMON_REPORT_RETENTION_HOURS", "168")),
             max_open_reports=int(env.get("STOREMON_MAX_OPEN_REPORTS", "100")),
             log_format=env.get("STOREMON_LOG_FORMAT", "text").strip().lower(),

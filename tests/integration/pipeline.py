@@ -229,14 +229,16 @@ class Pipeline:
             "STOREMON_REPORT_TIMEOUT_S": str(s.report_timeout_s),
             "STOREMON_API_TOKEN": s.api_token,
             "STOREMON_PRUNE_INTERVAL_S": str(s.prune_interval_s),
+            "STOREMON_RECOVERY_STALL_S": str(s.recovery_stall_s),
             "STOREMON_LOG_FORMAT": s.log_format,
             "STOREMON_REPORT_REACH_HOURS": str(s.report_reach_hours),
             "STOREMON_REPORT_LEAD_HOURS": str(s.report_lead_hours),
             **self.extra_env,
         }
 
-    def start_worker(self) -> None:
-        self.worker, self.log_path = self._spawn_worker(self.env())
+    def start_worker(self, module: str = "storemon") -> None:
+        """Start the worker (``python -m <module> worker``; tests may wrap it)."""
+        self.worker, self.log_path = self._spawn_worker(self.env(), module)
 
     def start_other_worker(self) -> tuple[subprocess.Popen[bytes], int]:
         """A second worker in the same group (own web port, own RocksDB folder); the caller
@@ -246,7 +248,9 @@ class Pipeline:
         self.others.append(process)
         return process, port
 
-    def _spawn_worker(self, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], Path]:
+    def _spawn_worker(
+        self, env: dict[str, str], module: str = "storemon"
+    ) -> tuple[subprocess.Popen[bytes], Path]:
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
         log_path = (
             self.settings.state_dir
@@ -257,7 +261,7 @@ class Pipeline:
             [
                 sys.executable,
                 "-m",
-                "storemon",
+                module,
                 "worker",
                 "--loglevel",
                 self.loglevel,

@@ -65,6 +65,35 @@ async def test_worker_restarted_without_its_rocksdb(pipeline: Pipeline, dataset:
     assert await pipeline.wait_report(report_id) == batch_csv(dataset)
 
 
+@pytest.mark.timeout(420)
+async def test_a_table_recovery_that_lost_records_reads_them_again(
+    pipeline: Pipeline, dataset: Path
+) -> None:
+    """Changelog records the consumer fetched and dropped during a recovery are never
+    fetched again: the recovery waits for them for ever. A worker without its RocksDB, whose
+    first recovery loses what is left of its ``stores`` changelog partitions that way
+    (``lossy_recovery_worker.py``), must read them again (streams/recovery_watch.py) and go on
+    from them: without them its stores would get the default schedule and zone."""
+    pipeline.settings = dataclasses.replace(pipeline.settings, recovery_stall_s=3.0)
+    reference, polls = read_messages(dataset)
+    polls.sort(key=lambda message: orjson.loads(message[2])["timestamp_utc"])
+    half = len(polls) // 2
+    await pipeline.publish(reference + polls[:half])
+    pipeline.start_worker()
+    await pipeline.wait_consumed()
+    pipeline.stop_worker(signal.SIGKILL)
+    shutil.rmtree(pipeline.settings.state_dir / "worker")
+    await pipeline.publish(polls[half:])
+    pipeline.start_worker(module="tests.integration.lossy_recovery_worker")
+    await pipeline.wait_consumed(timeout_s=240)
+    assert pipeline.log_path is not None
+    log = pipeline.log_path.read_text(errors="replace")
+    assert "lossy recovery: skipped the records of" in log
+    assert "table recovery got no record for 3 s: reading again from" in log
+    report_id = await pipeline.request_report()
+    assert await pipeline.wait_report(report_id) == batch_csv(dataset)
+
+
 @pytest.mark.timeout(480)  # above the sum of the waits below, so a stall reports its log
 async def test_second_worker_takes_over_when_one_dies(pipeline: Pipeline, dataset: Path) -> None:
     import aiohttp

@@ -105,3 +105,8 @@ def test_a_message_larger_than_the_agent_batch_is_refused() -> None:
 def test_the_old_count_of_messages_is_refused_rather_than_ignored() -> None:
     with pytest.raises(ValueError, match="STOREMON_WORKER_BATCH_POLLS"):
         Settings.from_env({"STOREMON_WORKER_BATCH_MESSAGES": "16"})
+
+
+def test_the_recovery_stall_is_read_from_its_variable() -> None:
+    assert Settings.from_env({}).recovery_stall_s == 30.0
+    assert Settings.from_env({"STOREMON_RECOVERY_STALL_S": "3"}).recovery_stall_s == 3.0
