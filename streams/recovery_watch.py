@@ -26,9 +26,6 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-# Faust warns after 30 s without a record; a recovery stalled that long is worth a look
-# (STOREMON_RECOVERY_STALL_S).
-STALL_S = 30.0
 CHECK_INTERVAL_S = 5.0
 
 
@@ -66,7 +63,7 @@ def stalled_partitions(
 class RecoveryWatchdog:
     """Reads stalled changelog partitions of a Faust app's recovery again (see above)."""
 
-    def __init__(self, app: Any, stall_s: float = STALL_S) -> None:
+    def __init__(self, app: Any, stall_s: float) -> None:
         self.app = app
         self.stall_s = stall_s
         self.rereads = 0  # partitions read again since the worker started
@@ -105,7 +102,7 @@ class RecoveryWatchdog:
             facts["broker_end"] = state.highwater
             facts["paused_in_client"] = state.paused
             facts["records_waiting_in_client"] = tp in fetcher._records
-        except Exception as error:  # a description must not end the timer
+        except Exception as error:  # a description must not end the watch
             facts["client"] = f"unavailable ({type(error).__name__})"
         return facts
 

@@ -44,6 +44,11 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def batching_child_by_default() -> bool:
+    """The batching stage gets a process of its own where a second core can run it."""
+    return usable_cores() >= 2
+
+
 def _flag(env: Mapping[str, str], name: str, *, default: bool) -> bool:
     raw = env.get(name, "").strip().lower()
     if not raw:
@@ -97,7 +102,7 @@ class Settings:
     # The default is on where the worker may use two cores or more: 1.25x the polls per
     # second on two cores (bench/RESULTS.md, issue 14, session 12); on one core the two
     # processes would only take turns.
-    batcher_process: bool = field(default_factory=lambda: usable_cores() >= 2)
+    batcher_process: bool = field(default_factory=batching_child_by_default)
     # The ingest agent takes up to worker_batch_polls // batch_size internal messages at
     # once (worker_batch_messages), waiting at most batch_timeout_s to fill them, before it
     # writes aggregates. Under a backlog a batch grows towards this many polls, so a store
@@ -113,7 +118,7 @@ class Settings:
     # How often the worker deletes PostgreSQL rows older than the retention.
     prune_interval_s: float = 600.0
     # A table recovery partition with records left and none for this long is read again
-    # (streams/recovery_watch.py).
+    # (streams/recovery_watch.py); Faust itself warns after 30 s without a record.
     recovery_stall_s: float = 30.0
     # Finished reports (status and CSV) are deleted this long after they were requested.
     report_retention_hours: float = 168.0
@@ -191,7 +196,9 @@ class Settings:
             report_lead_hours=_non_negative_int(env, "STOREMON_REPORT_LEAD_HOURS"),
             batch_size=int(env.get("STOREMON_BATCH_SIZE", "625")),
             batch_window_s=float(env.get("STOREMON_BATCH_WINDOW_S", "0.1")),
-            batcher_process=_flag(env, "STOREMON_BATCHER_PROCESS", default=usable_cores() >= 2),
+            batcher_process=_flag(
+                env, "STOREMON_BATCHER_PROCESS", default=batching_child_by_default()
+            ),
             worker_batch_polls=int(
                 env.get("STOREMON_WORKER_BATCH_POLLS", str(cls.worker_batch_polls))
             ),
@@ -199,7 +206,7 @@ class Settings:
             broker_session_timeout_s=float(env.get("STOREMON_BROKER_SESSION_TIMEOUT_S", "10")),
             report_timeout_s=float(env.get("STOREMON_REPORT_TIMEOUT_S", "120")),
             prune_interval_s=float(env.get("STOREMON_PRUNE_INTERVAL_S", "600")),
-            recovery_stall_s=float(env.get("STOREMON_RECOVERY_STALL_S", "30")),
+            recovery_stall_s=float(env.get("STOREMON_RECOVERY_STALL_S", str(cls.recovery_stall_s))),
             report_retention_hours=float(env.get("STOREMON_REPORT_RETENTION_HOURS", "168")),
             max_open_reports=int(env.get("STOREMON_MAX_OPEN_REPORTS", "100")),
             log_format=env.get("STOREMON_LOG_FORMAT", "text").strip().lower(),

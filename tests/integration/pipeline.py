@@ -88,9 +88,14 @@ def batch_csv(data_dir: Path, as_of: str | None = None) -> str:
     return render_csv(compute_report(data, as_of_us))
 
 
+def poll_us(message: tuple[str, str, bytes]) -> int:
+    """The poll time of one message from :func:`read_messages`."""
+    return parse_poll_timestamp(orjson.loads(message[2])["timestamp_utc"])
+
+
 def newest_poll_us(polls: Iterable[tuple[str, str, bytes]]) -> int:
     """The newest poll time of messages from :func:`read_messages` (the default report time)."""
-    return max(parse_poll_timestamp(orjson.loads(value)["timestamp_utc"]) for *_, value in polls)
+    return max(map(poll_us, polls))
 
 
 def read_messages(

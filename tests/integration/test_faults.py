@@ -16,13 +16,21 @@ import orjson
 import pytest
 
 from storemon import services
-from storemon.aggregates.timebase import HOUR_US, format_utc, parse_poll_timestamp
+from storemon.aggregates.timebase import HOUR_US, format_utc
 from storemon.db import reports as db_reports
 from storemon.services import ServiceEndpoints
 from storemon.settings import Settings
 from storemon.waiting import poll_async
 
-from .pipeline import Pipeline, TcpProxy, batch_csv, generate, newest_poll_us, read_messages
+from .pipeline import (
+    Pipeline,
+    TcpProxy,
+    batch_csv,
+    generate,
+    newest_poll_us,
+    poll_us,
+    read_messages,
+)
 
 pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -76,7 +84,7 @@ async def test_a_table_recovery_that_lost_records_reads_them_again(
     from them: without them its stores would get the default schedule and zone."""
     pipeline.settings = dataclasses.replace(pipeline.settings, recovery_stall_s=3.0)
     reference, polls = read_messages(dataset)
-    polls.sort(key=lambda message: orjson.loads(message[2])["timestamp_utc"])
+    polls.sort(key=poll_us)
     half = len(polls) // 2
     await pipeline.publish(reference + polls[:half])
     pipeline.start_worker()
@@ -148,7 +156,7 @@ async def test_a_survivor_goes_on_from_the_table_writes_of_its_dead_peer(
     import aiohttp
 
     reference, polls = read_messages(dataset)
-    polls.sort(key=lambda message: orjson.loads(message[2])["timestamp_utc"])
+    polls.sort(key=poll_us)
     third = len(polls) // 3
     pipeline.start_worker()
     await pipeline.publish(reference + polls[:third])
@@ -447,7 +455,7 @@ async def test_rows_past_the_retention_are_pruned_across_a_restart(
     )
     reach_us = 0
     reference, polls = read_messages(dataset)
-    stamps = [parse_poll_timestamp(orjson.loads(v)["timestamp_utc"]) for _, _, v in polls]
+    stamps = [poll_us(message) for message in polls]
     by_store: dict[str, list[int]] = {}
     for (_, key, _), ts in zip(polls, stamps, strict=True):
         by_store.setdefault(key, []).append(ts)

@@ -42,7 +42,7 @@ from storemon.streams import messages
 from storemon.waiting import poll_async
 from storemon.web.app import build_app
 
-from .pipeline import Pipeline, generate, read_messages
+from .pipeline import Pipeline, generate, poll_us, read_messages
 
 pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -326,8 +326,8 @@ async def test_history_pruned_after_the_request_fails_the_report(
     newest = data.newest_poll_us
     assert newest is not None
     first_part_end = newest - 5 * DAY_US
-    early = [p for p in polls if parse_as_of_poll(p) <= first_part_end]
-    later = [p for p in polls if parse_as_of_poll(p) > first_part_end]
+    early = [p for p in polls if poll_us(p) <= first_part_end]
+    later = [p for p in polls if poll_us(p) > first_part_end]
     pipeline.start_worker()
     await pipeline.publish(reference + early)
     await pipeline.wait_consumed()
@@ -380,9 +380,3 @@ async def test_history_pruned_after_the_request_fails_the_report(
         assert status == 202, body
         got = (await fetch(live_api, body["report_id"])).decode()
         assert got == reference_csv(data, parse_as_of(text)), text
-
-
-def parse_as_of_poll(message: tuple[str, str, bytes]) -> int:
-    from storemon.aggregates.timebase import parse_poll_timestamp
-
-    return parse_poll_timestamp(orjson.loads(message[2])["timestamp_utc"])

@@ -148,7 +148,7 @@ def test_a_consumer_without_an_assignment_is_described_not_fatal() -> None:
         raise AttributeError("_fetcher")
 
     app.consumer._thread._ensure_consumer = no_consumer
-    facts = RecoveryWatchdog(app).describe(P0)
+    facts = RecoveryWatchdog(app, stall_s=30.0).describe(P0)
     assert facts["client"] == "unavailable (AttributeError)"
     assert facts["applied"] == 41
 
@@ -159,7 +159,7 @@ def test_an_app_whose_consumer_has_not_started_is_described_not_fatal() -> None:
     from faust.types import TP
 
     app = faust.App("recovery-watch-test", broker="kafka://127.0.0.1:1", autodiscover=False)
-    watch = RecoveryWatchdog(app)
+    watch = RecoveryWatchdog(app, stall_s=30.0)
     assert watch.progress() is None  # no recovery under way
     facts = watch.describe(TP("topic", 0))
     assert facts["client"] == "unavailable (ConsumerNotStarted)"
