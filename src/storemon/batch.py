@@ -155,8 +155,9 @@ def hours_schedules(hours: HoursTable) -> tuple[Int64s, ScheduleTable]:
 
 def table_zones(table: ZoneTable) -> Int64s:
     """The zone of each store of ``table.store_ids`` (its last valid row), as an index into
-    ``table.zone_names``."""
-    zone_of = np.zeros(len(table.store_ids), dtype=np.int64)
+    ``table.zone_names``; -1 for a store whose every row was bad (it keeps the default)."""
+    # store_ids also numbers the ids of rows rejected for their zone alone
+    zone_of = np.full(len(table.store_ids), -1, dtype=np.int64)
     if len(table.store):
         order = np.lexsort((table.ordinals, table.store))
         store, zone = table.store[order], table.zone[order]
@@ -184,8 +185,8 @@ def store_zones(data: Dataset) -> tuple[Int64s, list[str]]:
     number_of = {store_id: n for n, store_id in enumerate(table.store_ids)}
     rows = _codes_in(data.polls.store_ids, number_of)
     zone_of = data.table_zones
-    picked = zone_of[np.maximum(rows, 0)] if len(zone_of) else np.zeros(len(rows), np.int64)
-    return np.where(rows >= 0, picked, len(names) - 1), names
+    picked = zone_of[np.maximum(rows, 0)] if len(zone_of) else np.full(len(rows), -1, np.int64)
+    return np.where((rows >= 0) & (picked >= 0), picked, len(names) - 1), names
 
 
 def report_sums(data: Dataset, as_of_us: int) -> tuple[Int64s, Int64s]:

@@ -498,3 +498,35 @@ def test_stray_quote_in_a_big_file_is_not_a_traceback(
     code, _, err = run_report(capsys, "--data", folder)  # must not raise
     assert code in (0, 2)
     assert "store_status.csv" in err or "rejected" in err
+
+
+def test_a_store_whose_zone_rows_are_all_bad_keeps_the_default_zone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Its id is in the zones file, but no row of it is valid: America/Chicago, as for a
+    store without a row (not the file's first valid zone, as once happened)."""
+    stores = ["tokyo", "unknown", "absent", "chicago", "valid-then-unknown"]
+    hours = [f"{s},0,09:00:00,17:00:00" for s in stores]  # Mondays
+    polls = [f"{s},inactive,2023-01-23 16:00:00 UTC" for s in stores]  # 10:00 in Chicago
+    zones = [
+        "tokyo,Asia/Tokyo",
+        "unknown,Not/A_Zone",
+        "chicago,America/Chicago",
+        "valid-then-unknown,America/Chicago",
+        "valid-then-unknown,Mars/Olympus_Mons",
+    ]
+    data = write_dataset(tmp_path / "set", polls, hours, zones)
+    code, out, _ = run_report(capsys, "--data", data, "--as-of", "2023-01-24 00:00:00")
+    assert code == 0
+    values = {row[0]: row[1:] for row in rows_of(out)}
+    chicago_day = ["0.00", "0.00", "0.00", "0.00", "8.00", "8.00"]  # 09:00-17:00 down
+    for store in ("unknown", "absent", "chicago", "valid-then-unknown"):
+        assert values[store] == chicago_day, store
+    assert values["tokyo"] == [
+        "0.00",
+        "0.00",
+        "0.00",
+        "0.00",
+        "0.00",
+        "0.00",
+    ]  # not polled in hours
