@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,8 +18,9 @@ async def pipeline(
     service_settings: Settings, tmp_path: Path, request: pytest.FixtureRequest
 ) -> AsyncIterator[Pipeline]:
     """A fresh database, topic prefix and worker state for this test (worker not started)."""
+    # The name becomes part of topic and database names: a parametrized test's brackets may not.
     created = await Pipeline.create(
-        service_settings, request.node.name[:20].replace("_", "-"), tmp_path
+        service_settings, re.sub(r"[^A-Za-z0-9]", "-", request.node.name[:20]), tmp_path
     )
     try:
         yield created
