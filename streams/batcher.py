@@ -37,10 +37,12 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import murmur2
 
 from storemon.aggregates.records import (
     BadField,
@@ -73,6 +75,13 @@ FETCH_MAX_RECORDS = 20000
 REFERENCE_FIRST_MAX_S = 60.0
 
 
+@lru_cache(maxsize=65536)
+def home_partition(store_id: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives a message keyed by ``store_id``."""
+    hashed: int = murmur2(store_id.encode())
+    return (hashed & 0x7FFFFFFF) % partitions
+
+
 def batcher_group(settings: Settings) -> str:
     return f"{settings.faust_app_id}-batcher"
 
@@ -83,6 +92,7 @@ class PartitionBatch:
     flush."""
 
     started: float
+    partitions: int  # of the input topics: where a store's messages belong
     polls: dict[str, tuple[list[int], list[bool]]] = field(default_factory=dict)
     schedules: dict[str, list[list[int]]] = field(default_factory=dict)
     zones: dict[str, str] = field(default_factory=dict)
@@ -175,7 +185,25 @@ class PartitionBatch:
     def _key_matches(
         self, kind: str, key: bytes | None, store_id: str, partition: int, offset: int
     ) -> bool:
-        if key is None or key == store_id.encode():
+        if key is None:
+            # Kafka spread a keyless message over the partitions: it is used only where its
+            # store's keyed messages go, or two workers could update one store at once.
+            home = home_partition(store_id, self.partitions)
+            if home == partition:
+                return True
+            self.reject(
+                Rejection(
+                    kind,
+                    "key missing",
+                    f"message without a key on partition {partition}; store {store_id!r} is on"
+                    f" partition {home}: key it by its store_id",
+                    {"store_id": store_id},
+                ),
+                partition,
+                offset,
+            )
+            return False
+        if key == store_id.encode():
             return True
         self.reject(
             Rejection(
@@ -236,7 +264,7 @@ class InputBatcher:
         batch = self.open.get(p)
         for record in records:
             if batch is None:
-                batch = self.open[p] = PartitionBatch(time.monotonic())
+                batch = self.open[p] = PartitionBatch(time.monotonic(), self.settings.partitions)
             batch.add(kind, record.key, record.value, p, record.offset)
             batch.next_offsets[tp] = record.offset + 1
             if batch.poll_count >= self.max_polls:

@@ -165,7 +165,7 @@ def hourly_polls(first_us: int, hours: int, rng: random.Random) -> list[tuple[in
 
 def test_the_sink_is_written_before_the_tables_and_the_tables_before_the_dead_letters() -> None:
     worker = Worker()
-    batch = PartitionBatch(0.0)
+    batch = PartitionBatch(0.0, partitions=8)
     batch.add("polls", b"s1", messages.poll_message("s1", format_utc(T0 + HOUR_US), "active"), 0, 1)
     batch.add("polls", b"s2", messages.poll_message("s2", format_utc(T0), "inactive"), 0, 2)
     batch.add("polls", b"s2", messages.poll_message("s2", "noon", "active"), 0, 3)
@@ -351,7 +351,7 @@ def test_a_conflicting_duplicate_poll_is_inactive_whichever_arrives_first(
 
 
 def test_bad_messages_and_rejected_records_go_to_dead_letters_and_good_rows_go_through() -> None:
-    batch = PartitionBatch(0.0)
+    batch = PartitionBatch(0.0, partitions=8)
     good = [(T0 + h * HOUR_US, h % 3 != 0) for h in range(5)]
     for n, (ts, active) in enumerate(good):
         status = "active" if active else "inactive"

@@ -10,12 +10,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from aiokafka.partitioner import DefaultPartitioner
 
 from storemon.aggregates.state import StoreState
 from storemon.aggregates.timebase import DAY_US, HOUR_US, format_utc
 from storemon.db.sink import SinkBatch
 from storemon.streams import messages, state_codec
-from storemon.streams.batcher import PartitionBatch
+from storemon.streams.batcher import PartitionBatch, home_partition
 from storemon.streams.fence import Licence
 from storemon.streams.ingest import Ingestor
 
@@ -42,7 +43,7 @@ def poll(store: str, ts_us: int, status: str = "active") -> bytes:
 
 
 def test_good_records_go_through_and_bad_ones_are_rejected_with_their_reason() -> None:
-    batch = PartitionBatch(0.0)
+    batch = PartitionBatch(0.0, partitions=8)
     batch.add("polls", b"s1", poll("s1", T0), 2, 10)
     batch.add(
         "polls", b"s1", messages.poll_message("s1", "2023-13-01 00:00:00 UTC", "active"), 2, 11
@@ -79,6 +80,32 @@ def test_good_records_go_through_and_bad_ones_are_rejected_with_their_reason() -
         ("timezones", "unknown zone", 4),
     ]
     assert batch.poll_count == 2
+
+
+def test_a_keyless_message_is_used_only_on_its_stores_partition() -> None:
+    """Without a key Kafka spreads a store's messages over the partitions, and two workers
+    could then update one store at once: a keyless record counts only where its keyed ones
+    would be (Kafka's own partitioner), elsewhere it is rejected with where it belongs."""
+    stores = [f"store-{n}" for n in range(40)]
+    homes = {s: DefaultPartitioner()(s.encode(), list(range(8)), list(range(8))) for s in stores}
+    assert len(set(homes.values())) > 1
+    assert all(home_partition(s, 8) == homes[s] for s in stores)
+    home, away = stores[0], next(s for s in stores if homes[s] != homes[stores[0]])
+    batch = PartitionBatch(0.0, partitions=8)
+    here = homes[home]
+    batch.add("polls", None, poll(home, T0), here, 1)
+    batch.add("polls", None, poll(away, T0), here, 2)
+    batch.add("timezones", None, messages.timezone_message(away, "Asia/Tokyo"), here, 3)
+    value = orjson.loads(batch.message())
+    assert value["polls"] == [[home, [T0], [True]]]
+    assert value["zones"] == []
+    rejected = [(source, reason, detail) for source, reason, detail, _, _, _ in value["rejected"]]
+    assert [(source, reason) for source, reason, _ in rejected] == [
+        ("polls", "key missing"),
+        ("timezones", "key missing"),
+    ]
+    assert f"is on partition {homes[away]}" in rejected[0][2]
+    assert batch.poll_count == 1
 
 
 class Sink:
