@@ -470,6 +470,12 @@ class Pipeline:
         found: dict[str, float] = orjson.loads(raw) if raw else {}
         return found
 
+    async def dead_letter_reasons(self) -> list[tuple[str, str]]:
+        """(source, reason) of every row of the ``dead_letters`` table, sorted."""
+        assert self.pool is not None
+        rows = await self.pool.fetch("SELECT source, reason FROM dead_letters")
+        return sorted((r["source"], r["reason"]) for r in rows)
+
     async def request_report(self, as_of: str | None = None) -> uuid.UUID:
         """What ``POST /trigger_report`` does: a Pending row, then the request message."""
         report_id = await self.store_report(as_of)

@@ -119,12 +119,7 @@ async def test_the_contracts_corner_cases_through_the_live_stream(
     ):
         report_id = await pipeline.request_report(as_of)
         assert await pipeline.wait_report(report_id) == batch_csv(folder, as_of), as_of
-    assert pipeline.pool is not None
-    reasons = sorted(
-        (r["source"], r["reason"])
-        for r in await pipeline.pool.fetch("SELECT source, reason FROM dead_letters")
-    )
-    assert reasons == [
+    assert await pipeline.dead_letter_reasons() == [
         ("hours", "bad day"),
         ("hours", "bad time"),
         ("timezones", "unknown zone"),

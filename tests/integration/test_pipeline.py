@@ -331,12 +331,7 @@ async def test_bad_rows_go_to_dead_letters_and_the_rest_through(
     await pipeline.wait_consumed()
     report_id = await pipeline.request_report()
     assert await pipeline.wait_report(report_id) == batch_csv(dirty)
-    assert pipeline.pool is not None
-    reasons = sorted(
-        (r["source"], r["reason"])
-        for r in await pipeline.pool.fetch("SELECT source, reason FROM dead_letters")
-    )
-    assert reasons == [
+    assert await pipeline.dead_letter_reasons() == [
         ("hours", "bad day"),
         ("polls", "bad status"),
         ("polls", "bad store_id"),

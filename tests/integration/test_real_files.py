@@ -55,5 +55,4 @@ async def test_the_stream_reports_the_real_files_as_the_batch_does(
     as_of = format_utc(newest - 30 * HOUR_US - 1_234_567_891)[:26]
     report_id = await pipeline.request_report(as_of)
     assert await pipeline.wait_report(report_id) == batch_csv(folder, as_of), as_of
-    assert pipeline.pool is not None
-    assert await pipeline.pool.fetchval("SELECT count(*) FROM dead_letters") == 0
+    assert await pipeline.dead_letter_reasons() == []
