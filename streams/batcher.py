@@ -100,6 +100,8 @@ class PartitionBatch:
     poll_count: int = 0
     records: int = 0
     next_offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    # keyless records read here whose store lives on another partition, by that partition
+    elsewhere: dict[int, PartitionBatch] = field(default_factory=dict)
 
     def reject(self, rejection: Rejection, partition: int, offset: int) -> None:
         self.rejected.append(
@@ -137,14 +139,17 @@ class PartitionBatch:
             store_id, rows, bad_rows = parsed
             for bad in bad_rows:
                 self.reject(bad, partition, offset)
-            if self._key_matches(kind, key, store_id, partition, offset):
-                self.schedules[store_id] = [list(i) for i in build_schedule(rows)]
+            target = self._home_batch(kind, key, store_id, partition, offset)
+            if target is not None:
+                target.schedules[store_id] = [list(i) for i in build_schedule(rows)]
         else:
             zone = parse_zone(text_fields(value, ZONE_FIELDS))
             if isinstance(zone, Rejection):
                 self.reject(zone, partition, offset)
-            elif self._key_matches(kind, key, zone.store_id, partition, offset):
-                self.zones[zone.store_id] = zone.zone_name
+                return
+            target = self._home_batch(kind, key, zone.store_id, partition, offset)
+            if target is not None:
+                target.zones[zone.store_id] = zone.zone_name
 
     def _add_polls(
         self, value: dict[str, Any], key: bytes | None, partition: int, offset: int
@@ -172,39 +177,38 @@ class PartitionBatch:
                     continue
                 store_id = poll.store_id
                 good.append((poll.ts_us, poll.active))
-        if store_id is None or not self._key_matches(POLLS, key, store_id, partition, offset):
+        if store_id is None:
             return
-        entry = self.polls.get(store_id)
+        target = self._home_batch(POLLS, key, store_id, partition, offset)
+        if target is None:
+            return
+        entry = target.polls.get(store_id)
         if entry is None:
-            entry = self.polls[store_id] = ([], [])
+            entry = target.polls[store_id] = ([], [])
         for ts, active in good:
             entry[0].append(ts)
             entry[1].append(active)
         self.poll_count += len(good)
 
-    def _key_matches(
+    def _home_batch(
         self, kind: str, key: bytes | None, store_id: str, partition: int, offset: int
-    ) -> bool:
+    ) -> PartitionBatch | None:
+        """Where a record's content goes: this batch, the batch of its store's partition
+        (a keyless record that Kafka put elsewhere), or nowhere (rejected: keyed by
+        another id, it would split its store over partitions)."""
         if key is None:
-            # Kafka spread a keyless message over the partitions: it is used only where its
-            # store's keyed messages go, or two workers could update one store at once.
             home = home_partition(store_id, self.partitions)
             if home == partition:
-                return True
-            self.reject(
-                Rejection(
-                    kind,
-                    "key missing",
-                    f"message without a key on partition {partition}; store {store_id!r} is on"
-                    f" partition {home}: key it by its store_id",
-                    {"store_id": store_id},
-                ),
-                partition,
-                offset,
-            )
-            return False
+                return self
+            # Applied here, its store's updates could come from two workers at once. It is
+            # produced to its store's partition with this batch, and its input offset is
+            # committed only once that is acknowledged too.
+            other = self.elsewhere.get(home)
+            if other is None:
+                other = self.elsewhere[home] = PartitionBatch(self.started, self.partitions)
+            return other
         if key == store_id.encode():
-            return True
+            return self
         self.reject(
             Rejection(
                 kind,
@@ -215,7 +219,15 @@ class PartitionBatch:
             partition,
             offset,
         )
-        return False
+        return None
+
+    def messages(self, partition: int) -> list[tuple[int, bytes]]:
+        """The internal messages of this batch: one to its own partition, and one to each
+        partition that keyless records read here belong to."""
+        return [
+            (partition, self.message()),
+            *((home, other.message()) for home, other in sorted(self.elsewhere.items())),
+        ]
 
     def message(self) -> bytes:
         return input_batch_message(self.polls, self.schedules, self.zones, self.rejected)
@@ -295,7 +307,7 @@ class InputBatcher:
         if not ready:
             return
         began = time.perf_counter()
-        values = [(p, b.message()) for p, b in ready]
+        values = [value for p, b in ready for value in b.messages(p)]
         offsets: dict[TopicPartition, int] = {}
         for _, b in ready:
             for tp, offset in b.next_offsets.items():

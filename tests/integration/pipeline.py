@@ -311,7 +311,9 @@ class Pipeline:
         await self.publish(reference + polls)
         await self.wait_consumed()
 
-    async def publish(self, items: Iterable[tuple[str, str, bytes]]) -> int:
+    async def publish(self, items: Iterable[tuple[str, str, bytes]], keyed: bool = True) -> int:
+        """Send (topic, key, value) items; ``keyed=False`` sends them without a key, as a
+        careless client would (Kafka then picks any partition)."""
         producer = AIOKafkaProducer(
             bootstrap_servers=self.settings.kafka_bootstrap,
             linger_ms=10,
@@ -324,7 +326,9 @@ class Pipeline:
             pending = []
             for topic, key, value in items:
                 pending.append(
-                    await producer.send(self.settings.topic(topic), value, key=key.encode())
+                    await producer.send(
+                        self.settings.topic(topic), value, key=key.encode() if keyed else None
+                    )
                 )
                 sent += 1
                 if len(pending) >= 5000:

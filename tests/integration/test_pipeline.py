@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 import orjson
 import pytest
@@ -166,6 +167,37 @@ async def test_shuffled_polls_with_duplicates_give_the_same_report(
     await pipeline.wait_consumed()
     report_id = await pipeline.request_report()
     assert await pipeline.wait_report(report_id) == batch_csv(dataset)
+
+
+async def test_keyless_messages_give_the_batch_report(pipeline: Pipeline, dataset: Path) -> None:
+    """A client that sends no key: Kafka spreads each store over the partitions, here owned
+    by two workers. The batching stage sends every record on to its store's own partition,
+    so one worker holds all of a store (applied where it landed, the two workers' rows of
+    one store would overwrite each other)."""
+    reference, polls = read_messages(dataset)
+    pipeline.start_worker()
+    _, other_port = pipeline.start_other_worker()
+
+    async def both_own_partitions() -> bool | None:
+        pipeline.check_worker_alive()
+        try:
+            mine = (await pipeline.worker_overview())["partitions"]
+            theirs = (await pipeline.worker_overview(other_port))["partitions"]
+        except (aiohttp.ClientError, TimeoutError, KeyError):
+            return None
+        return True if mine and theirs else None
+
+    await poll_async(
+        both_own_partitions,
+        timeout_s=120,
+        on_timeout=lambda: AssertionError(f"a worker owns nothing:\n{pipeline.worker_log()}"),
+        cap_s=0.5,
+    )
+    await pipeline.publish(reference + polls, keyed=False)
+    await pipeline.wait_consumed()
+    report_id = await pipeline.request_report()
+    assert await pipeline.wait_report(report_id) == batch_csv(dataset)
+    assert await pipeline.dead_letter_reasons() == []
 
 
 async def test_report_status_moves_pending_running_complete(

@@ -82,30 +82,35 @@ def test_good_records_go_through_and_bad_ones_are_rejected_with_their_reason() -
     assert batch.poll_count == 2
 
 
-def test_a_keyless_message_is_used_only_on_its_stores_partition() -> None:
+def test_a_keyless_record_goes_to_its_stores_partition() -> None:
     """Without a key Kafka spreads a store's messages over the partitions, and two workers
-    could then update one store at once: a keyless record counts only where its keyed ones
-    would be (Kafka's own partitioner), elsewhere it is rejected with where it belongs."""
+    could then update one store at once: a keyless record is sent on to the partition its
+    keyed ones go to (Kafka's own partitioner), in the same flush as the batch it was read
+    with."""
     stores = [f"store-{n}" for n in range(40)]
     homes = {s: DefaultPartitioner()(s.encode(), list(range(8)), list(range(8))) for s in stores}
     assert len(set(homes.values())) > 1
     assert all(home_partition(s, 8) == homes[s] for s in stores)
     home, away = stores[0], next(s for s in stores if homes[s] != homes[stores[0]])
+    here, there = homes[home], homes[away]
     batch = PartitionBatch(0.0, partitions=8)
-    here = homes[home]
     batch.add("polls", None, poll(home, T0), here, 1)
     batch.add("polls", None, poll(away, T0), here, 2)
-    batch.add("timezones", None, messages.timezone_message(away, "Asia/Tokyo"), here, 3)
-    value = orjson.loads(batch.message())
-    assert value["polls"] == [[home, [T0], [True]]]
-    assert value["zones"] == []
-    rejected = [(source, reason, detail) for source, reason, detail, _, _, _ in value["rejected"]]
-    assert [(source, reason) for source, reason, _ in rejected] == [
-        ("polls", "key missing"),
-        ("timezones", "key missing"),
+    batch.add("polls", None, poll(away, T0 + HOUR_US, "inactive"), here, 3)
+    batch.add("timezones", None, messages.timezone_message(away, "Asia/Tokyo"), here, 4)
+    batch.add("polls", b"other", poll(away, T0), here, 5)  # keyed by another id: rejected
+    sent = [(partition, orjson.loads(value)) for partition, value in batch.messages(here)]
+    assert [partition for partition, _ in sent] == [here, there]
+    (_, own), (_, routed) = sent
+    assert own["polls"] == [[home, [T0], [True]]]
+    assert own["zones"] == []
+    assert [(source, reason) for source, reason, *_ in own["rejected"]] == [
+        ("polls", "key mismatch")
     ]
-    assert f"is on partition {homes[away]}" in rejected[0][2]
-    assert batch.poll_count == 1
+    assert routed["polls"] == [[away, [T0, T0 + HOUR_US], [True, False]]]
+    assert routed["zones"] == [[away, "Asia/Tokyo"]]
+    assert routed["rejected"] == []
+    assert batch.poll_count == 3  # what this input partition read, wherever it goes
 
 
 class Sink:
