@@ -42,7 +42,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
-from aiokafka.partitioner import murmur2
+from aiokafka.partitioner import DefaultPartitioner
 
 from storemon.aggregates.records import (
     BadField,
@@ -78,8 +78,9 @@ REFERENCE_FIRST_MAX_S = 60.0
 @lru_cache(maxsize=65536)
 def home_partition(store_id: str, partitions: int) -> int:
     """The partition Kafka's default partitioner gives a message keyed by ``store_id``."""
-    hashed: int = murmur2(store_id.encode())
-    return (hashed & 0x7FFFFFFF) % partitions
+    every = list(range(partitions))
+    chosen: int = DefaultPartitioner()(store_id.encode(), every, every)
+    return chosen
 
 
 def batcher_group(settings: Settings) -> str:

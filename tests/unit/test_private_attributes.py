@@ -93,11 +93,9 @@ RELIED_ON = [
     Relied(Recovery, "active_offsets", "streams/recovery_watch.py check", True),
     Relied(Recovery, "active_highwaters", "streams/recovery_watch.py describe", True),
     Relied(Consumer, "_reset_state", "Consumer.__init__ (sets the two below)"),
-    Relied(
-        Consumer, "_active_partitions", "streams/recovery_watch.py describe", True, "_reset_state"
-    ),
-    Relied(
-        Consumer, "_paused_partitions", "streams/recovery_watch.py describe", True, "_reset_state"
+    *(
+        Relied(Consumer, name, "streams/recovery_watch.py describe", True, "_reset_state")
+        for name in ("_active_partitions", "_paused_partitions")
     ),
     Relied(Consumer, "flow_active", "streams/recovery_watch.py describe"),
     Relied(Consumer, "resume_partitions", "streams/recovery_watch.py check"),
